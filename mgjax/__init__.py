@@ -1,0 +1,36 @@
+"""mgjax: the coupled magnesium / type 2 diabetes physiology as a differentiable JAX model.
+
+Importing mgjax enables float64 in JAX (`jax_enable_x64`): the model is stiff and multi-scale
+(minutes to months) and float32 breaks its solves.
+"""
+
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)
+
+from ._parameters import get_parameter as get_parameter  # noqa: E402
+from ._parameters import get_parameters as get_parameters  # noqa: E402
+from ._parameters import parameter_infos as parameter_infos  # noqa: E402
+from ._parameters import parameter_names as parameter_names  # noqa: E402
+from ._parameters import parameter_table as parameter_table  # noqa: E402
+from ._parameters import set_parameters as set_parameters  # noqa: E402
+from ._presets import PRESET_CHANGES as PRESET_CHANGES  # noqa: E402
+from ._presets import preset as preset  # noqa: E402
+from ._presets import preset_names as preset_names  # noqa: E402
+from ._protocol import AbstractProtocol as AbstractProtocol  # noqa: E402
+from ._protocol import ConstantInputs as ConstantInputs  # noqa: E402
+from ._protocol import fasting as fasting  # noqa: E402
+from ._rosenbrock import Rodas4 as Rodas4  # noqa: E402
+from ._simulate import Trajectory as Trajectory  # noqa: E402
+from ._simulate import simulate as simulate  # noqa: E402
+from ._solve import SolverOptions as SolverOptions  # noqa: E402
+from ._solve import solve as solve  # noqa: E402
+from ._solve import vector_field as vector_field  # noqa: E402
+from ._steady_state import State as State  # noqa: E402
+from ._steady_state import steady_state as steady_state  # noqa: E402
+from ._steady_state import steady_state_residual as steady_state_residual  # noqa: E402
+from .model import OBSERVABLE_UNITS as OBSERVABLE_UNITS  # noqa: E402
+from .model import Inputs as Inputs  # noqa: E402
+from .model import MgT2DModel as MgT2DModel  # noqa: E402
+
+__version__ = "0.1.0"

@@ -1,0 +1,16 @@
+"""The physiological submodels and the coupled model."""
+
+from ._base import AbstractSubmodel as AbstractSubmodel
+from ._beta_cell import BetaCell as BetaCell
+from ._coupled import ACCUMULATOR_STATES as ACCUMULATOR_STATES
+from ._coupled import OBSERVABLE_UNITS as OBSERVABLE_UNITS
+from ._coupled import MgT2DModel as MgT2DModel
+from ._glucose_insulin import GlucoseInsulin as GlucoseInsulin
+from ._glycation import Glycation as Glycation
+from ._inputs import Inputs as Inputs
+from ._insulin_signalling import InsulinSignalling as InsulinSignalling
+from ._intestinal_magnesium import IntestinalMagnesium as IntestinalMagnesium
+from ._magnesium_pools import MagnesiumPools as MagnesiumPools
+from ._parameter import ParameterInfo as ParameterInfo
+from ._parameter import parameter as parameter
+from ._renal_magnesium import RenalMagnesium as RenalMagnesium

@@ -1,0 +1,195 @@
+"""Whole-body glucose–insulin kinetics: plasma glucose, plasma insulin, the delayed hepatic
+insulin signal, hepatic glucose output, insulin-independent uptake and renal glucose loss.
+
+Insulin-*dependent* (GLUT4) uptake belongs to the insulin-signalling module, which owns the
+remote insulin action; insulin secretion belongs to the beta-cell module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ._base import AbstractSubmodel, softplus
+from ._parameter import parameter
+
+# Sources quoted in docs/model.md.
+_DALLA_MAN = "Dalla Man, Rizza & Cobelli, IEEE TBME 2007;54:1740 (Table 1)"
+_HOVORKA = "Hovorka et al., Physiol Meas 2004;25:905"
+
+
+class GlucoseInsulin(AbstractSubmodel):
+    """Plasma glucose G (mmol/L), plasma insulin I (pmol/L) and the delayed insulin signal
+    seen by the liver I_H (pmol/L).
+
+    dG/dt = (EGP + glucose infusion − U_ii − U_id − E_renal) / (V_G·W)
+    dI/dt = ((1 − HE)·ISR + insulin infusion) / (V_I·W) − k_I·I
+    dI_H/dt = k_H·(I − I_H)
+    """
+
+    name: ClassVar[str] = "glucose_insulin"
+    state_names: ClassVar[tuple[str, ...]] = ("glucose", "insulin", "hepatic_insulin")
+    state_units: ClassVar[tuple[str, ...]] = ("mmol/L", "pmol/L", "pmol/L")
+
+    body_weight: Any = parameter(
+        75.0, "kg", (35.0, 200.0), "body weight W", "subject covariate", log_scale=True
+    )
+    height: Any = parameter(
+        175.0, "cm", (130.0, 215.0), "body height (for body surface area)", "subject covariate"
+    )
+    glucose_volume: Any = parameter(
+        0.17,
+        "L/kg",
+        (0.12, 0.25),
+        "glucose distribution volume V_G",
+        f"{_HOVORKA} (0.16 L/kg); {_DALLA_MAN} (1.88 dL/kg)",
+    )
+    egp_max: Any = parameter(
+        0.01398,
+        "mmol/kg/min",
+        (0.005, 0.05),
+        "endogenous glucose production extrapolated to zero insulin and zero glucose",
+        "calibrated: basal EGP 2.0 mg/kg/min at fasting glucose 5 mmol/L (Diabetes 2001;50:1449)",
+    )
+    hepatic_insulin_ec50: Any = parameter(
+        138.0,
+        "pmol/L",
+        (30.0, 2000.0),
+        "insulin giving half-maximal suppression of EGP",
+        "calibrated: EGP suppressed ~60% at 0.25 mU/kg/min, >90% at 1 mU/kg/min "
+        "(Diabetes 2001;50:1449, ΔRa 1.25 of ~2 mg/kg/min in NGT)",
+    )
+    hepatic_insulin_hill: Any = parameter(
+        2.0,
+        "-",
+        (0.5, 4.0),
+        "Hill coefficient of EGP suppression by insulin",
+        "calibrated to the same two suppression levels",
+    )
+    egp_glucose_sensitivity: Any = parameter(
+        0.03,
+        "L/mmol",
+        (0.0, 0.2),
+        "suppression of EGP by glucose (hepatic autoregulation), EGP ∝ exp(−k·G)",
+        f"{_DALLA_MAN}: kp2 = 0.0021 /min ≈ 18% EGP fall for +7 mmol/L",
+        log_scale=False,
+    )
+    hepatic_insulin_rate: Any = parameter(
+        0.03,
+        "1/min",
+        (0.005, 0.2),
+        "rate of the hepatic insulin signal (1/delay)",
+        f"{_HOVORKA}: ka3 = 0.03 /min",
+    )
+    insulin_independent_uptake_max: Any = parameter(
+        0.00866,
+        "mmol/kg/min",
+        (0.002, 0.03),
+        "maximal insulin-independent glucose uptake (brain, red cells, splanchnic; GLUT1/3)",
+        "calibrated: 1.2 mg/kg/min of the 2.0 mg/kg/min basal disposal is insulin-independent "
+        "(brain ~1 mg/kg/min)",
+    )
+    insulin_independent_km: Any = parameter(
+        1.5,
+        "mmol/L",
+        (0.5, 10.0),
+        "half-saturation glucose of insulin-independent uptake",
+        "GLUT1/GLUT3 affinity 1–3 mmol/L (textbook value; not in shared reference)",
+    )
+    renal_glucose_threshold: Any = parameter(
+        10.0,
+        "mmol/L",
+        (7.0, 14.0),
+        "renal threshold for glycosuria",
+        f"{_DALLA_MAN}: ke2 = 339 mg/kg / V_G 1.88 dL/kg = 180 mg/dL",
+    )
+    renal_glucose_rate: Any = parameter(
+        0.0005,
+        "1/min",
+        (0.0001, 0.005),
+        "glycosuria rate constant above the threshold",
+        f"{_DALLA_MAN}: ke1 = 0.0005 /min",
+    )
+    insulin_volume: Any = parameter(
+        0.05, "L/kg", (0.03, 0.15), "insulin distribution volume V_I", f"{_DALLA_MAN}: VI"
+    )
+    insulin_clearance_rate: Any = parameter(
+        0.2,
+        "1/min",
+        (0.05, 0.6),
+        "first-order plasma insulin clearance k_I",
+        "calibrated: metabolic clearance ≈ 10 mL/kg/min (plasma insulin ≈ 600–700 pmol/L at a "
+        "1 mU/kg/min clamp); half-life 3.5 min",
+    )
+    hepatic_insulin_extraction: Any = parameter(
+        0.6,
+        "-",
+        (0.2, 0.85),
+        "first-pass hepatic extraction of secreted (portal) insulin",
+        f"{_DALLA_MAN}: HEb = 0.6",
+    )
+
+    meal_glucose_excess: Any = parameter(
+        1.0,
+        "mmol/L",
+        (0.0, 8.0),
+        "24-h mean glucose minus fasting glucose: the meal excursions that fasting protocols do "
+        "not simulate, seen by the slow processes (glycation, osmotic Mg²⁺ wasting)",
+        "calibrated: HbA1c 5.4% at fasting 5 mmol/L in health (ADAG, Nathan et al. 2008); "
+        "≈ 3 mmol/L in T2DM (HbA1c 11.5% at fasting 12.8 mmol/L, Rodríguez-Morán 2003)",
+        log_scale=False,
+    )
+
+    # --- fluxes (all in mmol/min of glucose) -------------------------------------------
+    def glucose_mass_volume(self) -> Any:
+        """Glucose distribution volume V_G·W (L)."""
+        return self.glucose_volume * self.body_weight
+
+    def endogenous_glucose_production(self, glucose, hepatic_insulin, xp) -> Any:
+        """EGP (mmol/min): suppressed by the delayed hepatic insulin signal and by glucose."""
+        r = (hepatic_insulin / self.hepatic_insulin_ec50) ** self.hepatic_insulin_hill
+        return (
+            self.egp_max
+            * self.body_weight
+            / (1.0 + r)
+            * xp.exp(-self.egp_glucose_sensitivity * glucose)
+        )
+
+    def insulin_independent_uptake(self, glucose) -> Any:
+        """U_ii (mmol/min): saturable GLUT1/3 uptake."""
+        return (
+            self.insulin_independent_uptake_max
+            * self.body_weight
+            * glucose
+            / (self.insulin_independent_km + glucose)
+        )
+
+    def daily_mean_glucose(self, glucose) -> Any:
+        """G_m (mmol/L): fasting-protocol glucose plus the meal excursions it leaves out."""
+        return glucose + self.meal_glucose_excess
+
+    def renal_glucose_excretion(self, glucose, xp) -> Any:
+        """E_renal (mmol/min): glycosuria above the renal threshold (smoothed, width 0.5 mmol/L)."""
+        excess = softplus(glucose - self.renal_glucose_threshold, 0.5, xp)
+        return self.renal_glucose_rate * self.glucose_mass_volume() * excess
+
+    def rates(
+        self,
+        s,
+        *,
+        egp,
+        insulin_dependent_uptake,
+        glucose_infusion,
+        secretion,
+        insulin_infusion,
+        xp,
+    ) -> dict[str, Any]:
+        u_ii = self.insulin_independent_uptake(s["glucose"])
+        e_renal = self.renal_glucose_excretion(s["glucose"], xp)
+        d_glucose = (
+            egp + glucose_infusion - u_ii - insulin_dependent_uptake - e_renal
+        ) / self.glucose_mass_volume()
+        d_insulin = ((1.0 - self.hepatic_insulin_extraction) * secretion + insulin_infusion) / (
+            self.insulin_volume * self.body_weight
+        ) - self.insulin_clearance_rate * s["insulin"]
+        d_hepatic = self.hepatic_insulin_rate * (s["insulin"] - s["hepatic_insulin"])
+        return dict(glucose=d_glucose, insulin=d_insulin, hepatic_insulin=d_hepatic)
