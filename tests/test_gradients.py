@@ -1,9 +1,9 @@
 """`jax.grad` of a scalar of the solution w.r.t. every parameter matches central differences."""
 
-import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from helpers import WEEK
 
 import mgjax
@@ -34,9 +34,7 @@ def _scalar(model):
 def _to_unconstrained(model):
     """Positive parameters in log space, others linear (the optimiser's coordinates)."""
     values = mgjax.get_parameters(model)
-    return jnp.array(
-        [jnp.log(values[n]) if INFOS[n].log_scale else values[n] for n in NAMES]
-    )
+    return jnp.array([jnp.log(values[n]) if INFOS[n].log_scale else values[n] for n in NAMES])
 
 
 def _from_unconstrained(base, x):
@@ -52,7 +50,9 @@ def test_gradient_wrt_every_parameter_matches_central_differences(presets):
 
     h = 1e-4
     steps = jnp.concatenate([jnp.eye(len(x0)) * h, -jnp.eye(len(x0)) * h])
-    values = np.asarray(jax.jit(jax.vmap(lambda d: _scalar(_from_unconstrained(base, x0 + d))))(steps))
+    values = np.asarray(
+        jax.jit(jax.vmap(lambda d: _scalar(_from_unconstrained(base, x0 + d))))(steps)
+    )
     fd = (values[: len(x0)] - values[len(x0) :]) / (2 * h)
 
     assert np.all(np.isfinite(grad))
