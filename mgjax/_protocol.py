@@ -5,7 +5,7 @@ of subjects with different inputs vmaps into one compiled program."""
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -17,7 +17,12 @@ class AbstractProtocol(eqx.Module):
     """A protocol maps time t (min, 0 = protocol start) to exogenous `Inputs`.
 
     Before t = 0 the subject rests at the fasting steady state under `basal_inputs()`.
+
+    `piecewise_constant`: inputs are constant between the declared `jump_times()`, so the
+    vector field is autonomous within each solver step (the solver may skip ∂f/∂t).
     """
+
+    piecewise_constant: ClassVar[bool] = False
 
     @abc.abstractmethod
     def inputs(self, t: Any, xp: Any = jnp) -> Inputs:
@@ -39,6 +44,8 @@ class ConstantInputs(AbstractProtocol):
     - `oral_mg`: elemental Mg²⁺ supplement reaching the gut lumen, mmol/day, spread evenly;
     - `iv_mg`: intravenous Mg²⁺, mmol/day.
     """
+
+    piecewise_constant: ClassVar[bool] = True
 
     glucose_infusion: Any = eqx.field(default=0.0, converter=jnp.asarray)
     insulin_infusion: Any = eqx.field(default=0.0, converter=jnp.asarray)

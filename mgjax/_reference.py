@@ -50,10 +50,13 @@ def scipy_solve(
     rtol: float = 1e-10,
     atol: float = 1e-12,
     y0: Any = None,
-    jacobian: Literal["jax", "finite-difference"] = "jax",
+    jacobian: Literal["jax", "finite-difference"] | Any = "jax",
 ) -> np.ndarray:
     """Solve with `scipy.integrate.solve_ivp` from t = 0, returning states at `ts`
-    (shape times × states). Integration restarts at the protocol's jump times."""
+    (shape times × states). Integration restarts at the protocol's jump times.
+
+    `jacobian` is `"jax"` (a jitted forward-mode Jacobian, built here), `"finite-difference"`
+    (SciPy's own), or a prebuilt `jac(t, y)` callable (so repeated solves do not rebuild it)."""
     from scipy.integrate import solve_ivp
 
     protocol = protocol if protocol is not None else fasting()
@@ -65,7 +68,9 @@ def scipy_solve(
     y = np.asarray(y0, dtype=float)
     f = numpy_vector_field(model, protocol)
     kwargs: dict[str, Any] = dict(method=method, rtol=rtol, atol=atol)
-    if jacobian == "jax" and method in ("Radau", "BDF", "LSODA"):
+    if callable(jacobian):
+        kwargs["jac"] = jacobian
+    elif jacobian == "jax" and method in ("Radau", "BDF", "LSODA"):
         kwargs["jac"] = jax_jacobian(model, protocol)
     jumps = protocol.jump_times()
     jumps = [] if jumps is None else [float(j) for j in np.asarray(jumps) if 0 < j < ts[-1]]

@@ -21,25 +21,32 @@ class Trajectory(eqx.Module):
 
     - `ts`: sampling times (min);
     - `ys`: states at `ts`, shape (times, states);
-    - `observables`: every clinical observable at `ts` (units in `mgjax.OBSERVABLE_UNITS`);
+    - `model`, `protocol`: what was solved (observables are computed from them on demand, so
+      a loss that reads one observable traces and differentiates only that one);
     - `success`: whether the steady state and the solve both succeeded;
     - `num_steps`: accepted + rejected solver steps.
     """
 
     ts: Float[Array, " times"]
     ys: Float[Array, "times states"]
-    observables: dict[str, Float[Array, " times"]]
+    model: MgT2DModel
+    protocol: AbstractProtocol
     success: Bool[Array, ""]
     num_steps: Int[Array, ""]
 
     def __getitem__(self, name: str) -> Float[Array, " times"]:
-        if name in self.observables:
-            return self.observables[name]
         names = MgT2DModel.state_names()
         if name in names:
             return self.ys[..., names.index(name)]
-        known = sorted(set(self.observables) | set(names))
+        if name in OBSERVABLE_UNITS:
+            return observe(self.model, self.protocol, self.ts, self.ys, name)
+        known = sorted(set(OBSERVABLE_UNITS) | set(names))
         raise KeyError(f"unknown observable or state {name!r}; known: {', '.join(known)}")
+
+    @property
+    def observables(self) -> dict[str, Float[Array, " times"]]:
+        """Every observable at `ts`, as a dict."""
+        return {name: self[name] for name in OBSERVABLE_UNITS}
 
     @staticmethod
     def units(name: str) -> str:
@@ -49,9 +56,15 @@ class Trajectory(eqx.Module):
         return MgT2DModel.state_units()[names.index(name)]
 
 
-def observe(model: MgT2DModel, protocol: AbstractProtocol, ts, ys) -> dict[str, Any]:
-    """Every observable at each (t, y) pair."""
-    return jax.vmap(lambda t, y: model.observables(y, protocol.inputs(t, jnp), jnp))(ts, ys)
+def observe(model: MgT2DModel, protocol: AbstractProtocol, ts, ys, name: str) -> Any:
+    """Observable `name` at each (t, y) pair (works for a batch of trajectories too)."""
+
+    def one(t, y):
+        return model.observables(y, protocol.inputs(t, jnp), jnp)[name]
+
+    if ys.ndim == 2:
+        return jax.vmap(one)(ts, ys)
+    return jax.vmap(lambda m, p, t, y: observe(m, p, t, y, name))(model, protocol, ts, ys)
 
 
 @eqx.filter_jit
@@ -95,7 +108,8 @@ def simulate(
     return Trajectory(
         ts=ts,
         ys=ys,
-        observables=observe(model, protocol, ts, ys),
+        model=model,
+        protocol=protocol,
         success=ok,
         num_steps=sol.stats["num_steps"],
     )

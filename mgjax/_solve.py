@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import diffrax as dfx
@@ -62,6 +63,9 @@ def solve(
     throw: bool = True,
 ) -> dfx.Solution:
     """Integrate from `t0` (min) with state `y0`, saving at `ts` (min, increasing, > t0 or = t0)."""
+    solver = options.solver
+    if isinstance(solver, Rodas4) and protocol.piecewise_constant and solver.time_dependent:
+        solver = dataclasses.replace(solver, time_dependent=False)
     jump_ts = protocol.jump_times()
     controller = dfx.PIDController(
         rtol=options.rtol,
@@ -73,7 +77,7 @@ def solve(
         controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
     return dfx.diffeqsolve(
         dfx.ODETerm(vector_field),
-        options.solver,
+        solver,
         t0=t0,
         t1=ts[-1],
         dt0=options.dt0,

@@ -281,23 +281,21 @@ class BetaCell(AbstractSubmodel):
             self.exocytosis_rate(s["atp_fraction"], mg_free, xp) * s["readily_releasable_insulin"]
         )
 
-    def rates(self, s, *, glucose, mg_free, body_weight, xp) -> dict[str, Any]:
+    def rates(self, s, *, glucokinase_flux, exocytosis_rate, body_weight) -> dict[str, Any]:
+        """State derivatives, given the quasi-steady fluxes J_GK and k_exo of this state."""
         phi = s["atp_fraction"]
         pool = s["readily_releasable_insulin"]
-        amp = s["amplifying_signal"]
-        j_gk = self.glucokinase_flux(glucose, phi, mg_free, xp)
-        k_exo = self.exocytosis_rate(phi, mg_free, xp)
-        secretion = k_exo * pool
+        secretion = exocytosis_rate * pool
         d_phi = self.atp_turnover_rate * (
-            self.atp_production_gain * (j_gk + self.other_fuel_flux) * (1.0 - phi) - phi
+            self.atp_production_gain * (glucokinase_flux + self.other_fuel_flux) * (1.0 - phi) - phi
         )
         d_pool = (
             self.mobilisation_rate
-            * (self.mobilisation_basal + amp)
+            * (self.mobilisation_basal + s["amplifying_signal"])
             * (self.beta_cell_mass * self.rrp_capacity - pool)
             - secretion
         )
-        d_amp = (j_gk - amp) / self.amplifying_time
+        d_amp = (glucokinase_flux - s["amplifying_signal"]) / self.amplifying_time
         c1 = s["c_peptide"]
         c2 = s["c_peptide_peripheral"]
         volume = self.c_peptide_volume * body_weight

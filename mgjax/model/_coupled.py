@@ -103,7 +103,9 @@ class MgT2DModel(eqx.Module):
         ultrafiltrable = pools.ultrafiltrable_fraction * serum
         mg_free = pools.intracellular_free(s, weight)
 
-        secretion = beta.secretion_rate(s, mg_free, xp)
+        glucokinase_flux = beta.glucokinase_flux(s["glucose"], s["atp_fraction"], mg_free, xp)
+        exocytosis_rate = beta.exocytosis_rate(s["atp_fraction"], mg_free, xp)
+        secretion = exocytosis_rate * s["readily_releasable_insulin"]
         insulin_signal = sig.signal(s["insulin"], mg_free)
         egp = gi.endogenous_glucose_production(s["glucose"], s["hepatic_insulin"], xp)
         uptake_ii = gi.insulin_independent_uptake(s["glucose"])
@@ -130,6 +132,8 @@ class MgT2DModel(eqx.Module):
             ultrafiltrable_mg=ultrafiltrable,
             intracellular_mg=mg_free,
             secretion=secretion,
+            glucokinase_flux=glucokinase_flux,
+            exocytosis_rate=exocytosis_rate,
             insulin_signal=insulin_signal,
             egp=egp,
             uptake_insulin_independent=uptake_ii,
@@ -153,21 +157,21 @@ class MgT2DModel(eqx.Module):
             gi.rates(
                 s,
                 egp=f["egp"],
-                insulin_dependent_uptake=f["uptake_insulin_dependent"],
+                uptake_ii=f["uptake_insulin_independent"],
+                uptake_id=f["uptake_insulin_dependent"],
+                glycosuria=f["glycosuria"],
                 glucose_infusion=inputs.glucose_infusion,
                 secretion=f["secretion"],
                 insulin_infusion=inputs.insulin_infusion,
-                xp=xp,
             )
         )
         d.update(self.insulin_signalling.rates(s, signal=f["insulin_signal"]))
         d.update(
             self.beta_cell.rates(
                 s,
-                glucose=s["glucose"],
-                mg_free=f["intracellular_mg"],
+                glucokinase_flux=f["glucokinase_flux"],
+                exocytosis_rate=f["exocytosis_rate"],
                 body_weight=gi.body_weight,
-                xp=xp,
             )
         )
         d.update(self.intestinal_magnesium.rates(s, oral_mg=inputs.oral_mg))
@@ -183,7 +187,7 @@ class MgT2DModel(eqx.Module):
         d.update(self.glycation.rates(s, daily_mean_glucose=f["daily_mean_glucose"]))
         d["absorbed_mg_cumulative"] = f["mg_absorption"] + inputs.iv_mg
         d["urinary_mg_cumulative"] = f["mg_urinary"]
-        return xp.stack([d[n] * xp.ones_like(y[0]) for n in self.state_names()])
+        return xp.stack([d[n] for n in self.state_names()])
 
     def dynamic_rates(self, y_dynamic, inputs: Inputs, xp):
         """dy/dt of the dynamic (non-accumulator) states, with accumulators at zero."""

@@ -177,16 +177,15 @@ class GlucoseInsulin(AbstractSubmodel):
         s,
         *,
         egp,
-        insulin_dependent_uptake,
+        uptake_ii,
+        uptake_id,
+        glycosuria,
         glucose_infusion,
         secretion,
         insulin_infusion,
-        xp,
     ) -> dict[str, Any]:
-        u_ii = self.insulin_independent_uptake(s["glucose"])
-        e_renal = self.renal_glucose_excretion(s["glucose"], xp)
         d_glucose = (
-            egp + glucose_infusion - u_ii - insulin_dependent_uptake - e_renal
+            egp + glucose_infusion - uptake_ii - uptake_id - glycosuria
         ) / self.glucose_mass_volume()
         d_insulin = ((1.0 - self.hepatic_insulin_extraction) * secretion + insulin_infusion) / (
             self.insulin_volume * self.body_weight

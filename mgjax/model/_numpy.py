@@ -38,6 +38,8 @@ def to_numpy(module: Any) -> Any:
         for field in dataclasses.fields(module):
             setattr(obj, field.name, to_numpy(getattr(module, field.name)))
         return obj
+    if isinstance(module, tuple) and hasattr(module, "_fields"):  # NamedTuple
+        return type(module)(*[to_numpy(m) for m in module])
     if isinstance(module, (list, tuple)):
         return type(module)(to_numpy(m) for m in module)
     if isinstance(module, dict):

@@ -1,0 +1,54 @@
+"""Every script in experiments/ runs (smoke tests with tiny settings) and the CLI main job works."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vicious_circle_runs_and_shows_the_circle(tmp_path):
+    frame = _load("vicious_circle").main(tmp_path, quick=True)
+    assert (tmp_path / "vicious_circle.png").stat().st_size > 10_000
+    assert frame["converged"].all()
+    for _, group in frame.groupby("signalling_capacity"):
+        group = group.sort_values("dietary_mg_intake_mmol_day")
+        assert group["serum_mg"].is_monotonic_increasing
+        assert group["homa_ir"].is_monotonic_decreasing
+
+
+@pytest.mark.slow
+def test_bench_model_quick_runs(tmp_path):
+    results = _load("bench_model").main(quick=True, out=tmp_path / "bench.json")
+    row = results["3-hour infusion"]
+    assert row["run_s"] > 0 and row["steps"] > 10
+    assert row["scipy_LSODA_s"] > 0
+    assert json.loads((tmp_path / "bench.json").read_text())["budgets"]
+
+
+def test_cli_run_writes_the_run_directory(tmp_path):
+    from mgjax.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--out", str(out), "--weeks", "2"])
+    assert result.exit_code == 0, result.output
+    assert (out / "trajectories.csv").exists()
+    assert (out / "supplementation.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert {row["preset"] for row in summary["rows"]} == {
+        "healthy",
+        "t2dm",
+        "t2dm_hypomagnesemia",
+    }
