@@ -9,24 +9,30 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._presets import preset, preset_names
+from ._config import RunConfig
+from ._presets import preset
 from ._protocol import ConstantInputs
 from ._simulate import simulate
+from ._solve import SolverOptions
 
 OBSERVED = ["serum_mg", "intracellular_mg", "glucose", "insulin", "homa_ir", "hba1c", "urinary_mg"]
 
 
-def presets_demo(out: Path, *, dose: float, weeks: int) -> list[dict]:
+def presets_demo(out: Path, cfg: RunConfig) -> list[dict]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    weeks, dose = cfg.supplement.weeks, cfg.supplement.dose_mmol_per_day
     ts = jnp.linspace(0.0, weeks * 7 * 1440.0, weeks + 1)
+    options = SolverOptions(
+        rtol=cfg.solver.rtol, atol=cfg.solver.atol, max_steps=cfg.solver.max_steps
+    )
     rows, frames = [], []
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for name in preset_names():
-        traj = simulate(preset(name), ConstantInputs(oral_mg=dose), ts)
+    for name in cfg.presets:
+        traj = simulate(preset(name), ConstantInputs(oral_mg=dose), ts, options=options)
         frame = pd.DataFrame({k: np.asarray(traj[k]) for k in OBSERVED})
         frame.insert(0, "week", np.arange(weeks + 1))
         frame.insert(0, "preset", name)

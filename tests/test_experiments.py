@@ -42,7 +42,8 @@ def test_cli_run_writes_the_run_directory(tmp_path):
     from mgjax.cli import app
 
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["run", "--out", str(out), "--weeks", "2"])
+    config = ROOT / "configs" / "default.yaml"
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(out), "--weeks", "2"])
     assert result.exit_code == 0, result.output
     assert (out / "trajectories.csv").exists()
     assert (out / "supplementation.png").exists()
@@ -52,3 +53,26 @@ def test_cli_run_writes_the_run_directory(tmp_path):
         "t2dm",
         "t2dm_hypomagnesemia",
     }
+
+
+def test_cli_refuses_a_bad_config_with_key_and_value(tmp_path):
+    from mgjax.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("supplement:\n  weeks: -3\n")
+    result = CliRunner().invoke(app, ["run", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "supplement.weeks" in result.output and "-3" in result.output
+    bad.write_text("presets: [healthy, prediabetes]\n")
+    result = CliRunner().invoke(app, ["run", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "prediabetes" in result.output
+
+
+def test_cli_does_not_overwrite_a_run(tmp_path):
+    from mgjax.cli import app
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    result = CliRunner().invoke(app, ["run", "--out", str(out)])
+    assert result.exit_code == 2 and "--force" in result.output
