@@ -11,9 +11,9 @@ import pandas as pd
 
 from ._config import RunConfig
 from ._presets import preset
-from ._protocol import ConstantInputs
 from ._simulate import simulate
 from ._solve import SolverOptions
+from .protocols import ConstantInputs
 
 OBSERVED = ["serum_mg", "intracellular_mg", "glucose", "insulin", "homa_ir", "hba1c", "urinary_mg"]
 

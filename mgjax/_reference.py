@@ -13,20 +13,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._protocol import AbstractProtocol, fasting
 from ._steady_state import State, steady_state
+from ._vector_field import N_MODEL_STATES, coupled_rates
 from .model import MgT2DModel
 from .model._numpy import scalar_math, to_numpy
+from .protocols import AbstractProtocol, fasting
 
 
 def numpy_vector_field(model: MgT2DModel, protocol: AbstractProtocol):
-    """`f(t, y) -> dy/dt` on NumPy arrays, the model's equations on Python floats."""
+    """`f(t, state) -> d state/dt` on NumPy arrays: the model's equations on Python floats,
+    the protocol's (schedules, controllers) in NumPy."""
     plain_model = to_numpy(model)
     plain_protocol = to_numpy(protocol)
+    has_controller = bool(protocol.controller_state_names)
 
-    def f(t, y):
-        inputs = plain_protocol.inputs(t, np)
-        return plain_model.rates(y.tolist(), inputs, scalar_math)
+    def f(t, state):
+        y, z = state[:N_MODEL_STATES], state[N_MODEL_STATES:]
+        inputs = plain_protocol.inputs(t, y, z, plain_model, np)
+        dy = plain_model.rates(y.tolist(), inputs, scalar_math)
+        if not has_controller:
+            return dy
+        return np.concatenate([dy, plain_protocol.controller_rates(t, y, z, plain_model, np)])
 
     return f
 
@@ -36,7 +43,7 @@ def jax_jacobian(model: MgT2DModel, protocol: AbstractProtocol):
 
     @jax.jit
     def jac(t, y):
-        return jax.jacfwd(lambda yy: model.rates(yy, protocol.inputs(t, jnp), jnp))(y)
+        return jax.jacfwd(lambda yy: coupled_rates(model, protocol, t, yy, jnp))(y)
 
     return lambda t, y: np.asarray(jac(t, y))
 
@@ -66,6 +73,8 @@ def scipy_solve(
     if isinstance(y0, State):
         y0 = y0.y
     y = np.asarray(y0, dtype=float)
+    if y.shape[0] == N_MODEL_STATES and protocol.controller_state_names:
+        y = np.concatenate([y, np.asarray(protocol.controller_init(model, jnp.asarray(y)))])
     f = numpy_vector_field(model, protocol)
     kwargs: dict[str, Any] = dict(method=method, rtol=rtol, atol=atol)
     if callable(jacobian):

@@ -10,17 +10,19 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from ._protocol import AbstractProtocol, fasting
 from ._solve import SolverOptions, solve
 from ._steady_state import State, steady_state
+from ._vector_field import split, state_names
 from .model import OBSERVABLE_UNITS, MgT2DModel
+from .protocols import AbstractProtocol, fasting
 
 
 class Trajectory(eqx.Module):
     """A solved trajectory. Read states and observables by name: `traj["glucose"]`.
 
     - `ts`: sampling times (min);
-    - `ys`: states at `ts`, shape (times, states);
+    - `ys`: states at `ts`, shape (times, states): the model's states, then the protocol's
+      controller states (`Trajectory.state_names`);
     - `model`, `protocol`: what was solved (observables are computed from them on demand, so
       a loss that reads one observable traces and differentiates only that one);
     - `success`: whether the steady state and the solve both succeeded;
@@ -34,8 +36,12 @@ class Trajectory(eqx.Module):
     success: Bool[Array, ""]
     num_steps: Int[Array, ""]
 
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return state_names(self.protocol)
+
     def __getitem__(self, name: str) -> Float[Array, " times"]:
-        names = MgT2DModel.state_names()
+        names = self.state_names
         if name in names:
             return self.ys[..., names.index(name)]
         if name in OBSERVABLE_UNITS:
@@ -53,14 +59,17 @@ class Trajectory(eqx.Module):
         if name in OBSERVABLE_UNITS:
             return OBSERVABLE_UNITS[name]
         names = MgT2DModel.state_names()
-        return MgT2DModel.state_units()[names.index(name)]
+        if name in names:
+            return MgT2DModel.state_units()[names.index(name)]
+        return "-"
 
 
 def observe(model: MgT2DModel, protocol: AbstractProtocol, ts, ys, name: str) -> Any:
     """Observable `name` at each (t, y) pair (works for a batch of trajectories too)."""
 
-    def one(t, y):
-        return model.observables(y, protocol.inputs(t, jnp), jnp)[name]
+    def one(t, state):
+        y, z = split(state)
+        return model.observables(y, protocol.inputs(t, y, z, model, jnp), jnp)[name]
 
     if ys.ndim == 2:
         return jax.vmap(one)(ts, ys)
@@ -84,7 +93,9 @@ def simulate(
     - `model`: parameters (`mgjax.preset(...)` or any `MgT2DModel`).
     - `protocol`: an `AbstractProtocol`; default plain fasting.
     - `ts`: sampling times in minutes from the protocol start (increasing, ≥ 0).
-    - `y0`: initial state; default the fasting steady state under the protocol's basal inputs.
+    - `y0`: initial model state (a `State` or a vector of the model's states); default the
+      fasting steady state under the protocol's basal inputs. The protocol's controller states
+      are appended (`protocol.controller_init`).
     - `options`: `SolverOptions` (solver, tolerances, step control, adjoint, max_steps).
     - `throw`: raise on failure. With `throw=False` (batches, fitting) a failed solve returns
       `success=False` and non-finite values, never an exception.
@@ -102,6 +113,7 @@ def simulate(
         ok0, y0 = y0.success, y0.y
     else:
         ok0 = jnp.asarray(True)
+    y0 = jnp.concatenate([y0, protocol.controller_init(model, y0)])
     sol = solve(model, protocol, y0, ts, options, throw=throw)
     ok = ok0 & (sol.result == dfx.RESULTS.successful)
     ys = sol.ys

@@ -10,9 +10,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._protocol import AbstractProtocol
 from ._rosenbrock import Rodas4
+from ._vector_field import vector_field
 from .model import MgT2DModel
+from .protocols import AbstractProtocol
 
 
 def _as_array(x: Any) -> Any:
@@ -46,12 +47,6 @@ class SolverOptions(eqx.Module):
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint()
 
 
-def vector_field(t, y, args):
-    """dy/dt (per minute) of the coupled model under a protocol; `args = (model, protocol)`."""
-    model, protocol = args
-    return model.rates(y, protocol.inputs(t, jnp), jnp)
-
-
 def solve(
     model: MgT2DModel,
     protocol: AbstractProtocol,
@@ -62,7 +57,8 @@ def solve(
     t0: Any = 0.0,
     throw: bool = True,
 ) -> dfx.Solution:
-    """Integrate from `t0` (min) with state `y0`, saving at `ts` (min, increasing, > t0 or = t0)."""
+    """Integrate from `t0` (min) with the augmented state `y0` (model states, then the
+    protocol's controller states), saving at `ts` (min, increasing, ≥ t0)."""
     solver = options.solver
     if isinstance(solver, Rodas4) and protocol.piecewise_constant and solver.time_dependent:
         solver = dataclasses.replace(solver, time_dependent=False)

@@ -29,6 +29,26 @@ def test_vicious_circle_runs_and_shows_the_circle(tmp_path):
         assert group["homa_ir"].is_monotonic_decreasing
 
 
+def test_protocols_experiment_runs(tmp_path):
+    table = _load("protocols").main(tmp_path, quick=True)
+    for name in [
+        "hyperinsulinemic_clamp",
+        "hyperglycemic_clamp",
+        "ivgtt",
+        "mg_trial",
+        "forced_secretion",
+    ]:
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    hec = table[table["protocol"].str.startswith("HEC 1 mU/kg/min @")].set_index("preset")
+    assert hec.loc["healthy", "m_value"] > hec.loc["t2dm", "m_value"]
+
+
+@pytest.mark.slow
+def test_bench_protocols_quick_runs():
+    rows = _load("bench_protocols").main(10, quick=True)
+    assert all(r["run_single_s"] > 0 and r["steps"] > 0 for r in rows.values())
+
+
 @pytest.mark.slow
 def test_bench_model_quick_runs(tmp_path):
     results = _load("bench_model").main(quick=True, out=tmp_path / "bench.json")

@@ -33,6 +33,8 @@ ACCUMULATOR_STATES: tuple[str, ...] = ("absorbed_mg_cumulative", "urinary_mg_cum
 
 #: 1 µU/mL of insulin in pmol/L (the convention of the glucose–insulin simulators, physiology.md).
 PMOL_PER_MICROUNIT = 6.0
+#: pmol of insulin in 1 mU (1 mU = 1000 µU; 1 µU/mL = 6 pmol/L ⇒ 1 mU = 6 pmol, 1 U = 6 nmol).
+PMOL_PER_MILLIUNIT = 6.0
 #: mg of glucose per mmol.
 GLUCOSE_MG_PER_MMOL = 180.156
 

@@ -44,7 +44,7 @@ def to_numpy(module: Any) -> Any:
         return type(module)(to_numpy(m) for m in module)
     if isinstance(module, dict):
         return {k: to_numpy(v) for k, v in module.items()}
-    if isinstance(module, types.FunctionType):
+    if module is None or isinstance(module, (types.FunctionType, bool, str)):
         return module
     arr = np.asarray(module)
     return float(arr) if arr.ndim == 0 else arr

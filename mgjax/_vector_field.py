@@ -1,0 +1,37 @@
+"""The vector field of a subject under a protocol: model states y and controller states z."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from .model import MgT2DModel
+from .protocols import AbstractProtocol
+
+N_MODEL_STATES = len(MgT2DModel.state_names())
+
+
+def split(state: Any) -> tuple[Any, Any]:
+    """(model states y, controller states z) of an augmented state vector."""
+    return state[:N_MODEL_STATES], state[N_MODEL_STATES:]
+
+
+def coupled_rates(model: MgT2DModel, protocol: AbstractProtocol, t: Any, state: Any, xp: Any):
+    """d[y, z]/dt (per minute), written against the array namespace `xp`."""
+    y, z = split(state)
+    inputs = protocol.inputs(t, y, z, model, xp)
+    dy = model.rates(y, inputs, xp)
+    if not protocol.controller_state_names:
+        return dy
+    return xp.concatenate([dy, protocol.controller_rates(t, y, z, model, xp)])
+
+
+def vector_field(t, state, args):
+    """Diffrax vector field; `args = (model, protocol)`."""
+    model, protocol = args
+    return coupled_rates(model, protocol, t, state, jnp)
+
+
+def state_names(protocol: AbstractProtocol) -> tuple[str, ...]:
+    return MgT2DModel.state_names() + protocol.controller_state_names
