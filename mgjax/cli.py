@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import time
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def run(
     if out.exists() and any(out.iterdir()) and not force:
         _fail(f"{out} exists and is not empty; choose another --out or pass --force")
     out.mkdir(parents=True, exist_ok=True)
-    enable_compilation_cache()
+    if os.environ.get("MGJAX_COMPILATION_CACHE", "1") != "0":
+        enable_compilation_cache()
 
     from ._main_job import presets_demo
 

@@ -6,6 +6,14 @@ jax.config.update("jax_enable_x64", True)
 import mgjax  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _no_persistent_compilation_cache(monkeypatch):
+    """The CLI turns JAX's persistent cache on for the whole process; in the test process that
+    would make later tests read executables written by other processes. Tests of the cache run
+    the CLI in a subprocess."""
+    monkeypatch.setenv("MGJAX_COMPILATION_CACHE", "0")
+
+
 @pytest.fixture(scope="session")
 def presets():
     return {name: mgjax.preset(name) for name in mgjax.preset_names()}

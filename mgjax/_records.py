@@ -1,0 +1,133 @@
+"""Dataset dose records → protocol objects (the data boundary for protocols).
+
+Each protocol name of the dataset maps to a protocol class; its dose records set the protocol's
+magnitudes, and its observations the sampling (and, for a clamp, the glucose target when the
+GIR was not recorded).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._dataset import DatasetError
+from .model import MgT2DModel
+from .protocols import (
+    IVGTT,
+    SALT_BIOAVAILABILITY,
+    AbstractProtocol,
+    ConstantInputs,
+    HyperglycemicClamp,
+    HyperinsulinemicClamp,
+    OralMagnesiumTrial,
+    PiecewiseConstant,
+)
+from .protocols._trial import MG_PER_MMOL_MAGNESIUM
+
+MINUTES_PER_DAY = 1440.0
+
+
+def _records(doses: pd.DataFrame, route: str, substance: str) -> pd.DataFrame:
+    return doses[(doses["route"] == route) & (doses["substance"] == substance)].sort_values("time")
+
+
+def _expand_repeats(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(times, amounts) with repeat_every/repeat_count expanded."""
+    times, amounts = [], []
+    for _, r in rows.iterrows():
+        count = 1 if pd.isna(r["repeat_count"]) else int(r["repeat_count"])
+        every = 0.0 if pd.isna(r["repeat_every"]) else float(r["repeat_every"])
+        for k in range(count):
+            times.append(float(r["time"]) + k * every)
+            amounts.append(float(r["amount"]))
+    return np.asarray(times), np.asarray(amounts)
+
+
+def _mg_mmol(amount: float, unit: str) -> float:
+    return {"mmol": amount, "mg": amount / MG_PER_MMOL_MAGNESIUM, "mEq": amount / 2.0}[unit]
+
+
+def protocol_from_records(
+    name: str,
+    doses: pd.DataFrame,
+    observations: pd.DataFrame,
+    model: MgT2DModel | None = None,
+    *,
+    averaged_trials: bool = False,
+) -> AbstractProtocol:
+    """The protocol `name` with magnitudes from its dose records."""
+    duration = float(np.ceil(observations["time"].max())) if len(observations) else 120.0
+    glucose_obs = observations[observations["observable"] == "glucose"]
+    if name == "fasting":
+        return ConstantInputs()
+    if name == "hyperinsulinemic_clamp":
+        insulin = _records(doses, "iv", "insulin")
+        if insulin.empty:
+            raise DatasetError(
+                "doses.csv: a hyperinsulinemic_clamp needs an 'iv insulin' record "
+                "(amount in mU/m2/min or mU/kg/min)"
+            )
+        gir = _records(doses, "iv", "glucose")
+        measured = None
+        if not gir.empty:
+            times = gir["time"].to_numpy(dtype=float)
+            rates = gir["amount"].to_numpy(dtype=float)
+            measured = PiecewiseConstant(times, rates)
+        late = glucose_obs[glucose_obs["time"] >= 30.0]["value"]
+        target = float(late.mean()) if len(late) else float("nan")
+        return HyperinsulinemicClamp(
+            insulin_rate=float(insulin["amount"].iloc[0]),
+            per_kg=insulin["unit"].iloc[0] == "mU/kg/min",
+            target_glucose=target,
+            duration=max(duration, 60.0),
+            measured_gir=measured,
+        )
+    if name == "hyperglycemic_clamp":
+        basal = glucose_obs[glucose_obs["time"] == 0.0]["value"]
+        late = glucose_obs[glucose_obs["time"] >= 10.0]["value"]
+        increment = float(late.mean() - basal.iloc[0]) if len(basal) and len(late) else 6.9
+        return HyperglycemicClamp(increment=increment, duration=max(duration, 30.0))
+    if name == "ivgtt":
+        glucose = _records(doses, "iv", "glucose")
+        insulin = _records(doses, "iv", "insulin")
+        kwargs: dict[str, Any] = {}
+        if not glucose.empty:
+            kwargs["glucose_dose"] = float(glucose["amount"].iloc[0])
+            if not pd.isna(glucose["duration"].iloc[0]):
+                kwargs["glucose_duration"] = float(glucose["duration"].iloc[0])
+        kwargs["insulin_dose"] = float(insulin["amount"].iloc[0]) if not insulin.empty else 0.0
+        if not insulin.empty:
+            kwargs["insulin_time"] = float(insulin["time"].iloc[0])
+            if not pd.isna(insulin["duration"].iloc[0]):
+                kwargs["insulin_duration"] = float(insulin["duration"].iloc[0])
+        return IVGTT(**kwargs)
+    if name == "mg_trial":
+        oral = _records(doses, "oral", "magnesium")
+        visit_days = np.unique(
+            np.floor(observations["time"].to_numpy(dtype=float) / MINUTES_PER_DAY)
+        )
+        if oral.empty:  # a placebo arm with no dose records
+            times, mmol, salt = np.array([60.0]), 0.0, "chloride"
+        else:
+            times, amounts = _expand_repeats(oral)
+            units = set(oral["unit"])
+            mmol = _mg_mmol(float(amounts[0]), oral["unit"].iloc[0])
+            if len(units) > 1 or not np.allclose(amounts, amounts[0]):
+                raise DatasetError(
+                    "doses.csv: an mg_trial arm must give one dose size in one unit; split arms "
+                    "into separate subjects"
+                )
+            salt = (oral["salt"].iloc[0] or "chloride") if "salt" in oral.columns else "chloride"
+            if salt not in SALT_BIOAVAILABILITY:
+                known = ", ".join(SALT_BIOAVAILABILITY)
+                raise DatasetError(f"doses.csv: unknown salt {salt!r}; use one of {known}")
+        return OralMagnesiumTrial(
+            dose=mmol,
+            dose_times=times,
+            visit_days=visit_days,
+            bioavailability=SALT_BIOAVAILABILITY[salt],
+            averaged=averaged_trials,
+        )
+    raise DatasetError(f"unknown protocol {name!r}")

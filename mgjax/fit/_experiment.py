@@ -1,0 +1,165 @@
+"""Experiments: one protocol given to one subject, with what was observed when — as arrays, so
+that the prediction of every observation is one solve and a gather, and subjects with ragged
+sampling pad to one shape and vmap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jaxtyping import Array, Bool, Float, Int
+
+from .._dataset import Dataset, DatasetError
+from .._records import protocol_from_records
+from .._simulate import simulate
+from .._solve import SolverOptions
+from ..model import MgT2DModel
+from ..protocols import AbstractProtocol
+
+#: Observables measured over an interval [t, t + 1 day] (the value is a difference of a
+#: cumulative state), with the state they difference.
+INTERVAL_OBSERVABLES = {"urinary_mg_24h": "urinary_mg_cumulative"}
+
+
+class Experiment(eqx.Module):
+    """Observations of one protocol on one subject.
+
+    - `times`: the distinct sampling times (min), padded by repeating the last;
+    - `time_index` / `end_index`: for each observation, the sample it reads (and, for interval
+      observables such as 24-h urine, the sample at the end of the interval);
+    - `observable_index`: into `observable_names`;
+    - `values`, `sigma`: in model units (sigma NaN: from the error model);
+    - `mask`: False for padding.
+    """
+
+    protocol: AbstractProtocol
+    times: Float[Array, " T"]
+    time_index: Int[Array, " N"]
+    end_index: Int[Array, " N"]
+    observable_index: Int[Array, " N"]
+    values: Float[Array, " N"]
+    sigma: Float[Array, " N"]
+    mask: Bool[Array, " N"]
+    observable_names: tuple[str, ...] = eqx.field(static=True)
+
+    @property
+    def n(self) -> int:
+        return int(self.values.shape[-1])
+
+    def predict(
+        self, model: MgT2DModel, options: SolverOptions = SolverOptions()
+    ) -> tuple[Any, Any]:
+        """(prediction of every observation, solve succeeded)."""
+        traj = simulate(model, self.protocol, self.times, options=options, throw=False)
+        columns = []
+        for name in self.observable_names:
+            source = INTERVAL_OBSERVABLES.get(name, name)
+            columns.append(traj[source])
+        matrix = jnp.stack(columns, axis=-1)  # (T, K)
+        start = matrix[self.time_index, self.observable_index]
+        end = matrix[self.end_index, self.observable_index]
+        interval = jnp.asarray([n in INTERVAL_OBSERVABLES for n in self.observable_names])
+        prediction = jnp.where(interval[self.observable_index], end - start, start)
+        return prediction, traj.success
+
+
+def make_experiment(
+    protocol: AbstractProtocol,
+    times: Any,
+    observables: Any,
+    values: Any,
+    sigma: Any = None,
+    *,
+    observable_names: tuple[str, ...] | None = None,
+    pad_to: int | None = None,
+    pad_times_to: int | None = None,
+) -> Experiment:
+    """Build an `Experiment` from per-observation arrays (times in min, model units)."""
+    times = np.asarray(times, dtype=float)
+    observables = list(observables)
+    values = np.asarray(values, dtype=float)
+    sigma = np.full(len(values), np.nan) if sigma is None else np.asarray(sigma, dtype=float)
+    names = tuple(observable_names or sorted(set(observables)))
+    grid = set(times.tolist())
+    for t, name in zip(times, observables):
+        if name in INTERVAL_OBSERVABLES:
+            grid.add(float(t) + 1440.0)
+    grid = np.array(sorted(grid))
+    lookup = {t: i for i, t in enumerate(grid.tolist())}
+    time_index = np.array([lookup[float(t)] for t in times], dtype=int)
+    end_index = np.array(
+        [
+            lookup[float(t) + 1440.0] if n in INTERVAL_OBSERVABLES else lookup[float(t)]
+            for t, n in zip(times, observables)
+        ],
+        dtype=int,
+    )
+    observable_index = np.array([names.index(n) for n in observables], dtype=int)
+    mask = np.ones(len(values), dtype=bool)
+    if pad_to is not None and pad_to > len(values):
+        extra = pad_to - len(values)
+        time_index = np.concatenate([time_index, np.zeros(extra, int)])
+        end_index = np.concatenate([end_index, np.zeros(extra, int)])
+        observable_index = np.concatenate([observable_index, np.zeros(extra, int)])
+        values = np.concatenate([values, np.ones(extra)])
+        sigma = np.concatenate([sigma, np.ones(extra)])
+        mask = np.concatenate([mask, np.zeros(extra, bool)])
+    if pad_times_to is not None and pad_times_to > len(grid):
+        grid = np.concatenate([grid, np.full(pad_times_to - len(grid), grid[-1])])
+    return Experiment(
+        protocol=protocol,
+        times=jnp.asarray(grid),
+        time_index=jnp.asarray(time_index),
+        end_index=jnp.asarray(end_index),
+        observable_index=jnp.asarray(observable_index),
+        values=jnp.asarray(values),
+        sigma=jnp.asarray(sigma),
+        mask=jnp.asarray(mask),
+        observable_names=names,
+    )
+
+
+def subject_covariates(dataset: Dataset, subject: str) -> dict[str, float]:
+    """Model parameters set by the subject table (weight → body_weight, height)."""
+    row = dataset.subjects[dataset.subjects["subject"] == subject]
+    out: dict[str, float] = {}
+    if len(row):
+        for column, parameter in [("weight", "body_weight"), ("height", "height")]:
+            if column in row.columns and not pd.isna(row[column].iloc[0]):
+                out[parameter] = float(row[column].iloc[0])
+    return out
+
+
+def experiments_for_subject(
+    dataset: Dataset, subject: str, model: MgT2DModel | None = None
+) -> tuple[Experiment, ...]:
+    """One `Experiment` per protocol the subject's observations use, in protocol-name order."""
+    obs = dataset.observations[dataset.observations["subject"] == subject]
+    if obs.empty:
+        raise DatasetError(f"subject {subject!r} has no observations")
+    doses = dataset.doses[dataset.doses["subject"] == subject]
+    out = []
+    for protocol_name in sorted(set(obs["protocol"])):
+        rows = obs[obs["protocol"] == protocol_name]
+        protocol = protocol_from_records(
+            protocol_name, doses[doses["protocol"] == protocol_name], rows, model
+        )
+        out.append(
+            make_experiment(
+                protocol,
+                rows["time"].to_numpy(),
+                rows["observable"].tolist(),
+                rows["value"].to_numpy(),
+                rows["sigma"].to_numpy(),
+            )
+        )
+    return tuple(out)
+
+
+def stack_experiments(experiments: list[Experiment]) -> Experiment:
+    """A batch (leading axis) of experiments of identical structure and padded shapes."""
+    return jax.tree.map(lambda *x: jnp.stack(x), *experiments)

@@ -1,0 +1,271 @@
+"""The objective: negative log-likelihood with an error model per observable, optional
+log-normal priors (MAP), free parameters by name in unconstrained coordinates.
+
+- Positive parameters (`log_scale` in the parameter table) are optimised as u = log θ.
+- Other bounded parameters go through a smooth transform θ = lo + (hi − lo)·sigmoid(u).
+- Error models as in NONMEM/Monolix: additive σ = a, proportional σ = b·|f|, combined
+  σ = √(a² + b²f²), with f the prediction; a and b fixed or estimated (log space). A `sigma`
+  given with the data overrides the error model for that observation.
+- A failed solve (max_steps, non-finite state) gives a finite penalty and a flag, never a NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._parameters import get_parameters, parameter_infos, set_parameters
+from .._solve import SolverOptions
+from ..model import MgT2DModel
+from ._experiment import Experiment
+
+#: Residual given to each observation of a failed solve (in standard deviations).
+FAILED_RESIDUAL = 1e3
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+class ErrorModel(eqx.Module):
+    """σ(f) = √(additive² + (proportional·f)²) for one observable (model units).
+
+    `estimate_additive` / `estimate_proportional` make the term a free parameter."""
+
+    additive: Any = eqx.field(default=0.0, converter=jnp.asarray)
+    proportional: Any = eqx.field(default=0.05, converter=jnp.asarray)
+    estimate_additive: bool = eqx.field(default=False, static=True)
+    estimate_proportional: bool = eqx.field(default=False, static=True)
+
+    def sigma(self, prediction: Any, additive: Any, proportional: Any) -> Any:
+        return jnp.sqrt(additive**2 + (proportional * prediction) ** 2 + 1e-300)
+
+
+def additive(a: float, estimate: bool = False) -> ErrorModel:
+    return ErrorModel(additive=a, proportional=0.0, estimate_additive=estimate)
+
+
+def proportional(b: float, estimate: bool = False) -> ErrorModel:
+    return ErrorModel(additive=0.0, proportional=b, estimate_proportional=estimate)
+
+
+def combined(a: float, b: float, estimate: bool = False) -> ErrorModel:
+    return ErrorModel(
+        additive=a, proportional=b, estimate_additive=estimate, estimate_proportional=estimate
+    )
+
+
+class FitProblem(eqx.Module):
+    """Everything a fit needs, as one PyTree: the subject's base parameters, its experiments,
+    which parameters are free and how they are transformed, priors, error models, and solver
+    options.
+
+    Build with `make_problem`; evaluate with `residuals`, `negative_log_likelihood`.
+    """
+
+    base_model: MgT2DModel
+    experiments: tuple[Experiment, ...]
+    lower: Float[Array, " p"]
+    upper: Float[Array, " p"]
+    prior_mean: Float[Array, " p"]  # in the optimisation coordinate; NaN = no prior
+    prior_sd: Float[Array, " p"]
+    error_models: dict[str, ErrorModel]
+    options: SolverOptions
+    free: tuple[str, ...] = eqx.field(static=True)
+    transforms: tuple[Literal["log", "logit", "identity"], ...] = eqx.field(static=True)
+    error_parameters: tuple[tuple[str, str], ...] = eqx.field(static=True)
+
+    # --- coordinates --------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of all free quantities: model parameters, then error parameters."""
+        return self.free + tuple(f"sigma_{kind}[{obs}]" for obs, kind in self.error_parameters)
+
+    def to_values(self, u: Float[Array, " p"]) -> Float[Array, " p"]:
+        """Unconstrained coordinates → physical values (model parameters and error terms)."""
+        out = []
+        for i, transform in enumerate(self.transforms):
+            if transform == "log":
+                out.append(jnp.exp(u[i]))
+            elif transform == "logit":
+                out.append(self.lower[i] + (self.upper[i] - self.lower[i]) * jax.nn.sigmoid(u[i]))
+            else:
+                out.append(u[i])
+        return jnp.stack(out) if out else u
+
+    def from_values(self, values: Any) -> Float[Array, " p"]:
+        values = jnp.asarray(values, dtype=jnp.float64)
+        out = []
+        for i, transform in enumerate(self.transforms):
+            if transform == "log":
+                out.append(jnp.log(values[i]))
+            elif transform == "logit":
+                x = (values[i] - self.lower[i]) / (self.upper[i] - self.lower[i])
+                x = jnp.clip(x, 1e-9, 1 - 1e-9)
+                out.append(jnp.log(x) - jnp.log1p(-x))
+            else:
+                out.append(values[i])
+        return jnp.stack(out)
+
+    def initial(self) -> Float[Array, " p"]:
+        """The base model's parameter values (and the error models' terms), unconstrained."""
+        model_values = list(get_parameters(self.base_model, self.free).values())
+        error_values = [
+            getattr(self.error_models[obs], kind) for obs, kind in self.error_parameters
+        ]
+        return self.from_values(
+            jnp.stack([jnp.asarray(v, dtype=jnp.float64) for v in model_values + error_values])
+        )
+
+    def model(self, u: Float[Array, " p"]) -> MgT2DModel:
+        values = self.to_values(u)
+        return set_parameters(self.base_model, dict(zip(self.free, values[: len(self.free)])))
+
+    def _error_terms(self, u: Float[Array, " p"]) -> dict[str, tuple[Any, Any]]:
+        values = self.to_values(u)[len(self.free) :]
+        terms = {obs: (em.additive, em.proportional) for obs, em in self.error_models.items()}
+        for (obs, kind), v in zip(self.error_parameters, values):
+            a, b = terms[obs]
+            terms[obs] = (v, b) if kind == "additive" else (a, v)
+        return terms
+
+    # --- residuals and likelihood ---------------------------------------------------------
+    def predictions(self, u: Float[Array, " p"]) -> tuple[list[Any], Any]:
+        model = self.model(u)
+        preds, ok = [], jnp.asarray(True)
+        for e in self.experiments:
+            p, success = e.predict(model, self.options)
+            preds.append(p)
+            ok = ok & success & jnp.all(jnp.isfinite(jnp.where(e.mask, p, 0.0)))
+        return preds, ok
+
+    def _scaled(self, u, preds, ok, hold_sigma: bool = False):
+        """(r, σ, mask) per observation, failed solves replaced by a finite penalty. With
+        `hold_sigma`, a prediction-dependent σ is not differentiated (reweighting)."""
+        terms = self._error_terms(u)
+        rs, sigmas, masks = [], [], []
+        for e, p in zip(self.experiments, preds):
+            a = jnp.stack([terms[n][0] for n in e.observable_names])[e.observable_index]
+            b = jnp.stack([terms[n][1] for n in e.observable_names])[e.observable_index]
+            safe_p = jnp.where(ok & jnp.isfinite(p), p, e.values)
+            p_sigma = jax.lax.stop_gradient(safe_p) if hold_sigma else safe_p
+            sigma_model = jnp.sqrt(a**2 + (b * p_sigma) ** 2 + 1e-300)
+            sigma = jnp.where(jnp.isnan(e.sigma), sigma_model, e.sigma)
+            r = (e.values - safe_p) / sigma
+            r = jnp.where(ok, r, FAILED_RESIDUAL)
+            rs.append(jnp.where(e.mask, r, 0.0))
+            sigmas.append(jnp.where(e.mask, sigma, 1.0))
+            masks.append(e.mask)
+        return jnp.concatenate(rs), jnp.concatenate(sigmas), jnp.concatenate(masks)
+
+    def prior_residuals(self, u: Float[Array, " p"]) -> Float[Array, " p"]:
+        has = ~jnp.isnan(self.prior_mean)
+        return jnp.where(has, (u - jnp.where(has, self.prior_mean, 0.0)) / self.prior_sd, 0.0)
+
+    def residuals(self, u: Float[Array, " p"], args: Any = None) -> Float[Array, " m"]:
+        """Weighted residuals (y − f)/σ of every observation, then the prior residuals: the
+        vector Levenberg–Marquardt minimises. Prediction-dependent σ is held at its current
+        value (iteratively reweighted least squares); the full likelihood, with its log σ
+        terms, is `negative_log_likelihood`."""
+        preds, ok = self.predictions(u)
+        r, _, _ = self._scaled(u, preds, ok, hold_sigma=True)
+        return jnp.concatenate([r, self.prior_residuals(u)])
+
+    def negative_log_likelihood(self, u: Float[Array, " p"], args: Any = None) -> Any:
+        """−log p(data | θ) − log p(θ) (constants included; priors only where given)."""
+        preds, ok = self.predictions(u)
+        r, sigma, mask = self._scaled(u, preds, ok)
+        data = 0.5 * jnp.sum(jnp.where(mask, r**2 + 2.0 * jnp.log(sigma) + LOG_2PI, 0.0))
+        pr = self.prior_residuals(u)
+        has = ~jnp.isnan(self.prior_mean)
+        prior = jnp.sum(jnp.where(has, 0.5 * pr**2 + jnp.log(self.prior_sd) + 0.5 * LOG_2PI, 0.0))
+        return data + prior
+
+    def success(self, u: Float[Array, " p"]) -> Any:
+        return self.predictions(u)[1]
+
+
+def make_problem(
+    base_model: MgT2DModel,
+    experiments: Sequence[Experiment],
+    free: Sequence[str],
+    *,
+    error_models: Mapping[str, ErrorModel] | None = None,
+    priors: Mapping[str, tuple[float, float]] | None = None,
+    options: SolverOptions | None = None,
+) -> FitProblem:
+    """Assemble a `FitProblem`.
+
+    **Arguments:**
+
+    - `base_model`: parameters of the subject (fixed parameters keep these values);
+    - `experiments`: the subject's `Experiment`s;
+    - `free`: names of the parameters to estimate (`mgjax.parameter_names()`);
+    - `error_models`: per observable (default: proportional 5 %, additive for
+      `membrane_potential`); observations with a given sigma ignore them;
+    - `priors`: `{name: (median, geometric_sd)}` log-normal priors (MAP), for positive
+      parameters; e.g. `(default, 2.0)` means "within ×/÷ 2 at 1 SD";
+    - `options`: solver options; default forward-mode differentiable (`ForwardMode`), as
+      Levenberg–Marquardt needs.
+    """
+    import diffrax as dfx
+
+    infos = parameter_infos()
+    unknown = [n for n in free if n not in infos]
+    if unknown:
+        raise KeyError(f"unknown free parameter(s) {unknown}; see mgjax.parameter_names()")
+    if len(set(free)) != len(free):
+        raise ValueError("a free parameter is listed twice")
+    observables = sorted({n for e in experiments for n in e.observable_names})
+    error_models = dict(error_models or {})
+    for name in observables:
+        error_models.setdefault(name, proportional(0.05))
+    error_models = {k: v for k, v in error_models.items() if k in observables}
+    error_parameters = tuple(
+        (obs, kind)
+        for obs, em in sorted(error_models.items())
+        for kind, flag in [
+            ("additive", em.estimate_additive),
+            ("proportional", em.estimate_proportional),
+        ]
+        if flag
+    )
+    transforms, lower, upper = [], [], []
+    for name in free:
+        info = infos[name]
+        transforms.append("log" if info.log_scale else "logit")
+        lower.append(info.lower)
+        upper.append(info.upper)
+    for _ in error_parameters:
+        transforms.append("log")
+        lower.append(1e-12)
+        upper.append(1e12)
+    prior_mean = np.full(len(transforms), np.nan)
+    prior_sd = np.ones(len(transforms))
+    for name, (median, gsd) in (priors or {}).items():
+        if name not in free:
+            raise KeyError(f"prior on {name!r}, which is not a free parameter")
+        i = free.index(name) if isinstance(free, tuple) else list(free).index(name)
+        if transforms[i] != "log":
+            raise ValueError(f"log-normal prior on {name!r}, which is not a positive parameter")
+        prior_mean[i] = math.log(median)
+        prior_sd[i] = math.log(gsd)
+    if options is None:
+        options = SolverOptions(adjoint=dfx.ForwardMode())
+    return FitProblem(
+        base_model=base_model,
+        experiments=tuple(experiments),
+        lower=jnp.asarray(lower, dtype=jnp.float64),
+        upper=jnp.asarray(upper, dtype=jnp.float64),
+        prior_mean=jnp.asarray(prior_mean),
+        prior_sd=jnp.asarray(prior_sd),
+        error_models=error_models,
+        options=options,
+        free=tuple(free),
+        transforms=tuple(transforms),
+        error_parameters=error_parameters,
+    )
