@@ -42,6 +42,10 @@ from .protocols import body_surface_area as body_surface_area  # noqa: E402
 from .protocols import fasting as fasting  # noqa: E402
 
 __version__ = "0.1.0"
+from . import fit as fit  # noqa: E402
+from ._dataset import Dataset as Dataset  # noqa: E402
+from ._dataset import DatasetError as DatasetError  # noqa: E402
+from ._dataset import load_dataset as load_dataset  # noqa: E402
 from ._secretion import GlucoseSeries as GlucoseSeries  # noqa: E402
 from ._secretion import SecretionTrajectory as SecretionTrajectory  # noqa: E402
 from ._secretion import Series as Series  # noqa: E402

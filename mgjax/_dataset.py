@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._units import UnitError, to_model_units
+from ._units import UNITS, UnitError, to_model_units
 from .model import OBSERVABLE_UNITS
 
 PROTOCOLS = ("fasting", "hyperinsulinemic_clamp", "hyperglycemic_clamp", "ivgtt", "mg_trial")
@@ -50,7 +50,9 @@ ALIASES = {
     "plasma_mg": "serum_mg",
     "ionised_mg": "ionized_mg",
 }
-KNOWN_OBSERVABLES = tuple(sorted(set(OBSERVABLE_UNITS) | set(DERIVED_OBSERVABLES)))
+KNOWN_OBSERVABLES = tuple(
+    sorted(o for o in set(OBSERVABLE_UNITS) | set(DERIVED_OBSERVABLES) if o in UNITS)
+)
 #: Observables that are concentrations or amounts and cannot be negative.
 NON_NEGATIVE = set(KNOWN_OBSERVABLES) - {"membrane_potential"}
 OBSERVATION_COLUMNS = ("subject", "protocol", "time", "time_unit", "observable", "value", "unit")

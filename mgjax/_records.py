@@ -108,8 +108,9 @@ def protocol_from_records(
         visit_days = np.unique(
             np.floor(observations["time"].to_numpy(dtype=float) / MINUTES_PER_DAY)
         )
-        if oral.empty:  # a placebo arm with no dose records
-            times, mmol, salt = np.array([60.0]), 0.0, "chloride"
+        if oral.empty:  # a placebo arm: no Mg²⁺ on the same daily schedule until the last visit
+            days = max(int(visit_days.max()) if len(visit_days) else 1, 1)
+            times, mmol, salt = 60.0 + MINUTES_PER_DAY * np.arange(days), 0.0, "chloride"
         else:
             times, amounts = _expand_repeats(oral)
             units = set(oral["unit"])

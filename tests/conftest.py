@@ -1,3 +1,5 @@
+import gc
+
 import jax
 import pytest
 
@@ -12,6 +14,16 @@ def _no_persistent_compilation_cache(monkeypatch):
     would make later tests read executables written by other processes. Tests of the cache run
     the CLI in a subprocess."""
     monkeypatch.setenv("MGJAX_COMPILATION_CACHE", "0")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Every compiled XLA:CPU program holds memory mappings until JAX's caches drop it; over
+    the whole suite they exceed the kernel's limit (vm.max_map_count, 65530) and the next
+    compilation segfaults. Each test module releases its programs when it ends."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(scope="session")

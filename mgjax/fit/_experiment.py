@@ -135,9 +135,14 @@ def subject_covariates(dataset: Dataset, subject: str) -> dict[str, float]:
 
 
 def experiments_for_subject(
-    dataset: Dataset, subject: str, model: MgT2DModel | None = None
+    dataset: Dataset,
+    subject: str,
+    model: MgT2DModel | None = None,
+    *,
+    averaged_trials: bool = False,
 ) -> tuple[Experiment, ...]:
-    """One `Experiment` per protocol the subject's observations use, in protocol-name order."""
+    """One `Experiment` per protocol the subject's observations use, in protocol-name order.
+    `averaged_trials`: oral Mg²⁺ trials as their mean daily intake (fast; see docs/protocols.md)."""
     obs = dataset.observations[dataset.observations["subject"] == subject]
     if obs.empty:
         raise DatasetError(f"subject {subject!r} has no observations")
@@ -146,7 +151,11 @@ def experiments_for_subject(
     for protocol_name in sorted(set(obs["protocol"])):
         rows = obs[obs["protocol"] == protocol_name]
         protocol = protocol_from_records(
-            protocol_name, doses[doses["protocol"] == protocol_name], rows, model
+            protocol_name,
+            doses[doses["protocol"] == protocol_name],
+            rows,
+            model,
+            averaged_trials=averaged_trials,
         )
         out.append(
             make_experiment(

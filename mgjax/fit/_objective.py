@@ -189,6 +189,24 @@ class FitProblem(eqx.Module):
         return self.predictions(u)[1]
 
 
+def range_priors(
+    model: MgT2DModel, free: Sequence[str], *, sds_in_range: float = 4.0
+) -> dict[str, tuple[float, float]]:
+    """Weakly informative log-normal priors from the parameter table: median = the value in
+    `model`, geometric SD such that the plausible range [lower, upper] spans `sds_in_range`
+    SDs (default ±2 SD), i.e. log gsd = log(upper/lower)/sds_in_range. For summary-level data
+    with fewer means than parameters (MAP); parameters that are not positive are skipped."""
+    infos = parameter_infos()
+    values = get_parameters(model, free)
+    out = {}
+    for name in free:
+        info = infos[name]
+        if info.log_scale and info.lower > 0:
+            gsd = math.exp(math.log(info.upper / info.lower) / sds_in_range)
+            out[name] = (float(values[name]), gsd)
+    return out
+
+
 def make_problem(
     base_model: MgT2DModel,
     experiments: Sequence[Experiment],

@@ -105,7 +105,7 @@ class OralMagnesiumTrial(AbstractProtocol):
         amount = self.bioavailability * self.dose
         if self.averaged:
             n = self.dose_times.shape[0]
-            span = (self.dose_times[-1] - self.dose_times[0]) * n / max(n - 1, 1)
+            span = xp.maximum((self.dose_times[-1] - self.dose_times[0]) * n / max(n - 1, 1), 1.0)
             start = self.dose_times[0]
             return xp.stack([start, start + span]), xp.stack([amount * n / span, 0.0 * amount])
         return pulse_arrays(self.dose_times, self.dose_duration, amount / self.dose_duration, xp)
