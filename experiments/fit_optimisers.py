@@ -6,8 +6,11 @@ parameters (insulin sensitivity, hepatic glucose output, its insulin EC50, insul
 started ×/÷ 2 off the truth in `--starts` sign patterns. Each optimiser is compiled once (the
 first start; the compile time is reported apart) and then timed warm on every start.
 
-"converged" = the optimiser's own criterion met *and* the loss within 1e-3 of the best any
-optimiser found from that start (Adam has no reliable stopping rule: it runs its budget).
+"converged" = the optimiser's own criterion met *and* the negative log-likelihood within 0.1
+of the best any optimiser found from that start — statistically indistinguishable (a 95 %
+profile interval spans a rise of 1.92). Levenberg–Marquardt minimises the weighted residuals
+with σ(f) held per iteration, whose optimum sits ~0.01–0.02 above the likelihood's. Adam has no
+reliable stopping rule: it runs its budget.
 
     python experiments/fit_optimisers.py [--starts 4]    # ~4 min on a 2-core CPU
 """
@@ -37,6 +40,7 @@ ERRORS = {
     "glucose": fit.proportional(0.05),
     "insulin": fit.proportional(0.05),
 }
+LOSS_TOLERANCE = 0.1
 BUDGET = {"levenberg_marquardt": 100, "bfgs": 200, "lbfgs": 200, "adam": 500}
 
 
@@ -86,7 +90,7 @@ def run(n_starts: int = 4, methods=fit.METHODS) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     best = table.groupby("start")["loss"].transform("min")
     table["loss_gap"] = table["loss"] - best
-    table["converged"] = table["criterion_met"] & (table["loss_gap"] < 1e-3)
+    table["converged"] = table["criterion_met"] & (table["loss_gap"] < LOSS_TOLERANCE)
     return table
 
 

@@ -96,28 +96,3 @@ def test_cli_does_not_overwrite_a_run(tmp_path):
     (out / "keep.txt").write_text("x")
     result = CliRunner().invoke(app, ["run", "--out", str(out)])
     assert result.exit_code == 2 and "--force" in result.output
-
-
-@pytest.mark.slow
-def test_fit_mg_trial_reproduces_the_published_arm_means_within_their_sd(tmp_path):
-    out = _load("fit_mg_trial").main(tmp_path)
-    table, summary = out["table"], out["summary"]
-    assert summary["converged"]
-    assert table["within_sd"].all(), table
-    # the arms differ in the direction the trial reported
-    fitted = table.set_index(["arm", "week", "observable"])["fitted"]
-    assert fitted["magnesium", 16.0, "serum_mg"] > fitted["placebo", 16.0, "serum_mg"]
-    assert fitted["magnesium", 16.0, "homa_ir"] < fitted["placebo", 16.0, "homa_ir"]
-    assert "beta_cell_mass" in summary["identified"]
-    assert (tmp_path / "fit_mg_trial.png").stat().st_size > 10_000
-    assert (tmp_path / "parameters.csv").exists()
-
-
-@pytest.mark.slow
-def test_fit_optimisers_table_runs(tmp_path):
-    table, summary = _load("fit_optimisers").main(
-        1, tmp_path, methods=("levenberg_marquardt", "lbfgs")
-    )
-    assert summary.loc["levenberg_marquardt", "converged"] == 1.0
-    assert summary.loc["levenberg_marquardt", "max_iterations"] <= 100
-    assert (tmp_path / "summary.csv").exists()

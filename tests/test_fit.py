@@ -43,12 +43,12 @@ def clamp_problem():
 @pytest.fixture(scope="module")
 def clamp_fit(clamp_problem):
     problem, _ = clamp_problem
-    return fit.fit(problem)
+    return fit.fit(problem, subject="s1")
 
 
 def test_default_optimiser_converges_from_twofold_perturbations(clamp_fit, clamp_problem):
     _, truth = clamp_problem
-    assert fit.DEFAULT_METHOD == "levenberg_marquardt"
+    assert fit.DEFAULT_METHOD == "lbfgs"
     assert clamp_fit.converged and clamp_fit.iterations <= 100
     history = clamp_fit.history[np.isfinite(clamp_fit.history)]
     assert history[-1] < 1e-3 * history[0]  # the cost fell by orders of magnitude
@@ -75,7 +75,7 @@ def test_uncertainty_report(clamp_fit):
 
 def test_result_files(clamp_fit, tmp_path):
     clamp_fit.save(tmp_path)
-    table = pd.read_csv(tmp_path / "parameters.csv", keep_default_na=False)
+    table = pd.read_csv(tmp_path / "parameters.csv")
     assert list(table.columns[:7]) == [
         "subject",
         "parameter",
@@ -114,7 +114,7 @@ def test_estimating_the_error_model_with_lbfgs(clamp_problem):
     errors = dict(ERRORS, glucose=fit.proportional(0.2, estimate=True))
     estimated = fit.make_problem(problem.base_model, problem.experiments, FREE, error_models=errors)
     with pytest.raises(ValueError, match="Levenberg–Marquardt needs fixed error models"):
-        fit.optimise(estimated)
+        fit.optimise(estimated, method="levenberg_marquardt")
     result = fit.fit(estimated, method="lbfgs", max_steps=300)
     frame = result.to_dataframe().set_index("parameter")
     sigma = frame.loc["sigma_proportional[glucose]", "estimate"]
@@ -147,10 +147,10 @@ def test_prior_pulls_a_weakly_determined_parameter(clamp_problem):
 @pytest.mark.slow
 def test_multistart_waterfall_and_profile(clamp_problem, clamp_fit):
     problem, truth = clamp_problem
-    best, table = fit.multistart(problem, 6, spread=3.0, seed=2)
+    best, table = fit.multistart(problem, 4, spread=3.0, seed=2)
     assert list(table["loss"]) == sorted(table["loss"])
     assert float(best.loss) == pytest.approx(table["loss"].iloc[0])
-    assert table["converged"].sum() >= 3
+    assert table["converged"].sum() >= 2
     assert float(best.loss) <= clamp_fit.loss + 1e-3
     frame = clamp_fit.to_dataframe().set_index("parameter")
     name = "signalling_capacity"
@@ -160,7 +160,8 @@ def test_multistart_waterfall_and_profile(clamp_problem, clamp_fit):
         clamp_fit.u,
         name,
         se=float(np.asarray(fit.laplace(problem, clamp_fit.u)["se_unconstrained"])[k]),
-        points=7,
+        points=5,
+        max_steps=40,
     )
     assert prof["bounded_95"] and np.all(prof["rise"] > -1e-6)
     low, high = prof["interval"]

@@ -4,7 +4,6 @@ from ._experiment import Experiment as Experiment
 from ._experiment import experiments_for_subject as experiments_for_subject
 from ._experiment import make_experiment as make_experiment
 from ._experiment import subject_covariates as subject_covariates
-from ._fit import DEFAULT_METHOD as DEFAULT_METHOD
 from ._fit import fit as fit
 from ._multistart import latin_hypercube as latin_hypercube
 from ._multistart import multistart as multistart
@@ -16,6 +15,7 @@ from ._objective import combined as combined
 from ._objective import make_problem as make_problem
 from ._objective import proportional as proportional
 from ._objective import range_priors as range_priors
+from ._optimise import DEFAULT_METHOD as DEFAULT_METHOD
 from ._optimise import METHODS as METHODS
 from ._optimise import OptimisationResult as OptimisationResult
 from ._optimise import optimise as optimise

@@ -9,12 +9,9 @@ import numpy as np
 
 from ._multistart import multistart
 from ._objective import FitProblem
-from ._optimise import optimise
+from ._optimise import DEFAULT_METHOD, optimise
 from ._result import FitResult
 from ._uncertainty import laplace
-
-#: The default optimiser: the fastest to converge on our problems (experiments/fit_optimisers.py).
-DEFAULT_METHOD = "levenberg_marquardt"
 
 
 def fit(

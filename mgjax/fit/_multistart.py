@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ._objective import FitProblem
-from ._optimise import OptimisationResult, optimise
+from ._optimise import DEFAULT_METHOD, OptimisationResult, optimise
 
 
 def latin_hypercube(n: int, dims: int, rng: np.random.Generator) -> np.ndarray:
@@ -29,21 +29,26 @@ def starting_points(
     ×/÷ f of the base value. Error-model terms start within ×/÷ 2 of their initial values."""
     rng = np.random.default_rng(seed)
     unit = latin_hypercube(n, len(problem.names), rng)
-    u0 = np.asarray(problem.initial())
+    initial = np.asarray(problem.to_values(problem.initial()))
     lower, upper = np.asarray(problem.lower), np.asarray(problem.upper)
-    out = np.empty_like(unit)
-    n_model = len(problem.free)
-    for i, transform in enumerate(problem.transforms):
-        if i >= n_model:
-            lo, hi = u0[i] - np.log(2.0), u0[i] + np.log(2.0)
-        elif spread is not None and transform == "log":
-            lo, hi = u0[i] - np.log(spread), u0[i] + np.log(spread)
-        elif transform == "log":
+    log_scale = problem.log_scale()
+    values = np.empty_like(unit)
+    for i in range(len(problem.names)):
+        if i >= len(problem.free):  # error-model terms: ×/÷ 2
+            lo, hi = np.log(initial[i] / 2.0), np.log(initial[i] * 2.0)
+        elif spread is not None and log_scale[i]:
+            lo = max(np.log(initial[i] / spread), np.log(lower[i]))
+            hi = min(np.log(initial[i] * spread), np.log(upper[i]))
+        elif log_scale[i]:
             lo, hi = np.log(lower[i]), np.log(upper[i])
-        else:
-            lo, hi = -3.0, 3.0  # logit coordinates: 5 %–95 % of the range
-        out[:, i] = lo + (hi - lo) * unit[:, i]
-    return out
+        else:  # 5 %–95 % of the range
+            lo, hi = (
+                lower[i] + 0.05 * (upper[i] - lower[i]),
+                upper[i] - 0.05 * (upper[i] - lower[i]),
+            )
+        x = lo + (hi - lo) * unit[:, i]
+        values[:, i] = np.exp(x) if (log_scale[i] or i >= len(problem.free)) else x
+    return np.stack([np.asarray(problem.from_values(v)) for v in values])
 
 
 @eqx.filter_jit
@@ -65,7 +70,7 @@ def multistart(
     problem: FitProblem,
     n_starts: int = 20,
     *,
-    method: str = "levenberg_marquardt",
+    method: str = DEFAULT_METHOD,
     seed: int = 0,
     spread: float | None = None,
     max_steps: int = 100,

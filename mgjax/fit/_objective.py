@@ -1,8 +1,11 @@
 """The objective: negative log-likelihood with an error model per observable, optional
 log-normal priors (MAP), free parameters by name in unconstrained coordinates.
 
-- Positive parameters (`log_scale` in the parameter table) are optimised as u = log θ.
-- Other bounded parameters go through a smooth transform θ = lo + (hi − lo)·sigmoid(u).
+- Positive parameters (`log_scale` in the parameter table) are optimised on a log scale and
+  kept inside their plausible range: log θ = log lo + (log hi − log lo)·sigmoid(u). Without
+  the bound, weakly determined parameters drift to absurd values (an insulin EC50 of 10⁹
+  pmol/L) where the objective is flat; experiments/fit_optimisers.py shows it.
+- Other bounded parameters go through θ = lo + (hi − lo)·sigmoid(u).
 - Error models as in NONMEM/Monolix: additive σ = a, proportional σ = b·|f|, combined
   σ = √(a² + b²f²), with f the prediction; a and b fixed or estimated (log space). A `sigma`
   given with the data overrides the error model for that observation.
@@ -71,12 +74,12 @@ class FitProblem(eqx.Module):
     experiments: tuple[Experiment, ...]
     lower: Float[Array, " p"]
     upper: Float[Array, " p"]
-    prior_mean: Float[Array, " p"]  # in the optimisation coordinate; NaN = no prior
+    prior_mean: Float[Array, " p"]  # log of the prior median; NaN = no prior
     prior_sd: Float[Array, " p"]
     error_models: dict[str, ErrorModel]
     options: SolverOptions
     free: tuple[str, ...] = eqx.field(static=True)
-    transforms: tuple[Literal["log", "logit", "identity"], ...] = eqx.field(static=True)
+    transforms: tuple[Literal["log", "loglogit", "logit", "identity"], ...] = eqx.field(static=True)
     error_parameters: tuple[tuple[str, str], ...] = eqx.field(static=True)
 
     # --- coordinates --------------------------------------------------------------------
@@ -86,11 +89,20 @@ class FitProblem(eqx.Module):
         return self.free + tuple(f"sigma_{kind}[{obs}]" for obs, kind in self.error_parameters)
 
     def to_values(self, u: Float[Array, " p"]) -> Float[Array, " p"]:
-        """Unconstrained coordinates → physical values (model parameters and error terms)."""
+        """Unconstrained coordinates → physical values (model parameters and error terms).
+
+        - `log`: θ = exp(u) (error-model terms);
+        - `loglogit`: log θ = log lower + (log upper − log lower)·sigmoid(u) (positive
+          parameters, kept inside their plausible range);
+        - `logit`: θ = lower + (upper − lower)·sigmoid(u) (other bounded parameters).
+        """
         out = []
         for i, transform in enumerate(self.transforms):
             if transform == "log":
                 out.append(jnp.exp(u[i]))
+            elif transform == "loglogit":
+                lo, hi = jnp.log(self.lower[i]), jnp.log(self.upper[i])
+                out.append(jnp.exp(lo + (hi - lo) * jax.nn.sigmoid(u[i])))
             elif transform == "logit":
                 out.append(self.lower[i] + (self.upper[i] - self.lower[i]) * jax.nn.sigmoid(u[i]))
             else:
@@ -98,18 +110,29 @@ class FitProblem(eqx.Module):
         return jnp.stack(out) if out else u
 
     def from_values(self, values: Any) -> Float[Array, " p"]:
+        """The inverse of `to_values` (values outside a range are moved just inside it)."""
         values = jnp.asarray(values, dtype=jnp.float64)
         out = []
+
+        def logit(x):
+            x = jnp.clip(x, 1e-9, 1 - 1e-9)
+            return jnp.log(x) - jnp.log1p(-x)
+
         for i, transform in enumerate(self.transforms):
             if transform == "log":
                 out.append(jnp.log(values[i]))
+            elif transform == "loglogit":
+                lo, hi = jnp.log(self.lower[i]), jnp.log(self.upper[i])
+                out.append(logit((jnp.log(values[i]) - lo) / (hi - lo)))
             elif transform == "logit":
-                x = (values[i] - self.lower[i]) / (self.upper[i] - self.lower[i])
-                x = jnp.clip(x, 1e-9, 1 - 1e-9)
-                out.append(jnp.log(x) - jnp.log1p(-x))
+                out.append(logit((values[i] - self.lower[i]) / (self.upper[i] - self.lower[i])))
             else:
                 out.append(values[i])
         return jnp.stack(out)
+
+    def log_scale(self) -> tuple[bool, ...]:
+        """Which free quantities are positive and optimised on a log scale."""
+        return tuple(t in ("log", "loglogit") for t in self.transforms)
 
     def initial(self) -> Float[Array, " p"]:
         """The base model's parameter values (and the error models' terms), unconstrained."""
@@ -163,8 +186,12 @@ class FitProblem(eqx.Module):
         return jnp.concatenate(rs), jnp.concatenate(sigmas), jnp.concatenate(masks)
 
     def prior_residuals(self, u: Float[Array, " p"]) -> Float[Array, " p"]:
+        """(log θ − log median)/log gsd for parameters with a log-normal prior, else 0."""
         has = ~jnp.isnan(self.prior_mean)
-        return jnp.where(has, (u - jnp.where(has, self.prior_mean, 0.0)) / self.prior_sd, 0.0)
+        log_values = jnp.log(jnp.where(has, self.to_values(u), 1.0))
+        return jnp.where(
+            has, (log_values - jnp.where(has, self.prior_mean, 0.0)) / self.prior_sd, 0.0
+        )
 
     def residuals(self, u: Float[Array, " p"], args: Any = None) -> Float[Array, " m"]:
         """Weighted residuals (y − f)/σ of every observation, then the prior residuals: the
@@ -255,7 +282,12 @@ def make_problem(
     transforms, lower, upper = [], [], []
     for name in free:
         info = infos[name]
-        transforms.append("log" if info.log_scale else "logit")
+        if info.log_scale and info.lower > 0:
+            transforms.append("loglogit")
+        elif info.log_scale:
+            transforms.append("log")
+        else:
+            transforms.append("logit")
         lower.append(info.lower)
         upper.append(info.upper)
     for _ in error_parameters:
@@ -268,7 +300,7 @@ def make_problem(
         if name not in free:
             raise KeyError(f"prior on {name!r}, which is not a free parameter")
         i = free.index(name) if isinstance(free, tuple) else list(free).index(name)
-        if transforms[i] != "log":
+        if transforms[i] not in ("log", "loglogit"):
             raise ValueError(f"log-normal prior on {name!r}, which is not a positive parameter")
         prior_mean[i] = math.log(median)
         prior_sd[i] = math.log(gsd)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._parameters import set_parameters
 from ._objective import FitProblem
-from ._optimise import optimise
+from ._optimise import DEFAULT_METHOD, optimise
 
 Z95 = 1.959963984540054
 #: χ²₁(0.95)/2: rise of the negative log-likelihood bounding a 95 % profile interval.
@@ -52,10 +52,10 @@ def laplace(
     û ± z·SE mapped through the transform (log-scale parameters get asymmetric intervals);
     natural-scale SEs use the delta method.
 
-    A free quantity is flagged *not identifiable* when its SE in optimisation coordinates
-    exceeds `sloppy_se` (0.5: ±50 % at one SE for a log-scale parameter): the data leave it
-    undetermined, alone or in combination with others (see `directions`). It is *precise*
-    when the SE is below `precise_se` (5 %): then the data pin it to ~10 % at 95 %.
+    A free quantity is flagged *not identifiable* when its relative SE (of log θ for positive
+    quantities, else in the logistic coordinate) exceeds `sloppy_se` (0.5: ±50 % at one SE):
+    the data leave it undetermined, alone or in combination with others (see `directions`).
+    It is *precise* when the SE is below `precise_se` (5 %): then the data pin it to ~10 % at 95 %.
 
     With a prior (MAP), the posterior SE is bounded by the prior's: a parameter then counts
     as identified only where the data shrink its SD to at most `max_shrinkage` (half) of the
@@ -74,9 +74,14 @@ def laplace(
     width = z * np.where(np.isfinite(se_u), se_u, 50.0)
     low = np.asarray(problem.to_values(jnp.asarray(u - width)))
     high = np.asarray(problem.to_values(jnp.asarray(u + width)))
-    se = _transform_slopes(problem, u) * se_u
+    slopes = _transform_slopes(problem, u)
+    se = slopes * se_u
+    # identifiability is judged on the relative scale: SE of log θ for positive quantities
+    values = np.asarray(problem.to_values(jnp.asarray(u)))
+    log_scale = np.asarray(problem.log_scale())
+    se_rel = np.where(log_scale, se / np.where(log_scale, np.abs(values), 1.0), se_u)
     has_prior = ~np.isnan(np.asarray(problem.prior_mean))
-    shrinkage = np.where(has_prior, se_u / np.asarray(problem.prior_sd), np.nan)
+    shrinkage = np.where(has_prior, se_rel / np.asarray(problem.prior_sd), np.nan)
     diag = np.sqrt(np.maximum(np.diag(covariance), 1e-300))
     correlation = covariance / np.outer(diag, diag)
     order = np.argsort(eigenvalues)
@@ -102,8 +107,9 @@ def laplace(
         fisher_information=fim,
         eigenvalues=eigenvalues[order],
         directions=directions,
-        identifiable=np.isfinite(se_u) & (se_u <= sloppy_se) & ~(shrinkage > max_shrinkage),
-        precise=np.isfinite(se_u) & (se_u <= precise_se) & ~(shrinkage > max_shrinkage),
+        identifiable=np.isfinite(se_rel) & (se_rel <= sloppy_se) & ~(shrinkage > max_shrinkage),
+        precise=np.isfinite(se_rel) & (se_rel <= precise_se) & ~(shrinkage > max_shrinkage),
+        se_relative=se_rel,
         shrinkage=shrinkage,
     )
 
@@ -136,7 +142,7 @@ def profile_likelihood(
     se: float | None = None,
     span: float = 3.0,
     points: int = 9,
-    method: str = "levenberg_marquardt",
+    method: str = DEFAULT_METHOD,
     max_steps: int = 60,
 ) -> dict[str, Any]:
     """The profile of the objective in model parameter `name`: on a grid of `points` values
