@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ._objective import FitProblem
-from ._optimise import DEFAULT_METHOD, OptimisationResult, optimise
+from ._optimise import VMAPPED_METHOD, OptimisationResult, optimise
 
 
 def latin_hypercube(n: int, dims: int, rng: np.random.Generator) -> np.ndarray:
@@ -70,7 +70,7 @@ def multistart(
     problem: FitProblem,
     n_starts: int = 20,
     *,
-    method: str = DEFAULT_METHOD,
+    method: str = VMAPPED_METHOD,
     seed: int = 0,
     spread: float | None = None,
     max_steps: int = 100,

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._parameters import set_parameters
 from ._objective import FitProblem
-from ._optimise import DEFAULT_METHOD, optimise
+from ._optimise import VMAPPED_METHOD, optimise
 
 Z95 = 1.959963984540054
 #: χ²₁(0.95)/2: rise of the negative log-likelihood bounding a 95 % profile interval.
@@ -142,7 +142,7 @@ def profile_likelihood(
     se: float | None = None,
     span: float = 3.0,
     points: int = 9,
-    method: str = DEFAULT_METHOD,
+    method: str = VMAPPED_METHOD,
     max_steps: int = 60,
 ) -> dict[str, Any]:
     """The profile of the objective in model parameter `name`: on a grid of `points` values
