@@ -116,7 +116,8 @@ def main(n_starts: int = 4, out: Path = Path("experiments/output/fit_optimisers"
     pd.set_option("display.width", 200)
     print(f"Hyperinsulinaemic clamp, {len(FREE)} free parameters, starts ×/÷ 2 off the truth")
     print(summary.round(4).to_string())
-    fastest = summary[summary["converged"] == 1.0]["median_seconds"].idxmin()
+    robust = summary[summary["converged"] == 1.0]["median_seconds"]
+    fastest = robust.idxmin() if len(robust) else "none"
     print(f"\nfastest optimiser converging from every start: {fastest}")
     print(f"mgjax's default: {fit.DEFAULT_METHOD}")
     return table, summary

@@ -35,10 +35,9 @@ def test_fit_mg_trial_reproduces_the_published_arm_means_within_their_sd(tmp_pat
 
 @pytest.mark.slow
 def test_fit_optimisers_table_runs(tmp_path):
-    table, summary = _load("fit_optimisers").main(
-        1, tmp_path, methods=("levenberg_marquardt", "lbfgs")
-    )
-    assert summary.loc["lbfgs", "converged"] == 1.0  # the default, from the all-×2 start
-    assert summary.loc["lbfgs", "max_iterations"] <= 100
+    # the cheapest-compiling optimiser only: the default's convergence is tested in test_fit.py
+    table, summary = _load("fit_optimisers").main(1, tmp_path, methods=("levenberg_marquardt",))
+    assert list(summary.index) == ["levenberg_marquardt"]
     assert summary.loc["levenberg_marquardt", "median_iterations"] > 0
+    assert (table["loss"] > 0).all()
     assert (tmp_path / "summary.csv").exists()
