@@ -1,3 +1,7 @@
+import importlib.util
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,3 +29,15 @@ def tree_allclose(x, y, rtol=1e-7, atol=1e-9):
 
 
 WEEK = 7 * 1440.0
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def load_experiment(name):
+    """The module `experiments/<name>.py` (experiments are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,26 +1,17 @@
 """Every script in experiments/ runs (smoke tests with tiny settings) and the CLI main job works."""
 
-import importlib.util
 import json
 import pathlib
-import sys
 
 import pytest
+from helpers import load_experiment
 from typer.testing import CliRunner
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_vicious_circle_runs_and_shows_the_circle(tmp_path):
-    frame = _load("vicious_circle").main(tmp_path, quick=True)
+    frame = load_experiment("vicious_circle").main(tmp_path, quick=True)
     assert (tmp_path / "vicious_circle.png").stat().st_size > 10_000
     assert frame["converged"].all()
     for _, group in frame.groupby("signalling_capacity"):
@@ -30,7 +21,7 @@ def test_vicious_circle_runs_and_shows_the_circle(tmp_path):
 
 
 def test_protocols_experiment_runs(tmp_path):
-    table = _load("protocols").main(tmp_path, quick=True)
+    table = load_experiment("protocols").main(tmp_path, quick=True)
     for name in [
         "hyperinsulinemic_clamp",
         "hyperglycemic_clamp",
@@ -45,13 +36,13 @@ def test_protocols_experiment_runs(tmp_path):
 
 @pytest.mark.slow
 def test_bench_protocols_quick_runs():
-    rows = _load("bench_protocols").main(10, quick=True)
+    rows = load_experiment("bench_protocols").main(10, quick=True)
     assert all(r["run_single_s"] > 0 and r["steps"] > 0 for r in rows.values())
 
 
 @pytest.mark.slow
 def test_bench_model_quick_runs(tmp_path):
-    results = _load("bench_model").main(quick=True, out=tmp_path / "bench.json")
+    results = load_experiment("bench_model").main(quick=True, out=tmp_path / "bench.json")
     row = results["3-hour infusion"]
     assert row["run_s"] > 0 and row["steps"] > 10
     assert row["scipy_LSODA_s"] > 0

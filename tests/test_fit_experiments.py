@@ -1,26 +1,13 @@
 """The fitting experiments run: the published Mg²⁺ trial fit and the optimiser table (the
 20-seed recovery study is run by hand; its numbers are quoted in docs/fitting.md)."""
 
-import importlib.util
-import pathlib
-import sys
-
 import pytest
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_experiment
 
 
 @pytest.mark.slow
 def test_fit_mg_trial_reproduces_the_published_arm_means_within_their_sd(tmp_path):
-    out = _load("fit_mg_trial").main(tmp_path)
+    out = load_experiment("fit_mg_trial").main(tmp_path)
     table, summary = out["table"], out["summary"]
     assert summary["converged"]
     assert table["within_sd"].all(), table
@@ -36,7 +23,9 @@ def test_fit_mg_trial_reproduces_the_published_arm_means_within_their_sd(tmp_pat
 @pytest.mark.slow
 def test_fit_optimisers_table_runs(tmp_path):
     # the cheapest-compiling optimiser only: the default's convergence is tested in test_fit.py
-    table, summary = _load("fit_optimisers").main(1, tmp_path, methods=("levenberg_marquardt",))
+    table, summary = load_experiment("fit_optimisers").main(
+        1, tmp_path, methods=("levenberg_marquardt",)
+    )
     assert list(summary.index) == ["levenberg_marquardt"]
     assert summary.loc["levenberg_marquardt", "median_iterations"] > 0
     assert (table["loss"] > 0).all()
