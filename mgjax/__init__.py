@@ -4,9 +4,15 @@ Importing mgjax enables float64 in JAX (`jax_enable_x64`): the model is stiff an
 (minutes to months) and float32 breaks its solves.
 """
 
+import os as _os
+
 import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
+if _os.environ.get("MGJAX_DISTRIBUTED") == "1":  # before any array exists (see _distributed)
+    from ._distributed import initialize_from_environment as _initialize_distributed
+
+    _initialize_distributed()
 
 from ._parameters import get_parameter as get_parameter  # noqa: E402
 from ._parameters import get_parameters as get_parameters  # noqa: E402

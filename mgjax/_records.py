@@ -18,11 +18,11 @@ from .protocols import (
     IVGTT,
     SALT_BIOAVAILABILITY,
     AbstractProtocol,
-    ConstantInputs,
     HyperglycemicClamp,
     HyperinsulinemicClamp,
     OralMagnesiumTrial,
     PiecewiseConstant,
+    fasting,
 )
 from .protocols._trial import MG_PER_MMOL_MAGNESIUM
 
@@ -61,7 +61,7 @@ def protocol_from_records(
     duration = float(np.ceil(observations["time"].max())) if len(observations) else 120.0
     glucose_obs = observations[observations["observable"] == "glucose"]
     if name == "fasting":
-        return ConstantInputs()
+        return fasting()
     if name == "hyperinsulinemic_clamp":
         insulin = _records(doses, "iv", "insulin")
         if insulin.empty:

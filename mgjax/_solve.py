@@ -32,6 +32,9 @@ class SolverOptions(eqx.Module):
     - `pcoeff`, `icoeff`: PID step-size controller coefficients (0.3/0.4 roughly halves the steps
       of the default I-controller on this model).
     - `dt0`: first step (min).
+    - `dtmin`: smallest step (min); a solve that needs a smaller one fails at once (a subject
+      with non-finite or absurd parameters then costs a few dozen rejected steps, not
+      `max_steps`, in a vmapped batch).
     - `max_steps`: bound on solver steps (memory of the checkpointed adjoint scales with it).
     - `adjoint`: how to differentiate: `RecursiveCheckpointAdjoint` for reverse mode (`jax.grad`),
       `ForwardMode` for forward-mode Jacobians (`jax.jacfwd`, Levenberg–Marquardt).
@@ -43,6 +46,7 @@ class SolverOptions(eqx.Module):
     pcoeff: Any = eqx.field(default=0.3, converter=_as_array)
     icoeff: Any = eqx.field(default=0.4, converter=_as_array)
     dt0: Any = eqx.field(default=0.1, converter=_as_array)
+    dtmin: Any = eqx.field(default=1e-9, converter=_as_array)
     max_steps: int = eqx.field(default=16384, static=True)
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint()
 
@@ -68,6 +72,7 @@ def solve(
         atol=options.atol,
         pcoeff=options.pcoeff,
         icoeff=options.icoeff,
+        dtmin=options.dtmin,
     )
     if jump_ts is not None:
         controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)

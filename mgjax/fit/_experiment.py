@@ -147,9 +147,24 @@ def experiments_for_subject(
     if obs.empty:
         raise DatasetError(f"subject {subject!r} has no observations")
     doses = dataset.doses[dataset.doses["subject"] == subject]
+    return experiments_from_records(obs, doses, model, averaged_trials=averaged_trials)
+
+
+def experiments_from_records(
+    observations: pd.DataFrame,
+    doses: pd.DataFrame,
+    model: MgT2DModel | None = None,
+    *,
+    averaged_trials: bool = False,
+    observable_names: dict[str, tuple[str, ...]] | None = None,
+    pad_to: dict[str, tuple[int, int]] | None = None,
+) -> tuple[Experiment, ...]:
+    """`Experiment`s from one subject's observation and dose records (model units), one per
+    protocol in name order. For batches: `observable_names` per protocol (a shared list) and
+    `pad_to` per protocol (observations, distinct times)."""
     out = []
-    for protocol_name in sorted(set(obs["protocol"])):
-        rows = obs[obs["protocol"] == protocol_name]
+    for protocol_name in sorted(set(observations["protocol"])):
+        rows = observations[observations["protocol"] == protocol_name]
         protocol = protocol_from_records(
             protocol_name,
             doses[doses["protocol"] == protocol_name],
@@ -157,6 +172,7 @@ def experiments_for_subject(
             model,
             averaged_trials=averaged_trials,
         )
+        n, t = (pad_to or {}).get(protocol_name, (None, None))
         out.append(
             make_experiment(
                 protocol,
@@ -164,6 +180,9 @@ def experiments_for_subject(
                 rows["observable"].tolist(),
                 rows["value"].to_numpy(),
                 rows["sigma"].to_numpy(),
+                observable_names=(observable_names or {}).get(protocol_name),
+                pad_to=n,
+                pad_times_to=t,
             )
         )
     return tuple(out)

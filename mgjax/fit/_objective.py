@@ -205,6 +205,10 @@ class FitProblem(eqx.Module):
     def negative_log_likelihood(self, u: Float[Array, " p"], args: Any = None) -> Any:
         """−log p(data | θ) − log p(θ) (constants included; priors only where given)."""
         preds, ok = self.predictions(u)
+        return self.negative_log_likelihood_from(u, preds, ok)
+
+    def negative_log_likelihood_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Any:
+        """`negative_log_likelihood` from already computed `predictions(u)`."""
         r, sigma, mask = self._scaled(u, preds, ok)
         data = 0.5 * jnp.sum(jnp.where(mask, r**2 + 2.0 * jnp.log(sigma) + LOG_2PI, 0.0))
         pr = self.prior_residuals(u)

@@ -9,6 +9,7 @@ from ._clamps import GlucoseController as GlucoseController
 from ._clamps import HyperglycemicClamp as HyperglycemicClamp
 from ._clamps import HyperinsulinemicClamp as HyperinsulinemicClamp
 from ._constant import ConstantInputs as ConstantInputs
+from ._constant import Fasting as Fasting
 from ._constant import fasting as fasting
 from ._ivgtt import IVGTT as IVGTT
 from ._trial import SALT_BIOAVAILABILITY as SALT_BIOAVAILABILITY

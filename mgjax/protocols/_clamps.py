@@ -19,7 +19,13 @@ import jax.numpy as jnp
 
 from ..model import Inputs, MgT2DModel
 from ..model._coupled import GLUCOSE_MG_PER_MMOL, PMOL_PER_MICROUNIT, PMOL_PER_MILLIUNIT
-from ._base import AbstractProtocol, PiecewiseConstant, _as_array, body_surface_area
+from ._base import (
+    AbstractProtocol,
+    PiecewiseConstant,
+    _as_array,
+    body_surface_area,
+    piecewise_constant,
+)
 
 _STATE = {name: i for i, name in enumerate(MgT2DModel.state_names())}
 
@@ -184,7 +190,7 @@ class HyperinsulinemicClamp(_AbstractClamp):
         return self.insulin_rate * basis * PMOL_PER_MILLIUNIT
 
     def _insulin(self, t, model, xp):
-        factor = PiecewiseConstant(self.prime_times, self.prime_factors)(t, xp)
+        factor = piecewise_constant(self.prime_times, self.prime_factors, t, xp)
         return self.insulin_per_minute(model, xp) * factor
 
     def jump_times(self):

@@ -37,6 +37,14 @@ class ConstantInputs(AbstractProtocol):
         )
 
 
-def fasting() -> ConstantInputs:
+class Fasting(ConstantInputs):
+    """The plain fasting protocol: no inputs beyond the habitual diet. Started from the fasting
+    steady state (the default), nothing changes, so `mgjax.simulate` skips the ODE solve: states
+    stay at the steady state and cumulative counters (urinary Mg²⁺) grow at their steady rate."""
+
+    at_steady_state: ClassVar[bool] = True
+
+
+def fasting() -> Fasting:
     """The plain fasting protocol: no inputs beyond the habitual diet."""
-    return ConstantInputs()
+    return Fasting()

@@ -1,0 +1,5 @@
+"""`python -m mgjax …` = the `mgjax` command."""
+
+from .cli import main
+
+main()

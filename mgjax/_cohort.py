@@ -1,0 +1,293 @@
+"""Virtual cohorts: subjects sampled from a population distribution, simulated under a study
+design, observed with noise from an error model, written in the dataset format (docs/data.md)
+with their true parameters.
+
+The population of each group is log-normal around a preset (the group's typical subject) with
+a coefficient of variation per parameter and a correlation matrix:
+log θ = log θ_preset + diag(s)·L·z, z ~ N(0, I), L Lᵀ = R, s = √log(1 + CV²).
+Draws outside a parameter's plausible range are redrawn (a truncated log-normal).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ._parameters import get_parameters, parameter_infos, set_parameters
+from ._presets import preset
+from .fit._experiment import make_experiment
+from .fit._objective import ErrorModel, combined, proportional
+from .protocols import HyperinsulinemicClamp, fasting
+
+#: The parameters that differ between subjects of the default cohort: hepatic and peripheral
+#: insulin sensitivity, insulin clearance, and the two sides of the Mg²⁺ balance (intake and
+#: renal reabsorption in the DCT).
+COHORT_PARAMETERS: tuple[str, ...] = (
+    "signalling_capacity",
+    "egp_max",
+    "insulin_clearance_rate",
+    "dietary_mg_intake",
+    "dct_capacity",
+)
+#: Between-subject coefficients of variation of the default cohort (insulin sensitivity by
+#: clamp varies ~30–40 % within a group; Mg²⁺ intake ~30 %; physiology.md §§1–2).
+COHORT_CV: tuple[float, ...] = (0.30, 0.20, 0.25, 0.30, 0.25)
+#: Default correlation: insulin-resistant subjects have a higher hepatic glucose output.
+COHORT_CORRELATION = {("signalling_capacity", "egp_max"): -0.3}
+
+#: Clamp sampling (min): glucose every 10 min, insulin every 30 min, GIR per 10-min period.
+CLAMP_GLUCOSE_TIMES = tuple(float(t) for t in range(0, 121, 10))
+CLAMP_INSULIN_TIMES = (0.0, 30.0, 60.0, 90.0, 120.0)
+CLAMP_GIR_TIMES = tuple(float(t) for t in range(10, 121, 10))
+#: The clamp's insulin infusion (mU/m²/min). Glucose is clamped at each subject's own fasting
+#: level (an isoglycaemic clamp, as in many T2DM studies): the dataset format derives the
+#: target from the observed glucose (docs/data.md), which then matches the simulated one.
+CLAMP_INSULIN_RATE = 40.0
+
+
+@dataclass(frozen=True)
+class Population:
+    """One group's distribution: log-normal around `preset` with `cv` per parameter and a
+    `correlation` of the log-parameters; body weight (kg) and height (cm) normal."""
+
+    preset: str
+    parameters: tuple[str, ...] = COHORT_PARAMETERS
+    cv: tuple[float, ...] = COHORT_CV
+    correlation: Mapping[tuple[str, str], float] = field(
+        default_factory=lambda: dict(COHORT_CORRELATION)
+    )
+    weight: tuple[float, float] = (80.0, 12.0)
+    height: tuple[float, float] = (172.0, 9.0)
+
+    def correlation_matrix(self) -> np.ndarray:
+        k = len(self.parameters)
+        r = np.eye(k)
+        for (a, b), rho in self.correlation.items():
+            if a in self.parameters and b in self.parameters:
+                i, j = self.parameters.index(a), self.parameters.index(b)
+                r[i, j] = r[j, i] = rho
+        return r
+
+    def sample(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """n draws of each parameter (plausible ranges enforced by redrawing)."""
+        infos = parameter_infos()
+        median = np.log(
+            [float(v) for v in get_parameters(preset(self.preset), self.parameters).values()]
+        )
+        scale = np.sqrt(np.log1p(np.square(self.cv)))
+        chol = np.linalg.cholesky(self.correlation_matrix())
+        lower = np.log([infos[p].lower for p in self.parameters])
+        upper = np.log([infos[p].upper for p in self.parameters])
+        out = np.empty((n, len(self.parameters)))
+        filled = 0
+        while filled < n:
+            z = rng.standard_normal((n, len(self.parameters))) @ chol.T
+            x = median + z * scale
+            ok = np.all((x > lower) & (x < upper), axis=1)
+            take = x[ok][: n - filled]
+            out[filled : filled + len(take)] = take
+            filled += len(take)
+        return {p: np.exp(out[:, i]) for i, p in enumerate(self.parameters)}
+
+
+#: Group presets of the default cohort: name → population.
+GROUPS: dict[str, Population] = {
+    "healthy": Population("healthy", weight=(76.0, 11.0)),
+    "t2dm": Population("t2dm", weight=(88.0, 14.0)),
+    "t2dm_hypomagnesemia": Population("t2dm_hypomagnesemia", weight=(90.0, 14.0)),
+}
+
+#: The default error model of synthetic data (and of fitting it): proportional 5 % (3 % for
+#: glucose, measured by a glucose analyser), GIR combined 0.1 mg/kg/min + 5 %.
+COHORT_ERROR_MODELS: dict[str, ErrorModel] = {
+    "glucose": proportional(0.03),
+    "insulin": proportional(0.08),
+    "glucose_infusion": combined(0.1, 0.05),
+    "serum_mg": proportional(0.03),
+    "urinary_mg_24h": proportional(0.10),
+}
+
+#: Dataset units of each observable in the written CSV (what a lab reports).
+_REPORT_UNITS = {
+    "glucose": "mmol/L",
+    "insulin": "pmol/L",
+    "glucose_infusion": "mg/kg/min",
+    "serum_mg": "mmol/L",
+    "urinary_mg_24h": "mmol/day",
+}
+
+
+def study_design() -> dict[str, tuple[object, dict[str, tuple[float, ...]]]]:
+    """The default per-subject design: protocol name → (protocol, {observable: times (min)}).
+
+    A 120-min hyperinsulinaemic isoglycaemic clamp (40 mU/m²/min, glucose held at the
+    subject's fasting level) and fasting labs (serum Mg²⁺, 24-h urinary Mg²⁺)."""
+    clamp = HyperinsulinemicClamp(insulin_rate=CLAMP_INSULIN_RATE, duration=120.0)
+    return {
+        "hyperinsulinemic_clamp": (
+            clamp,
+            {
+                "glucose": CLAMP_GLUCOSE_TIMES,
+                "insulin": CLAMP_INSULIN_TIMES,
+                "glucose_infusion": CLAMP_GIR_TIMES,
+            },
+        ),
+        "fasting": (fasting(), {"serum_mg": (0.0,), "urinary_mg_24h": (0.0,)}),
+    }
+
+
+@dataclass
+class Cohort:
+    """A virtual cohort as dataset tables (docs/data.md) plus the truth."""
+
+    observations: pd.DataFrame
+    doses: pd.DataFrame
+    subjects: pd.DataFrame
+    truth: pd.DataFrame  # subject, parameter, value, unit
+
+    def write(self, folder: str | Path) -> Path:
+        """Write observations.csv, doses.csv, subjects.csv and truth.csv into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("observations", "doses", "subjects", "truth"):
+            getattr(self, name).to_csv(folder / f"{name}.csv", index=False)
+        return folder
+
+
+@eqx.filter_jit
+def _predict_all(models, experiment):
+    return jax.vmap(lambda m: experiment.predict(m))(models)
+
+
+def synthesize(
+    n: int | Mapping[str, int],
+    *,
+    groups: Mapping[str, Population] | None = None,
+    error_models: Mapping[str, ErrorModel] | None = None,
+    seed: int = 0,
+    prefix: str = "s",
+) -> Cohort:
+    """A virtual cohort of `n` subjects (split evenly over the groups, or `{group: n}`),
+    each given the default `study_design()`, observed with noise from `error_models`
+    (default `COHORT_ERROR_MODELS`). Deterministic for a given `seed`."""
+    groups = dict(groups or GROUPS)
+    error_models = dict(error_models or COHORT_ERROR_MODELS)
+    if isinstance(n, Mapping):
+        counts = {g: int(k) for g, k in n.items()}
+        unknown = set(counts) - set(groups)
+        if unknown:
+            raise KeyError(f"unknown group(s) {sorted(unknown)}; known: {', '.join(groups)}")
+    else:
+        names = list(groups)
+        counts = {g: n // len(names) + (i < n % len(names)) for i, g in enumerate(names)}
+    rng = np.random.default_rng(seed)
+    infos = parameter_infos()
+    width = max(4, len(str(max(sum(counts.values()) - 1, 0))))
+    design = study_design()
+    obs_rows, dose_rows, subject_rows, truth_rows = [], [], [], []
+    ids: list[str] = []
+    models = []
+    for group, count in counts.items():
+        if count == 0:
+            continue
+        population = groups[group]
+        values = population.sample(count, rng)
+        weight = np.clip(rng.normal(*population.weight, size=count), 45.0, 180.0)
+        height = np.clip(rng.normal(*population.height, size=count), 145.0, 205.0)
+        group_ids = [f"{prefix}{len(ids) + i:0{width}d}" for i in range(count)]
+        ids += group_ids
+        base = preset(population.preset)
+        models.append(
+            jax.vmap(
+                lambda v, w, h, base=base: set_parameters(
+                    base, {**v, "body_weight": w, "height": h}
+                )
+            )(
+                {k: jnp.asarray(v) for k, v in values.items()},
+                jnp.asarray(weight),
+                jnp.asarray(height),
+            )
+        )
+        for i, sid in enumerate(group_ids):
+            subject_rows.append(
+                dict(
+                    subject=sid,
+                    group=group,
+                    weight=round(float(weight[i]), 1),
+                    height=round(float(height[i]), 1),
+                )
+            )
+            for p in population.parameters:
+                truth_rows.append(
+                    dict(subject=sid, parameter=p, value=float(values[p][i]), unit=infos[p].unit)
+                )
+    # every subject of every group in one vmapped simulation per protocol
+    stacked = jax.tree.map(lambda *x: jnp.concatenate(x), *models)
+    for protocol_name, (protocol, plan) in design.items():
+        times = [t for ts in plan.values() for t in ts]
+        names = [name for name, ts in plan.items() for _ in ts]
+        experiment = make_experiment(protocol, times, names, np.zeros(len(times)))
+        predictions, success = _predict_all(stacked, experiment)
+        predictions = np.asarray(predictions)
+        if not bool(np.all(np.asarray(success))):
+            failed = [ids[i] for i in np.flatnonzero(~np.asarray(success))]
+            raise RuntimeError(f"the {protocol_name} simulation failed for {failed[:5]}")
+        em = [error_models[name] for name in names]
+        a = np.array([float(e.additive) for e in em])
+        b = np.array([float(e.proportional) for e in em])
+        sigma = np.sqrt(a**2 + (b * predictions) ** 2)
+        noisy = np.maximum(predictions + sigma * rng.standard_normal(predictions.shape), 0.0)
+        for i, sid in enumerate(ids):
+            for j, (t, name) in enumerate(zip(times, names)):
+                obs_rows.append(
+                    dict(
+                        subject=sid,
+                        protocol=protocol_name,
+                        time=t,
+                        time_unit="min",
+                        observable=name,
+                        value=float(f"{noisy[i, j]:.6g}"),
+                        unit=_REPORT_UNITS[name],
+                    )
+                )
+            if protocol_name == "hyperinsulinemic_clamp":
+                dose_rows.append(
+                    dict(
+                        subject=sid,
+                        protocol=protocol_name,
+                        time=0.0,
+                        time_unit="min",
+                        route="iv",
+                        substance="insulin",
+                        amount=CLAMP_INSULIN_RATE,
+                        unit="mU/m2/min",
+                        duration=120.0,
+                    )
+                )
+    observations = pd.DataFrame(obs_rows).sort_values(
+        ["subject", "protocol", "observable", "time"], kind="stable"
+    )
+    return Cohort(
+        observations=observations.reset_index(drop=True),
+        doses=pd.DataFrame(dose_rows),
+        subjects=pd.DataFrame(subject_rows),
+        truth=pd.DataFrame(truth_rows),
+    )
+
+
+def cohort_error_models(observables: Sequence[str]) -> dict[str, ErrorModel]:
+    """The default error models for the given observables (5 % proportional otherwise)."""
+    return {o: COHORT_ERROR_MODELS.get(o, proportional(0.05)) for o in observables}
+
+
+def log_normal_sd(cv: float) -> float:
+    """The SD of log θ for a log-normal with coefficient of variation `cv`."""
+    return math.sqrt(math.log1p(cv * cv))

@@ -1,0 +1,15 @@
+"""Batch fitting: whole cohorts in one vmapped program, chunked into lanes, sharded over
+devices, resumable, split over scheduler jobs or `jax.distributed` processes."""
+
+from ._build import SubjectBatch as SubjectBatch
+from ._build import build_batches as build_batches
+from ._build import default_base_model as default_base_model
+from ._fit_batch import BatchResult as BatchResult
+from ._fit_batch import fit_batch as fit_batch
+from ._run import BatchSettings as BatchSettings
+from ._run import run_batch as run_batch
+from ._store import RunDirectoryError as RunDirectoryError
+from ._store import merge as merge
+from ._store import parse_shard as parse_shard
+from ._store import read_parts as read_parts
+from ._store import shard_subjects as shard_subjects

@@ -1,0 +1,140 @@
+"""Dataset → batches of fit problems of identical structure, stacked on a leading subject axis.
+
+Subjects' sampling is ragged: each protocol's observations and sampling times are padded to the
+cohort's largest (padding masked out of the likelihood), and each protocol lists the same
+observables for every subject. Subjects whose problems still differ in structure (another set
+of protocols, a clamp of another duration, a trial with another number of doses) form separate
+batches, each one compiled program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+import pandas as pd
+
+from .._dataset import Dataset, DatasetError
+from .._parameters import set_parameters
+from .._presets import PRESET_CHANGES, preset
+from .._solve import SolverOptions
+from ..fit._experiment import INTERVAL_OBSERVABLES, experiments_from_records
+from ..fit._objective import ErrorModel, FitProblem, make_problem
+from ..model import MgT2DModel
+
+
+@dataclass
+class SubjectBatch:
+    """Subjects whose fit problems share one structure: `problems` holds them stacked (NumPy
+    arrays with a leading subject axis, in `subjects` order)."""
+
+    subjects: list[str]
+    groups: list[str]
+    problems: FitProblem
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def take(self, index: np.ndarray) -> FitProblem:
+        """The stacked problems of the subjects at `index` (host arrays)."""
+        return jax.tree.map(lambda x: x[index], self.problems)
+
+    def one(self, i: int) -> FitProblem:
+        """Subject i's own problem (unstacked)."""
+        return jax.tree.map(lambda x: x[i], self.problems)
+
+
+def default_base_model(group: str | None, covariates: Mapping[str, float]) -> MgT2DModel:
+    """A subject's starting point: the preset named by its group (healthy reference if the
+    group is not a preset name), with its covariates (body weight, height)."""
+    name = group if isinstance(group, str) and group in PRESET_CHANGES else "healthy"
+    return set_parameters(preset(name), dict(covariates))
+
+
+def _covariates(row: pd.Series | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if row is not None:
+        for column, parameter in [("weight", "body_weight"), ("height", "height")]:
+            if column in row.index and not pd.isna(row[column]):
+                out[parameter] = float(row[column])
+    return out
+
+
+def _signature(problem: FitProblem) -> tuple:
+    leaves, treedef = jax.tree.flatten(problem)
+    return (str(treedef), tuple(np.shape(x) for x in leaves))
+
+
+def build_batches(
+    dataset: Dataset,
+    free: Sequence[str],
+    *,
+    subjects: Sequence[str] | None = None,
+    error_models: Mapping[str, ErrorModel] | None = None,
+    priors: Mapping[str, tuple[float, float]] | None = None,
+    options: SolverOptions | None = None,
+    averaged_trials: bool = True,
+    base_model: Callable[[str | None, Mapping[str, float]], MgT2DModel] = default_base_model,
+) -> list[SubjectBatch]:
+    """Fit problems for `subjects` (default all, sorted), grouped into batches of identical
+    structure (largest first).
+
+    `base_model(group, covariates)` gives each subject's fixed parameters and starting point
+    (default: the preset named by the subjects table's `group`, with weight and height)."""
+    obs_all = dataset.observations
+    if subjects is None:
+        subjects = sorted(obs_all["subject"].unique())
+    subjects = list(subjects)
+    obs_by = {k: v for k, v in obs_all.groupby("subject", sort=False)}
+    dose_by = {k: v for k, v in dataset.doses.groupby("subject", sort=False)}
+    empty_doses = dataset.doses.iloc[0:0]
+    table = dataset.subjects.set_index("subject") if len(dataset.subjects) else None
+    missing = [s for s in subjects if s not in obs_by]
+    if missing:
+        raise DatasetError(f"subject(s) {missing[:5]} have no observations")
+    # one observable list and one padded size per protocol, over the cohort
+    names: dict[str, set[str]] = {}
+    sizes: dict[str, list[int]] = {}
+    for s in subjects:
+        for protocol, rows in obs_by[s].groupby("protocol", sort=False):
+            names.setdefault(protocol, set()).update(rows["observable"])
+            n = len(rows)
+            interval = rows["observable"].isin(list(INTERVAL_OBSERVABLES))
+            t = len(set(rows["time"]) | {t + 1440.0 for t in rows["time"][interval]})
+            old = sizes.get(protocol, [0, 0])
+            sizes[protocol] = [max(old[0], n), max(old[1], t)]
+    observable_names = {p: tuple(sorted(v)) for p, v in names.items()}
+    pad_to = {p: (v[0], v[1]) for p, v in sizes.items()}
+    by_signature: dict[tuple, tuple[list[str], list[str], list[FitProblem]]] = {}
+    for s in subjects:
+        row = table.loc[s] if table is not None and s in table.index else None
+        group = None if row is None or "group" not in row.index else row["group"]
+        group = None if group is None or pd.isna(group) else str(group)
+        model = base_model(group, _covariates(row))
+        experiments = experiments_from_records(
+            obs_by[s],
+            dose_by.get(s, empty_doses),
+            model,
+            averaged_trials=averaged_trials,
+            observable_names=observable_names,
+            pad_to=pad_to,
+        )
+        problem = make_problem(
+            model, experiments, free, error_models=error_models, priors=priors, options=options
+        )
+        problem = jax.tree.map(np.asarray, problem)
+        entry = by_signature.setdefault(_signature(problem), ([], [], []))
+        entry[0].append(s)
+        entry[1].append(group or "")
+        entry[2].append(problem)
+    batches = [
+        SubjectBatch(
+            subjects=ids,
+            groups=groups,
+            problems=jax.tree.map(lambda *x: np.stack(x), *problems),
+        )
+        for ids, groups, problems in by_signature.values()
+    ]
+    return sorted(batches, key=len, reverse=True)

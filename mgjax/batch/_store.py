@@ -1,0 +1,212 @@
+"""Batch results on disk: finished subjects are written as they finish, one Parquet *part* per
+round, atomically (written to a temporary name, then renamed), so a job killed at any moment
+leaves only whole parts. `--resume` reads the parts and skips their subjects. Jobs of one
+cohort split by `--shard i/n` (or run as `jax.distributed` processes) write parts named by
+their shard into the same or separate run directories; the final tables are assembled from all
+parts (`assemble`, `merge`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .._parameters import parameter_infos
+
+PART_PATTERN = re.compile(r"part-s(\d+)of(\d+)-(\d+)\.parquet$")
+
+
+class RunDirectoryError(RuntimeError):
+    """A run directory that cannot be used as asked (exists without --resume, mixed jobs…)."""
+
+
+def shard_subjects(subjects: Sequence[str], shard: tuple[int, int]) -> list[str]:
+    """The subjects of shard i of n: every n-th of the sorted subject ids, starting at i —
+    deterministic, and each group spread evenly over the shards."""
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"shard {i}/{n}: need 0 ≤ i < n")
+    return sorted(subjects)[i::n]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' → (i, n)."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if not match:
+        raise ValueError(f"--shard {text!r}: write it as i/n, e.g. 0/4 for the first of four")
+    i, n = int(match.group(1)), int(match.group(2))
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: i must be in 0 … n-1")
+    return i, n
+
+
+class RunStore:
+    """The parts of one run directory, for one shard."""
+
+    def __init__(self, folder: str | Path, shard: tuple[int, int] = (0, 1)):
+        self.folder = Path(folder)
+        self.parts = self.folder / "parts"
+        self.shard = shard
+
+    def prepare(self, *, resume: bool, subjects: Sequence[str]) -> set[str]:
+        """Create the directory; with `resume`, return the subjects already finished. Without
+        it, refuse a directory that already holds this shard's parts."""
+        self.parts.mkdir(parents=True, exist_ok=True)
+        mine = self._my_parts()
+        if mine and not resume:
+            raise RunDirectoryError(
+                f"{self.folder} already holds results of shard {self.shard[0]}/{self.shard[1]}; "
+                "pass --resume to continue that job, or choose another output directory"
+            )
+        finished = set(read_parts(self.folder, shard=self.shard)["subject"]) if mine else set()
+        manifest = self.folder / f"shard-{self.shard[0]}of{self.shard[1]}.json"
+        manifest.write_text(
+            json.dumps(dict(shard=list(self.shard), subjects=list(subjects)), indent=1)
+        )
+        return finished
+
+    def _my_parts(self) -> list[Path]:
+        i, n = self.shard
+        return sorted(self.parts.glob(f"part-s{i}of{n}-*.parquet"))
+
+    def write(self, frame: pd.DataFrame) -> Path:
+        """Write one part atomically."""
+        numbers = [int(PART_PATTERN.search(p.name).group(3)) for p in self._my_parts()]
+        k = max(numbers, default=-1) + 1
+        i, n = self.shard
+        path = self.parts / f"part-s{i}of{n}-{k:06d}.parquet"
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        frame.to_parquet(tmp, index=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return path
+
+
+def read_parts(folder: str | Path, shard: tuple[int, int] | None = None) -> pd.DataFrame:
+    """All finished subjects of a run directory (of one shard, if given)."""
+    frames = []
+    for path in sorted((Path(folder) / "parts").glob("part-*.parquet")):
+        match = PART_PATTERN.search(path.name)
+        if match is None:
+            continue
+        if shard is not None and (int(match.group(1)), int(match.group(2))) != tuple(shard):
+            continue
+        frames.append(pd.read_parquet(path))
+    if not frames:
+        return pd.DataFrame(columns=["subject"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def split_tables(wide: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(subjects table, long parameters table) from the wide rows of the parts."""
+    wide = wide.sort_values("subject", kind="stable").reset_index(drop=True)
+    subjects = wide[["subject", "group", "loss", "converged", "iterations", "status"]].copy()
+    names = [c[len("estimate[") : -1] for c in wide.columns if c.startswith("estimate[")]
+    infos = parameter_infos()
+    frames = []
+    for name in names:
+        frames.append(
+            pd.DataFrame(
+                dict(
+                    subject=wide["subject"],
+                    group=wide["group"],
+                    parameter=name,
+                    estimate=wide[f"estimate[{name}]"],
+                    se=wide[f"se[{name}]"],
+                    ci_low=wide[f"ci_low[{name}]"],
+                    ci_high=wide[f"ci_high[{name}]"],
+                    se_relative=wide[f"se_relative[{name}]"],
+                    unit=infos[name].unit if name in infos else "",
+                )
+            )
+        )
+    parameters = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(parameters):
+        parameters["identifiable"] = np.isfinite(parameters["se_relative"]) & (
+            parameters["se_relative"] <= 0.5
+        )
+        parameters = parameters.sort_values(["subject", "parameter"], kind="stable")
+    return subjects, parameters.reset_index(drop=True)
+
+
+def cohort_summary(parameters: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataFrame:
+    """Distribution of the converged subjects' estimates by group and parameter: n, median,
+    quartiles, geometric mean and CV (of the log-normal fitted to the estimates)."""
+    ok = subjects.loc[subjects["converged"], "subject"]
+    frame = parameters[parameters["subject"].isin(set(ok))]
+    rows = []
+    for (group, name), g in frame.groupby(["group", "parameter"], sort=True):
+        x = g["estimate"].to_numpy(dtype=float)
+        positive = bool(np.all(x > 0))
+        log_sd = float(np.std(np.log(x), ddof=1)) if positive and len(x) > 1 else np.nan
+        rows.append(
+            dict(
+                group=group,
+                parameter=name,
+                n=len(x),
+                median=float(np.median(x)),
+                q25=float(np.quantile(x, 0.25)),
+                q75=float(np.quantile(x, 0.75)),
+                geometric_mean=float(np.exp(np.mean(np.log(x)))) if positive else np.nan,
+                cv=float(np.sqrt(np.expm1(log_sd**2))) if np.isfinite(log_sd) else np.nan,
+                median_se_relative=float(np.median(g["se_relative"])),
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def write_tables(folder: str | Path, wide: pd.DataFrame, extra: dict | None = None) -> dict:
+    """subjects / parameters tables (CSV and Parquet), cohort_summary.csv and summary.json."""
+    folder = Path(folder)
+    subjects, parameters = split_tables(wide)
+    for name, frame in (("subjects", subjects), ("parameters", parameters)):
+        frame.to_csv(folder / f"{name}.csv", index=False)
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+    summary_table = cohort_summary(parameters, subjects)
+    summary_table.to_csv(folder / "cohort_summary.csv", index=False)
+    counts = subjects["status"].value_counts().to_dict()
+    summary = dict(
+        subjects=len(subjects),
+        converged=int(subjects["converged"].sum()),
+        status={str(k): int(v) for k, v in counts.items()},
+        median_iterations=float(subjects["iterations"].median()) if len(subjects) else None,
+        **(extra or {}),
+    )
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def merge(folders: Sequence[str | Path], out: str | Path) -> dict:
+    """Assemble the parts of one or several run directories (shards of one job) into `out`:
+    checks that no subject appears twice and that every shard's subjects are all finished."""
+    out = Path(out)
+    frames, expected = [], set()
+    for folder in folders:
+        folder = Path(folder)
+        if not (folder / "parts").is_dir():
+            raise RunDirectoryError(f"{folder}: not a batch run directory (no parts/)")
+        frames.append(read_parts(folder))
+        for manifest in folder.glob("shard-*of*.json"):
+            expected.update(json.loads(manifest.read_text())["subjects"])
+    wide = pd.concat(frames, ignore_index=True)
+    duplicated = wide["subject"][wide["subject"].duplicated()].unique().tolist()
+    if duplicated:
+        raise RunDirectoryError(
+            f"subject(s) {duplicated[:5]} appear in more than one part; merge shards of one job "
+            "only, each once"
+        )
+    missing = sorted(expected - set(wide["subject"]))
+    if missing:
+        raise RunDirectoryError(
+            f"{len(missing)} subject(s) not finished (e.g. {missing[:3]}); resume their shard "
+            "with --resume before merging"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return write_tables(out, wide, dict(merged_from=[str(f) for f in folders]))

@@ -1,0 +1,178 @@
+"""Batch fitting in one process: vmapped batch = one-by-one fits, a broken subject is flagged
+and changes nobody else, shards + merge = the whole, resume refuses/continues, cohorts."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+import mgjax
+from mgjax import batch
+from mgjax._cohort import COHORT_PARAMETERS, cohort_error_models, synthesize
+from mgjax.cli import default_cohort_path
+
+#: two healthy and two t2dm subjects of the bundled cohort
+SUBJECTS = ["s0000", "s0001", "s0008", "s0009"]
+SETTINGS = batch.BatchSettings(width=2)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return mgjax.load_dataset(default_cohort_path())
+
+
+@pytest.fixture(scope="module")
+def errors(dataset):
+    return cohort_error_models(sorted(dataset.observations["observable"].unique()))
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, errors):
+    return batch.fit_batch(
+        dataset, COHORT_PARAMETERS, settings=SETTINGS, error_models=errors, subjects=SUBJECTS
+    )
+
+
+def test_batch_fits_every_subject(reference):
+    subjects = reference.subjects
+    assert list(subjects["subject"]) == SUBJECTS
+    assert subjects["converged"].all(), subjects
+    assert (subjects["status"] == "converged").all()
+    assert len(reference.parameters) == len(SUBJECTS) * len(COHORT_PARAMETERS)
+    p = reference.parameters
+    assert np.all(p["ci_low"] <= p["estimate"]) and np.all(p["estimate"] <= p["ci_high"])
+    assert np.all(np.isfinite(p["se"]))
+
+
+def test_batch_equals_one_by_one_fits(dataset, errors, reference):
+    """The vmapped lane pool gives each subject the fit it gets alone (mgjax.fit.fit with
+    Levenberg–Marquardt, its own Laplace SEs) — a different code path for both."""
+    built = batch.build_batches(
+        dataset, COHORT_PARAMETERS, subjects=SUBJECTS[:2], error_models=errors
+    )[0]
+    for i, subject in enumerate(built.subjects):
+        problem = jax.tree.map(jnp.asarray, built.one(i))
+        alone = mgjax.fit.fit(problem, method="levenberg_marquardt", max_steps=200)
+        mine = reference.parameters[reference.parameters["subject"] == subject].set_index(
+            "parameter"
+        )
+        est = mine.loc[list(problem.free), "estimate"].to_numpy()
+        se = mine.loc[list(problem.free), "se"].to_numpy()
+        np.testing.assert_allclose(est, alone.estimates, rtol=1e-5)
+        np.testing.assert_allclose(se, alone.se, rtol=1e-3)
+        row = reference.subjects.set_index("subject").loc[subject]
+        assert row["loss"] == pytest.approx(alone.loss, rel=1e-7)
+        # the same optimum; the paths may differ by rounding (the batch applies the exact
+        # Jacobian as a stored matrix, the single fit re-linearises the solver)
+        assert row["converged"] and alone.converged
+
+
+def test_broken_subject_is_flagged_and_poisons_nobody(dataset, errors, reference):
+    def base(group, covariates):
+        model = batch.default_base_model(group, covariates)
+        if covariates.get("body_weight") == broken_weight:
+            model = mgjax.set_parameters(model, {"gfr": float("nan")})
+        return model
+
+    broken_weight = float(dataset.subjects.set_index("subject").loc[SUBJECTS[1], "weight"])
+    result = batch.fit_batch(
+        dataset,
+        COHORT_PARAMETERS,
+        settings=SETTINGS,
+        error_models=errors,
+        subjects=SUBJECTS,
+        base_model=base,
+    )
+    table = result.subjects.set_index("subject")
+    assert table.loc[SUBJECTS[1], "status"] == "solve_failed"
+    assert not table.loc[SUBJECTS[1], "converged"]
+    assert np.isfinite(table.loc[SUBJECTS[1], "loss"])
+    others = [s for s in SUBJECTS if s != SUBJECTS[1]]
+    ref = reference.parameters.set_index(["subject", "parameter"]).loc[others]
+    got = result.parameters.set_index(["subject", "parameter"]).loc[others]
+    np.testing.assert_allclose(got["estimate"], ref["estimate"], rtol=1e-10)
+    assert (table.loc[others, "status"] == "converged").all()
+
+
+def test_shards_and_merge_equal_the_whole(dataset, errors, reference, tmp_path):
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"shard{i}"
+        batch.fit_batch(
+            dataset,
+            COHORT_PARAMETERS,
+            out,
+            settings=SETTINGS,
+            error_models=errors,
+            subjects=SUBJECTS,
+            shard=(i, 2),
+        )
+        runs.append(out)
+    assert set(batch.read_parts(runs[0])["subject"]) == set(SUBJECTS[0::2])
+    summary = batch.merge(runs, tmp_path / "all")
+    assert summary["subjects"] == len(SUBJECTS)
+    merged = pd.read_csv(tmp_path / "all" / "parameters.csv")
+    np.testing.assert_allclose(merged["estimate"], reference.parameters["estimate"], rtol=1e-10)
+    for name in ("subjects.parquet", "parameters.parquet", "cohort_summary.csv"):
+        assert (tmp_path / "all" / name).exists()
+    # a shard merged twice, or a missing shard, is refused
+    with pytest.raises(batch.RunDirectoryError, match="more than one part"):
+        batch.merge([runs[0], runs[0]], tmp_path / "twice")
+    with pytest.raises(batch.RunDirectoryError, match="not a batch run directory"):
+        batch.merge([tmp_path / "nothing"], tmp_path / "x")
+    # rerunning into a finished run directory without --resume is refused; with it, no work
+    with pytest.raises(batch.RunDirectoryError, match="--resume"):
+        batch.fit_batch(
+            dataset,
+            COHORT_PARAMETERS,
+            runs[0],
+            settings=SETTINGS,
+            subjects=SUBJECTS,
+            shard=(0, 2),
+            error_models=errors,
+        )
+    again = batch.fit_batch(
+        dataset,
+        COHORT_PARAMETERS,
+        runs[0],
+        settings=SETTINGS,
+        subjects=SUBJECTS,
+        shard=(0, 2),
+        resume=True,
+        error_models=errors,
+    )
+    assert again.summary["subjects_fitted_now"] == 0
+    assert json.loads((runs[0] / "summary.json").read_text())["subjects"] == 2
+
+
+def test_shard_arguments():
+    assert batch.parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "a/b", "1-4", "-1/2"):
+        with pytest.raises(ValueError, match="shard"):
+            batch.parse_shard(bad)
+    names = [f"s{i}" for i in range(10)]
+    parts = [batch.shard_subjects(names[::-1], (i, 3)) for i in range(3)]
+    assert sorted(sum(parts, [])) == names  # a partition, whatever the input order
+    assert parts[0] == ["s0", "s3", "s6", "s9"]
+
+
+def test_bundled_cohort_is_regenerable_and_valid(tmp_path):
+    """The bundled cohort is what `mgjax synth --n 24 --seed 0` writes; a seed fixes it."""
+    counts = {"healthy": 8, "t2dm": 8, "t2dm_hypomagnesemia": 8}
+    cohort = synthesize(counts, seed=0)
+    bundled = pd.read_csv(default_cohort_path() / "observations.csv")
+    np.testing.assert_allclose(bundled["value"], cohort.observations["value"], rtol=1e-5)
+    truth = pd.read_csv(default_cohort_path() / "truth.csv")
+    np.testing.assert_allclose(truth["value"], cohort.truth["value"], rtol=1e-12)
+    assert set(truth["parameter"]) == set(COHORT_PARAMETERS)
+    cohort.write(tmp_path)
+    dataset = mgjax.load_dataset(tmp_path)  # the documented format, validated
+    assert dataset.subjects["group"].value_counts().to_dict() == counts
+    # hypomagnesaemic subjects have low serum Mg²⁺, as their group's preset
+    obs = dataset.observations
+    mg = obs[obs["observable"] == "serum_mg"].set_index("subject")["value"]
+    groups = dataset.subjects.set_index("subject")["group"]
+    assert mg[groups == "t2dm_hypomagnesemia"].median() < 0.75 < mg[groups == "healthy"].median()

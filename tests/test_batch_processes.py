@@ -1,0 +1,161 @@
+"""Batch fitting across processes and devices: a job killed with SIGKILL and resumed gives the
+uninterrupted table; 4 forced host devices give the 1-device numbers; two `jax.distributed`
+processes split a cohort and process 0 merges it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mgjax
+from mgjax import batch
+from mgjax._cohort import COHORT_PARAMETERS, cohort_error_models
+from mgjax.cli import default_cohort_path
+
+SUBJECTS = ["s0000", "s0001", "s0008", "s0009"]
+SETTINGS = batch.BatchSettings(width=2)
+pytestmark = pytest.mark.slow
+
+
+def _subset(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("observations", "doses", "subjects"):
+        frame = pd.read_csv(default_cohort_path() / f"{name}.csv")
+        frame[frame["subject"].isin(SUBJECTS)].to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return _subset(tmp_path_factory.mktemp("cohort"))
+
+
+@pytest.fixture(scope="module")
+def reference(data):
+    dataset = mgjax.load_dataset(data)
+    errors = cohort_error_models(sorted(dataset.observations["observable"].unique()))
+    return batch.fit_batch(dataset, COHORT_PARAMETERS, settings=SETTINGS, error_models=errors)
+
+
+def _env(**extra):
+    env = dict(os.environ, MGJAX_COMPILATION_CACHE="0", **extra)
+    env.pop("XLA_FLAGS", None) if "XLA_FLAGS" not in extra else None
+    return env
+
+
+def _fit_command(data, out, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "mgjax",
+        "fit",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--width",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
+
+
+def _same(parameters: pd.DataFrame, reference, rtol=1e-9):
+    got = parameters.sort_values(["subject", "parameter"]).reset_index(drop=True)
+    ref = reference.parameters.sort_values(["subject", "parameter"]).reset_index(drop=True)
+    assert list(got["subject"]) == list(ref["subject"])
+    np.testing.assert_allclose(got["estimate"], ref["estimate"], rtol=rtol)
+    np.testing.assert_allclose(got["se"], ref["se"], rtol=1e-6)
+
+
+def test_sigkill_then_resume_equals_uninterrupted(data, reference, tmp_path):
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        _fit_command(data, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if list((out / "parts").glob("part-*.parquet")):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the job ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = set(batch.read_parts(out)["subject"])
+    assert 0 < len(finished) < len(SUBJECTS)
+    assert not (out / "subjects.csv").exists()
+    dataset = mgjax.load_dataset(data)
+    errors = cohort_error_models(sorted(dataset.observations["observable"].unique()))
+    resumed = batch.fit_batch(
+        dataset, COHORT_PARAMETERS, out, settings=SETTINGS, error_models=errors, resume=True
+    )
+    assert resumed.summary["subjects_resumed"] == len(finished)
+    assert resumed.summary["subjects_fitted_now"] == len(SUBJECTS) - len(finished)
+    _same(pd.read_csv(out / "parameters.csv"), reference)
+    subjects = pd.read_csv(out / "subjects.csv")
+    np.testing.assert_allclose(subjects["loss"], reference.subjects["loss"], rtol=1e-10)
+
+
+def test_four_host_devices_equal_one_device(data, reference, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import jax, mgjax
+        from mgjax import batch
+        from mgjax._cohort import COHORT_PARAMETERS, cohort_error_models
+        assert len(jax.local_devices()) == 4, jax.local_devices()
+        ds = mgjax.load_dataset({str(data)!r})
+        errors = cohort_error_models(sorted(ds.observations["observable"].unique()))
+        result = batch.fit_batch(ds, COHORT_PARAMETERS, settings=batch.BatchSettings(width=4),
+                                 error_models=errors)
+        result.parameters.to_csv({str(tmp_path / "four.csv")!r}, index=False)
+        """
+    )
+    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _same(pd.read_csv(tmp_path / "four.csv"), reference)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_distributed_processes_split_and_merge(data, reference, tmp_path):
+    out = tmp_path / "run"
+    port = _free_port()
+    processes = [
+        subprocess.Popen(
+            _fit_command(
+                data,
+                out,
+                "--distributed",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ),
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=900)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), "\n".join(log[-2000:] for log in logs)
+    parts = batch.read_parts(out)
+    assert sorted(parts["subject"]) == SUBJECTS  # each subject fitted once, by one process
+    assert {p.name.split("-")[1] for p in (out / "parts").glob("part-*")} == {"s0of2", "s1of2"}
+    assert "merged 2 processes" in logs[0]
+    _same(pd.read_csv(out / "parameters.csv"), reference)
