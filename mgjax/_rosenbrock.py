@@ -179,10 +179,13 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
                 1, 6, lambda i, u: stage(i, u, f(times[i], flat_y0 + a[i] @ u)), u
             )
         flat_y1 = flat_y0 + jnp.asarray(_WEIGHTS, dtype=dtype) @ u
+        # a step into a region where the vector field is not finite is rejected with an
+        # infinite error, so the controller shrinks the step (down to dtmin, then fails)
+        error = jnp.where(jnp.all(jnp.isfinite(flat_y1)), u[5], jnp.inf)
         k = jnp.asarray(_DENSE, dtype=dtype) @ u[:5]
         y1 = unravel(flat_y1)
         dense_info = dict(y0=y0, y1=y1, k=k)
-        return y1, unravel(u[5]), dense_info, None, dfx.RESULTS.successful
+        return y1, unravel(error), dense_info, None, dfx.RESULTS.successful
 
 
 def _value_and_jacobian(f, t, y):

@@ -73,6 +73,7 @@ def solve(
         pcoeff=options.pcoeff,
         icoeff=options.icoeff,
         dtmin=options.dtmin,
+        force_dtmin=False,  # below dtmin the solve fails (dt_min_reached) instead of crawling
     )
     if jump_ts is not None:
         controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)

@@ -44,9 +44,17 @@ def reference(data):
     return batch.fit_batch(dataset, COHORT_PARAMETERS, settings=SETTINGS, error_models=errors)
 
 
-def _env(**extra):
-    env = dict(os.environ, MGJAX_COMPILATION_CACHE="0", **extra)
-    env.pop("XLA_FLAGS", None) if "XLA_FLAGS" not in extra else None
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A persistent compilation cache shared by this module's subprocesses only (the batch
+    program is cacheable), so later processes skip the XLA compile of the same program."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
+def _env(cache, **extra):
+    env = dict(os.environ, MGJAX_COMPILATION_CACHE="1", MGJAX_CACHE_DIR=str(cache), **extra)
+    if "XLA_FLAGS" not in extra:
+        env.pop("XLA_FLAGS", None)
     return env
 
 
@@ -75,10 +83,10 @@ def _same(parameters: pd.DataFrame, reference, rtol=1e-9):
     np.testing.assert_allclose(got["se"], ref["se"], rtol=1e-6)
 
 
-def test_sigkill_then_resume_equals_uninterrupted(data, reference, tmp_path):
+def test_sigkill_then_resume_equals_uninterrupted(data, reference, cache, tmp_path):
     out = tmp_path / "run"
     process = subprocess.Popen(
-        _fit_command(data, out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        _fit_command(data, out), env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
@@ -103,11 +111,13 @@ def test_sigkill_then_resume_equals_uninterrupted(data, reference, tmp_path):
     np.testing.assert_allclose(subjects["loss"], reference.subjects["loss"], rtol=1e-10)
 
 
-def test_four_host_devices_equal_one_device(data, reference, tmp_path):
+def test_four_host_devices_equal_one_device(data, reference, cache, tmp_path):
     script = textwrap.dedent(
         f"""
         import jax, mgjax
         from mgjax import batch
+        from mgjax._compilation_cache import enable_compilation_cache
+        enable_compilation_cache()
         from mgjax._cohort import COHORT_PARAMETERS, cohort_error_models
         assert len(jax.local_devices()) == 4, jax.local_devices()
         ds = mgjax.load_dataset({str(data)!r})
@@ -117,7 +127,7 @@ def test_four_host_devices_equal_one_device(data, reference, tmp_path):
         result.parameters.to_csv({str(tmp_path / "four.csv")!r}, index=False)
         """
     )
-    env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = _env(cache, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     _same(pd.read_csv(tmp_path / "four.csv"), reference)
@@ -129,7 +139,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_distributed_processes_split_and_merge(data, reference, tmp_path):
+def test_two_distributed_processes_split_and_merge(data, reference, cache, tmp_path):
     out = tmp_path / "run"
     port = _free_port()
     processes = [
@@ -145,7 +155,7 @@ def test_two_distributed_processes_split_and_merge(data, reference, tmp_path):
                 "--process-id",
                 str(i),
             ),
-            env=_env(),
+            env=_env(cache),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

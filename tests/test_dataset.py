@@ -210,7 +210,7 @@ def test_dataset_to_experiments_and_protocol(tmp_path):
     ds = mgjax.load_dataset(_write(tmp_path, GOOD_OBSERVATIONS, GOOD_DOSES))
     experiments = mgjax.fit.experiments_for_subject(ds, "s1")
     assert [type(e.protocol).__name__ for e in experiments] == [
-        "ConstantInputs",
+        "Fasting",
         "HyperinsulinemicClamp",
     ]
     clamp = experiments[1].protocol

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .._dataset import Dataset
@@ -29,30 +30,29 @@ class BatchResult:
     summary: dict
 
 
-def _progress_bar(total: int):
+def _progress_bar():
+    """A rich progress bar: subjects done / total, subjects per second, elapsed, ETA."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.text import Text
 
-    class Rate(TextColumn):
-        def render(self, task):  # subjects per second
+    class SubjectsPerSecond(ProgressColumn):
+        def render(self, task):
             speed = task.finished_speed or task.speed
-            return (
-                TextColumn("{task.description}")
-                .render(task)
-                .__class__(f"{speed:.2f} subj/s" if speed else "– subj/s")
-            )
+            return Text(f"{speed:.2f} subjects/s" if speed else "… subjects/s")
 
     return Progress(
         TextColumn("fitting"),
         BarColumn(),
         MofNCompleteColumn(),
-        Rate(""),
+        SubjectsPerSecond(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -108,12 +108,14 @@ def fit_batch(
     )
     t_built = time.perf_counter()
     frames: list[pd.DataFrame] = []
-    bar = _progress_bar(len(mine)) if progress else None
+    bar = _progress_bar() if progress else None
     task = bar.add_task("fitting", total=len(mine), completed=len(finished)) if bar else None
     first_round: list[float] = []
+    round_ends: list[float] = []
     offset = [0]
 
     def on_round(done: int, total: int) -> None:
+        round_ends.append(time.perf_counter())
         if not first_round:
             first_round.append(time.perf_counter())
         if bar is not None:
@@ -134,7 +136,13 @@ def fit_batch(
         if bar is not None:
             bar.stop()
     t_done = time.perf_counter()
+    rounds = np.diff([t_built, *round_ends]) if round_ends else np.array([])
+    # the first round of each structure includes its compilation; later rounds do not
+    typical = float(np.median(rounds[1:])) if len(rounds) > 1 else 0.0
     timing = dict(
+        rounds=len(rounds),
+        seconds_per_round=typical,
+        seconds_compile_estimate=max(float(rounds[0]) - typical, 0.0) if len(rounds) else None,
         seconds_total=t_done - t0,
         seconds_building=t_built - t0,
         seconds_first_round=(first_round[0] - t_built) if first_round else None,

@@ -21,6 +21,7 @@ method — as `mgjax.fit.laplace` does for one subject.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,14 +35,13 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ..fit._optimise import with_adjoint
+from ..fit._optimise import jacobian_residuals
 from ..fit._uncertainty import Z95
 from ._build import SubjectBatch
 
 #: Relative SE (of log θ for positive parameters) above which an estimate is flagged as not
 #: identifiable (as `mgjax.fit.laplace`).
 SLOPPY_SE = 0.5
-FIM_FROM_STATE = True
 
 
 @dataclass(frozen=True)
@@ -62,34 +62,6 @@ class BatchSettings:
     rtol: float = 1e-8
     atol: float = 1e-8
     devices: tuple[Any, ...] | None = None
-
-
-def jacobian_residuals(problem):
-    """The weighted residuals of `problem` as a function of u whose derivative is the exact
-    forward-mode Jacobian, computed once with the residuals (one pass through the solver with
-    one tangent per parameter) and applied as a matrix.
-
-    Optimistix linearises the residual function and evaluates the linearisation several times
-    per iteration (materialising J, J·δ for the predicted reduction); linearising the solver's
-    while loop directly re-runs the whole forward-mode solve each time (3× the cost per
-    iteration, measured). Here the linearisation is a stored matrix. Derivatives with respect
-    to anything but u are not defined (internal to the optimiser)."""
-    problem = with_adjoint(problem, "levenberg_marquardt")
-    dynamic, static = eqx.partition(problem, eqx.is_array)
-
-    @jax.custom_jvp
-    def residuals(u, dynamic):
-        return eqx.combine(dynamic, static).residuals(u)
-
-    @residuals.defjvp
-    def _jvp(primals, tangents):
-        u, dyn = primals
-        du, _ = tangents
-        p = eqx.combine(dyn, static)
-        jac, r = jax.jacfwd(lambda v: (p.residuals(v),) * 2, has_aux=True)(u)
-        return r, jac @ du
-
-    return lambda u: residuals(u, dynamic)
 
 
 def _lm(problem, rtol: float, atol: float):
@@ -135,11 +107,8 @@ def _subject_round(problem, u, carried, fresh, round_steps: int, rtol: float, at
     )
     predictions, ok = problem.predictions(u)
     loss = problem.negative_log_likelihood_from(u, predictions, ok)
-    if FIM_FROM_STATE:
-        # the Jacobian at the last accepted iterate, from the optimiser's own linearisation
-        jac = eqx.combine(dynamic, static).f_info.jac.as_matrix()
-    else:
-        jac = jax.jacfwd(with_adjoint(problem, "levenberg_marquardt").residuals)(u)
+    # the exact Jacobian at the last accepted iterate: the optimiser's stored linearisation
+    jac = eqx.combine(dynamic, static).f_info.jac.as_matrix()
     fim = jac.T @ jac
     eigenvalues, eigenvectors = jnp.linalg.eigh(fim)
     floor = jnp.maximum(jnp.max(eigenvalues), 1e-300) * 1e-13
@@ -171,11 +140,33 @@ def _subject_round(problem, u, carried, fresh, round_steps: int, rtol: float, at
     )
 
 
+@contextlib.contextmanager
+def errors_as_nan():
+    """Trace with Equinox's runtime checks (`eqx.error_if`, used by Diffrax, Optimistix and
+    Lineax) returning NaN instead of raising: in a batch, one subject's failure must not raise
+    for all (the NaN reaches that subject's flags), and a program without the checks' host
+    callbacks can be stored by JAX's persistent compilation cache, so a second run of a job
+    does not compile again. Equinox reads this setting when it traces (`EQX_ON_ERROR`)."""
+    import equinox._errors as errors
+
+    previous = errors.EQX_ON_ERROR
+    errors.EQX_ON_ERROR = "nan"
+    try:
+        yield
+    finally:
+        errors.EQX_ON_ERROR = previous
+
+
 @eqx.filter_jit
-def _round(problems, u, carried, fresh, round_steps, rtol, atol):
+def _round_program(problems, u, carried, fresh, round_steps, rtol, atol):
     return jax.vmap(lambda p, y, c, f: _subject_round(p, y, c, f, round_steps, rtol, atol))(
         problems, u, carried, fresh
     )
+
+
+def _round(*args):
+    with errors_as_nan():
+        return _round_program(*args)
 
 
 def _state_template(batch: SubjectBatch, width: int, rtol: float, atol: float):
