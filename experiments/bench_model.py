@@ -152,6 +152,9 @@ def bench_protocol(model, y0, protocol, ts, n_batch: int, quick: bool) -> dict:
     row["batch_steps_mean"], row["batch_steps_max"] = float(steps.mean()), int(steps.max())
 
     for solver_name, solver in [("Kvaerno5", dfx.Kvaerno5()), ("Tsit5", dfx.Tsit5())]:
+        if quick:  # the smoke test skips the other Diffrax solvers (Kvaerno5 compiles slowly)
+            row[solver_name] = "skipped (--quick)"
+            continue
         options = mgjax.SolverOptions(solver=solver)
         other = eqx.filter_jit(
             lambda m, y, o=options: mgjax.simulate(m, protocol, ts, y0=y, options=o, throw=False)

@@ -117,11 +117,13 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def main(out: Path = Path("experiments/output/fit_mg_trial")) -> dict:
+def main(
+    out: Path = Path("experiments/output/fit_mg_trial"), method: str | None = None
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     problem, dataset = build_problem()
     t0 = time.perf_counter()
-    result = fit.fit(problem, max_steps=200, subject="rodriguez_moran_2003")
+    result = fit.fit(problem, method=method, max_steps=200, subject="rodriguez_moran_2003")
     seconds = time.perf_counter() - t0
     table = arm_table(problem, dataset, result.u)
     # the published units are the model's, so the table compares like with like

@@ -122,12 +122,12 @@ def simulate(
     else:
         ok0 = jnp.asarray(True)
     y0 = jnp.concatenate([y0, protocol.controller_init(model, y0)])
-    # a non-finite start (a failed steady state, NaN parameters) is flagged; the solve starts
-    # from zeros instead, so that it fails fast rather than run to max_steps on NaNs
+    # a non-finite start (a failed steady state, NaN parameters) is flagged, and the solve
+    # skips it (zero vector field from zeros) instead of running to max_steps on NaNs
     finite = jnp.all(jnp.isfinite(y0))
     ok0 = ok0 & finite
     y0 = jnp.where(finite, y0, 0.0)
-    sol = solve(model, protocol, y0, ts, options, throw=throw)
+    sol = solve(model, protocol, y0, ts, options, throw=throw, alive=ok0)
     ok = ok0 & (sol.result == dfx.RESULTS.successful)
     ys = sol.ys
     return Trajectory(

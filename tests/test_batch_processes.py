@@ -1,7 +1,9 @@
-"""Batch fitting across processes and devices: a job killed with SIGKILL and resumed gives the
-uninterrupted table; 4 forced host devices give the 1-device numbers; two `jax.distributed`
-processes split a cohort and process 0 merges it."""
+"""Batch fitting across processes and devices, all through the command line in subprocesses
+sharing one compilation cache: a job killed with SIGKILL and resumed gives the uninterrupted
+table; 4 forced host devices give the 1-device numbers; two `jax.distributed` processes split a
+cohort and process 0 merges it."""
 
+import json
 import os
 import signal
 import socket
@@ -14,13 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import mgjax
 from mgjax import batch
-from mgjax._cohort import COHORT_PARAMETERS, cohort_error_models
 from mgjax.cli import default_cohort_path
 
 SUBJECTS = ["s0000", "s0001", "s0008", "s0009"]
-SETTINGS = batch.BatchSettings(width=2)
 pytestmark = pytest.mark.slow
 
 
@@ -38,13 +37,6 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(data):
-    dataset = mgjax.load_dataset(data)
-    errors = cohort_error_models(sorted(dataset.observations["observable"].unique()))
-    return batch.fit_batch(dataset, COHORT_PARAMETERS, settings=SETTINGS, error_models=errors)
-
-
-@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """A persistent compilation cache shared by this module's subprocesses only (the batch
     program is cacheable), so later processes skip the XLA compile of the same program."""
@@ -56,6 +48,25 @@ def _env(cache, **extra):
     if "XLA_FLAGS" not in extra:
         env.pop("XLA_FLAGS", None)
     return env
+
+
+class Reference:
+    """The uninterrupted job's tables (`mgjax fit` in a subprocess; it also fills the
+    module's compilation cache for the later processes)."""
+
+    def __init__(self, folder):
+        self.parameters = pd.read_csv(folder / "parameters.csv")
+        self.subjects = pd.read_csv(folder / "subjects.csv")
+
+
+@pytest.fixture(scope="module")
+def reference(data, cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run = subprocess.run(_fit_command(data, out), env=_env(cache), capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    result = Reference(out)
+    assert result.subjects["converged"].all()
+    return result
 
 
 def _fit_command(data, out, *extra):
@@ -99,13 +110,13 @@ def test_sigkill_then_resume_equals_uninterrupted(data, reference, cache, tmp_pa
     finished = set(batch.read_parts(out)["subject"])
     assert 0 < len(finished) < len(SUBJECTS)
     assert not (out / "subjects.csv").exists()
-    dataset = mgjax.load_dataset(data)
-    errors = cohort_error_models(sorted(dataset.observations["observable"].unique()))
-    resumed = batch.fit_batch(
-        dataset, COHORT_PARAMETERS, out, settings=SETTINGS, error_models=errors, resume=True
+    resume = subprocess.run(
+        _fit_command(data, out, "--resume"), env=_env(cache), capture_output=True, text=True
     )
-    assert resumed.summary["subjects_resumed"] == len(finished)
-    assert resumed.summary["subjects_fitted_now"] == len(SUBJECTS) - len(finished)
+    assert resume.returncode == 0, resume.stdout[-2000:] + resume.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["subjects_resumed"] == len(finished)
+    assert summary["subjects_fitted_now"] == len(SUBJECTS) - len(finished)
     _same(pd.read_csv(out / "parameters.csv"), reference)
     subjects = pd.read_csv(out / "subjects.csv")
     np.testing.assert_allclose(subjects["loss"], reference.subjects["loss"], rtol=1e-10)
