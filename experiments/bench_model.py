@@ -102,32 +102,38 @@ def bench_protocol(model, y0, protocol, ts, n_batch: int, quick: bool) -> dict:
     row["compile_s"] -= row["run_s"]
     row["steps"] = int(mgjax.simulate(model, protocol, ts, y0=y0).num_steps)
 
-    def scalar(m):
-        traj = mgjax.simulate(m, protocol, ts)
-        return jnp.log(traj["glucose"][-1]) + jnp.log(traj["serum_mg"][-1])
+    if quick:  # the smoke test skips the gradients (their compiles dominate its cost)
+        for key in ("grad_compile_s", "grad_run_s", "fwd_grad_compile_s", "fwd_grad_run_s"):
+            row[key] = float("nan")
+        row["fwd_vs_reverse_max_rel"] = float("nan")
+    else:
 
-    grad = eqx.filter_jit(jax.grad(scalar))
-    row["grad_compile_s"], row["grad_run_s"] = timed(grad, model)
-    row["grad_compile_s"] -= row["grad_run_s"]
+        def scalar(m):
+            traj = mgjax.simulate(m, protocol, ts)
+            return jnp.log(traj["glucose"][-1]) + jnp.log(traj["serum_mg"][-1])
 
-    # The same gradient in forward mode (81 tangents carried through one solve): no reverse
-    # pass through the checkpointed step loop, so it compiles like the solve itself.
-    forward = mgjax.SolverOptions(adjoint=dfx.ForwardMode())
-    params, static = eqx.partition(model, eqx.is_inexact_array)
+        grad = eqx.filter_jit(jax.grad(scalar))
+        row["grad_compile_s"], row["grad_run_s"] = timed(grad, model)
+        row["grad_compile_s"] -= row["grad_run_s"]
 
-    def scalar_forward(p):
-        traj = mgjax.simulate(eqx.combine(p, static), protocol, ts, options=forward)
-        return jnp.log(traj["glucose"][-1]) + jnp.log(traj["serum_mg"][-1])
+        # The same gradient in forward mode (81 tangents carried through one solve): no reverse
+        # pass through the checkpointed step loop, so it compiles like the solve itself.
+        forward = mgjax.SolverOptions(adjoint=dfx.ForwardMode())
+        params, static = eqx.partition(model, eqx.is_inexact_array)
 
-    forward_grad = eqx.filter_jit(jax.jacfwd(scalar_forward))
-    row["fwd_grad_compile_s"], row["fwd_grad_run_s"] = timed(forward_grad, params)
-    row["fwd_grad_compile_s"] -= row["fwd_grad_run_s"]
-    reverse = jnp.stack(jax.tree.leaves(eqx.filter(grad(model), eqx.is_inexact_array)))
-    forward_ = jnp.stack(jax.tree.leaves(forward_grad(params)))
-    floor = 1e-6 * jnp.max(jnp.abs(reverse))
-    row["fwd_vs_reverse_max_rel"] = float(
-        jnp.max(jnp.abs(forward_ - reverse) / jnp.maximum(jnp.abs(reverse), floor))
-    )
+        def scalar_forward(p):
+            traj = mgjax.simulate(eqx.combine(p, static), protocol, ts, options=forward)
+            return jnp.log(traj["glucose"][-1]) + jnp.log(traj["serum_mg"][-1])
+
+        forward_grad = eqx.filter_jit(jax.jacfwd(scalar_forward))
+        row["fwd_grad_compile_s"], row["fwd_grad_run_s"] = timed(forward_grad, params)
+        row["fwd_grad_compile_s"] -= row["fwd_grad_run_s"]
+        reverse = jnp.stack(jax.tree.leaves(eqx.filter(grad(model), eqx.is_inexact_array)))
+        forward_ = jnp.stack(jax.tree.leaves(forward_grad(params)))
+        floor = 1e-6 * jnp.max(jnp.abs(reverse))
+        row["fwd_vs_reverse_max_rel"] = float(
+            jnp.max(jnp.abs(forward_ - reverse) / jnp.maximum(jnp.abs(reverse), floor))
+        )
 
     # A batch of subjects with different parameters. Their fasting states are computed
     # first (vmapped, timed separately), then the vmapped solve is timed from them — the

@@ -117,9 +117,7 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def main(
-    out: Path = Path("experiments/output/fit_mg_trial"), method: str | None = None
-) -> dict:
+def main(out: Path = Path("experiments/output/fit_mg_trial"), method: str | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     problem, dataset = build_problem()
     t0 = time.perf_counter()
