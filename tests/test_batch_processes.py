@@ -61,9 +61,9 @@ class Reference:
 
 @pytest.fixture(scope="module")
 def reference(data, cache, tmp_path_factory):
-    """The uninterrupted job, on 4 forced host devices (lanes sharded 4 ways, width 4).
-    The other tests run on 1 device per process and compare with it: equal tables mean both
-    that the device count does not change the numbers and that their own property holds."""
+    """The uninterrupted job, on 4 forced host devices (lanes sharded 4 ways, width 4). The
+    distributed processes run on 1 device each and compare with it (4 devices = 1 device); the
+    killed and resumed job runs on 4 devices and compares with it (resume = uninterrupted)."""
     out = tmp_path_factory.mktemp("four_devices") / "run"
     script = textwrap.dedent(
         f"""
@@ -79,7 +79,7 @@ def reference(data, cache, tmp_path_factory):
                         settings=batch.BatchSettings(width=4), error_models=errors)
         """
     )
-    env = _env(cache, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = _env(cache, XLA_FLAGS=FOUR_DEVICES)
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     result = Reference(out)
@@ -87,7 +87,10 @@ def reference(data, cache, tmp_path_factory):
     return result
 
 
-def _fit_command(data, out, *extra):
+FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
+
+
+def _fit_command(data, out, *extra, width=2):
     return [
         sys.executable,
         "-m",
@@ -98,7 +101,7 @@ def _fit_command(data, out, *extra):
         "--out",
         str(out),
         "--width",
-        "2",
+        str(width),
         "--no-progress",
         *extra,
     ]
@@ -113,11 +116,14 @@ def _same(parameters: pd.DataFrame, reference, rtol=1e-9):
 
 
 def test_sigkill_then_resume_equals_uninterrupted(data, reference, cache, tmp_path):
-    """1 device: killed with SIGKILL after its first part, resumed; equals the uninterrupted
-    (4-device) run."""
+    """Killed with SIGKILL after its first part, resumed; equals the uninterrupted run (both on
+    the reference's 4 devices, so both reuse its compiled program from the cache)."""
     out = tmp_path / "run"
     process = subprocess.Popen(
-        _fit_command(data, out), env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        _fit_command(data, out, width=4),
+        env=_env(cache, XLA_FLAGS=FOUR_DEVICES),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
@@ -131,7 +137,10 @@ def test_sigkill_then_resume_equals_uninterrupted(data, reference, cache, tmp_pa
     assert 0 < len(finished) < len(SUBJECTS)
     assert not (out / "subjects.csv").exists()
     resume = subprocess.run(
-        _fit_command(data, out, "--resume"), env=_env(cache), capture_output=True, text=True
+        _fit_command(data, out, "--resume", width=4),
+        env=_env(cache, XLA_FLAGS=FOUR_DEVICES),
+        capture_output=True,
+        text=True,
     )
     assert resume.returncode == 0, resume.stdout[-2000:] + resume.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -143,8 +152,8 @@ def test_sigkill_then_resume_equals_uninterrupted(data, reference, cache, tmp_pa
 
 
 def test_four_host_devices_equal_one_device(reference):
-    """The 4-device run is the reference of the 1-device runs below (kill/resume, the
-    distributed processes); here its own invariants."""
+    """The 4-device run is the reference of the 1-device runs (the two distributed processes,
+    one device each, compare with it below); here its own invariants."""
     assert len(reference.subjects) == len(SUBJECTS)
     assert (reference.subjects["status"] == "converged").all()
 
