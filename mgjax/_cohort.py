@@ -10,7 +10,6 @@ Draws outside a parameter's plausible range are redrawn (a truncated log-normal)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,8 +285,3 @@ def synthesize(
 def cohort_error_models(observables: Sequence[str]) -> dict[str, ErrorModel]:
     """The default error models for the given observables (5 % proportional otherwise)."""
     return {o: COHORT_ERROR_MODELS.get(o, proportional(0.05)) for o in observables}
-
-
-def log_normal_sd(cv: float) -> float:
-    """The SD of log θ for a log-normal with coefficient of variation `cv`."""
-    return math.sqrt(math.log1p(cv * cv))

@@ -77,9 +77,7 @@ def solve(
     if jump_ts is not None:
         controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
     return dfx.diffeqsolve(
-        dfx.ODETerm(
-            lambda t, y, args: jnp.where(alive, vector_field(t, y, args), 0.0)
-        ),
+        dfx.ODETerm(lambda t, y, args: jnp.where(alive, vector_field(t, y, args), 0.0)),
         solver,
         t0=t0,
         t1=ts[-1],

@@ -1,6 +1,7 @@
 """Batch fitting in one process: vmapped batch = one-by-one fits, a broken subject is flagged
 and changes nobody else, shards + merge = the whole, resume refuses/continues, cohorts."""
 
+import functools
 import json
 
 import jax
@@ -124,26 +125,19 @@ def test_shards_and_merge_equal_the_whole(dataset, errors, reference, tmp_path):
     with pytest.raises(batch.RunDirectoryError, match="not a batch run directory"):
         batch.merge([tmp_path / "nothing"], tmp_path / "x")
     # rerunning into a finished run directory without --resume is refused; with it, no work
-    with pytest.raises(batch.RunDirectoryError, match="--resume"):
-        batch.fit_batch(
-            dataset,
-            COHORT_PARAMETERS,
-            runs[0],
-            settings=SETTINGS,
-            subjects=SUBJECTS,
-            shard=(0, 2),
-            error_models=errors,
-        )
-    again = batch.fit_batch(
+    first_shard = functools.partial(
+        batch.fit_batch,
         dataset,
         COHORT_PARAMETERS,
         runs[0],
         settings=SETTINGS,
         subjects=SUBJECTS,
         shard=(0, 2),
-        resume=True,
         error_models=errors,
     )
+    with pytest.raises(batch.RunDirectoryError, match="--resume"):
+        first_shard()
+    again = first_shard(resume=True)
     assert again.summary["subjects_fitted_now"] == 0
     assert json.loads((runs[0] / "summary.json").read_text())["subjects"] == 2
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._parameters import parameter_infos
+from ._run import SLOPPY_SE
 
 PART_PATTERN = re.compile(r"part-s(\d+)of(\d+)-(\d+)\.parquet$")
 
@@ -130,7 +131,7 @@ def split_tables(wide: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     parameters = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if len(parameters):
         parameters["identifiable"] = np.isfinite(parameters["se_relative"]) & (
-            parameters["se_relative"] <= 0.5
+            parameters["se_relative"] <= SLOPPY_SE
         )
         parameters = parameters.sort_values(["subject", "parameter"], kind="stable")
     return subjects, parameters.reset_index(drop=True)
