@@ -1,140 +1,172 @@
-"""The `mgjax` command line.
+"""The `mgjax` command line (typer + rich).
 
-`mgjax run` runs the model's main demonstration on the bundled presets; `mgjax synth`,
-`mgjax fit` and `mgjax merge` are the batch-fitting jobs.
+Every command reads one YAML run config (`configs/*.yaml`; schema in `mgjax._config`, keys in
+docs/cli.md) with `key.sub=value` overrides after it. Errors end with exit code 2 and one
+message naming the file, key or row and what to do; `mgjax --debug …` shows the traceback.
+
+    mgjax run                                  # the main job: fit the bundled cohort + report
+    mgjax fit configs/cohort_batch.yaml --data cohorts/c1000 --out runs/c1000
+    mgjax sweep configs/default.yaml --grid solver.rtol=1e-6,1e-8 --grid batch.width=8,16 \
+        --out runs/sweep
 """
 
 from __future__ import annotations
 
-import datetime as _dt
+import contextlib
 import json
 import os
-import time
+import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, help="mgjax: Mg²⁺ × type 2 diabetes physiology in JAX.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mgjax: Mg²⁺ × type 2 diabetes physiology in JAX — simulate, synthesise, fit, report.",
+)
 console = Console()
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one message."),
+) -> None:
+    _STATE["debug"] = debug
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+@contextlib.contextmanager
+def _errors():
+    """One clear message and exit code 2 for anything the user can fix."""
+    from ._config import ConfigError
+    from ._dataset import DatasetError
+    from ._jobs import JobError
+    from ._units import UnitError
+    from .batch import RunDirectoryError
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (ConfigError, DatasetError, JobError, RunDirectoryError, UnitError) as e:
+        if _STATE["debug"]:
+            raise
+        _fail(str(e))
+    except (FileNotFoundError, PermissionError, IsADirectoryError, ValueError) as e:
+        if _STATE["debug"]:
+            raise
+        _fail(f"{type(e).__name__}: {e}")
+    except KeyboardInterrupt:
+        _fail("interrupted; finished subjects are saved — continue with --resume")
+
+
+def _cache() -> None:
+    """JAX's persistent compilation cache for command-line runs (off: MGJAX_COMPILATION_CACHE=0)."""
+    from ._compilation_cache import enable_compilation_cache
+
+    if os.environ.get("MGJAX_COMPILATION_CACHE", "1") != "0":
+        enable_compilation_cache()
+
+
+def _config(config: str | None, overrides: list[str] | None, extra: list[str] = ()):
+    """Load CONFIG (a path, or None for the defaults) with overrides; an override given in the
+    CONFIG position (it contains '=') counts as an override."""
+    from ._config import ConfigError, load_config
+
+    overrides = list(overrides or [])
+    if config is not None and "=" in config and not Path(config).exists():
+        overrides.insert(0, config)
+        config = None
+    if config is not None and not Path(config).exists():
+        raise ConfigError(f"{config}: no such config file (see configs/ for examples)")
+    return load_config(config, [*overrides, *extra])
+
+
+CONFIG_ARG = typer.Argument(None, help="YAML run config (default: built-in defaults).")
+OVERRIDES_ARG = typer.Argument(None, help="Overrides key.sub=value, e.g. solver.rtol=1e-8.")
+
+
+def default_cohort_path() -> Path:
+    """The bundled virtual cohort (the main job's default data)."""
+    from ._jobs import bundled_cohort
+
+    return bundled_cohort()
+
+
+def _print_fit(summary: dict, out: Path) -> None:
+    table = Table(title=f"fit → {out}")
+    for key in (
+        "subjects",
+        "converged",
+        "status",
+        "median_iterations",
+        "seconds_compile",
+        "seconds_total",
+    ):
+        if key in summary:
+            value = summary[key]
+            text = (
+                f"{value:.2f}"
+                if isinstance(value, float)
+                else json.dumps(value)
+                if isinstance(value, dict)
+                else str(value)
+            )
+            table.add_row(key, text)
+    console.print(table)
+
+
+# --- commands -------------------------------------------------------------------------------------
 
 
 @app.command()
 def run(
-    config: Path = typer.Argument(None, help="YAML run config (default: built-in defaults)."),
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
     out: Path = typer.Option(None, help="Run directory (default <output_dir>/<timestamp>)."),
-    weeks: int = typer.Option(None, help="Override supplement.weeks."),
-    force: bool = typer.Option(False, help="Write into an existing run directory."),
+    force: bool = typer.Option(False, help="Replace an existing run directory."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Fasting steady states of the presets and a Mg²⁺ supplementation course.
+    """The main job: fit the bundled virtual cohort (or `data.path`) and write the run
+    directory with its report.
 
-    Example: `mgjax run configs/default.yaml --out runs/demo`
+    Example: `mgjax run` or `mgjax run configs/default.yaml optimiser.max_steps=100`
     """
-    from ._compilation_cache import enable_compilation_cache
-    from ._config import ConfigError, load_run_config
+    with _errors():
+        from ._jobs import default_run_dir, fit_job
 
-    try:
-        cfg = load_run_config(config)
-    except ConfigError as e:
-        _fail(str(e))
-    if weeks is not None:
-        cfg.supplement.weeks = weeks
-    out = out or cfg.output_dir / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    if out.exists() and any(out.iterdir()) and not force:
-        _fail(f"{out} exists and is not empty; choose another --out or pass --force")
-    out.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("MGJAX_COMPILATION_CACHE", "1") != "0":
-        enable_compilation_cache()
-
-    from ._main_job import presets_demo
-
-    t0 = time.perf_counter()
-    summary = presets_demo(out, cfg)
-    elapsed = time.perf_counter() - t0
-    table = Table(
-        title=f"Fasting state and {cfg.supplement.weeks}-week supplementation "
-        f"({cfg.supplement.dose_mmol_per_day:g} mmol/day)"
-    )
-    for col in summary[0]:
-        table.add_column(col, justify="right")
-    for row in summary:
-        table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()])
-    console.print(table)
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2))
-    (out / "summary.json").write_text(json.dumps(dict(rows=summary, seconds=elapsed), indent=2))
-    console.print(f"wrote {out} in {elapsed:.1f} s")
-
-
-def _cache(enabled: bool = True) -> None:
-    from ._compilation_cache import enable_compilation_cache
-
-    if enabled and os.environ.get("MGJAX_COMPILATION_CACHE", "1") != "0":
-        enable_compilation_cache()
-
-
-@app.command()
-def synth(
-    out: Path = typer.Option(..., help="Folder to write the virtual cohort into."),
-    n: int = typer.Option(60, help="Subjects, split evenly over the groups."),
-    groups: str = typer.Option(
-        "healthy,t2dm,t2dm_hypomagnesemia",
-        help="Comma-separated group presets (population distributions), or group=count pairs.",
-    ),
-    seed: int = typer.Option(0, help="Random seed (the cohort is deterministic for a seed)."),
-    force: bool = typer.Option(False, help="Overwrite an existing cohort folder."),
-) -> None:
-    """Sample a virtual cohort: parameters from each group's log-normal population, the
-    default study design (isoglycaemic clamp + fasting Mg²⁺ labs), noise from the error model.
-    Writes observations.csv, doses.csv, subjects.csv (the dataset format) and truth.csv.
-
-    Example: `mgjax synth --n 1000 --seed 1 --out cohorts/c1000`
-    """
-    from ._cohort import GROUPS, synthesize
-
-    if out.exists() and any(out.iterdir()) and not force:
-        _fail(f"{out} exists and is not empty; choose another --out or pass --force")
-    counts: dict[str, int] | int
-    items = [g.strip() for g in groups.split(",") if g.strip()]
-    if any("=" in g for g in items):
-        try:
-            counts = {g.split("=")[0].strip(): int(g.split("=")[1]) for g in items}
-        except (ValueError, IndexError):
-            _fail(f"--groups {groups!r}: write group=count pairs, e.g. healthy=10,t2dm=20")
-    else:
-        counts = {g: 0 for g in items}
-        for k in range(n):
-            counts[items[k % len(items)]] += 1
-    unknown = [g for g in counts if g not in GROUPS]
-    if unknown:
-        _fail(f"unknown group(s) {unknown}; choose from {', '.join(GROUPS)}")
-    _cache()
-    t0 = time.perf_counter()
-    cohort = synthesize(counts, seed=seed)
-    cohort.write(out)
-    console.print(
-        f"wrote {len(cohort.subjects)} subjects ({len(cohort.observations)} observations) to "
-        f"{out} in {time.perf_counter() - t0:.1f} s"
-    )
+        cfg = _config(config, overrides)
+        _cache()
+        out = out or default_run_dir(cfg)
+        summary = fit_job(cfg, out, force=force, progress=progress)
+        _print_fit(summary, out)
+        console.print(f"report: {out / 'report.html'}")
 
 
 @app.command("fit")
 def fit_command(
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
     out: Path = typer.Option(..., help="Run directory."),
-    data: Path = typer.Option(None, help="Dataset folder (default: the bundled cohort)."),
-    free: str = typer.Option(
-        None, help="Comma-separated parameters to estimate (default: the cohort's five)."
+    data: Path = typer.Option(
+        None, help="Dataset folder (default: data.path, else the bundled cohort)."
     ),
-    width: int = typer.Option(64, help="Subjects in flight at once (lanes; bounds memory)."),
-    round_steps: int = typer.Option(8, help="Optimiser iterations between lane refills."),
-    max_steps: int = typer.Option(200, help="Iteration budget per subject."),
     shard: str = typer.Option(None, help="i/n: fit only shard i of n (scheduler job arrays)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    force: bool = typer.Option(False, help="Replace an existing run directory."),
+    free: str = typer.Option(None, help="Shortcut for fit.free: comma-separated parameters."),
+    width: int = typer.Option(None, help="Shortcut for batch.width (lanes; bounds memory)."),
+    round_steps: int = typer.Option(None, help="Shortcut for batch.round_steps."),
+    max_steps: int = typer.Option(None, help="Shortcut for optimiser.max_steps."),
+    report: bool = typer.Option(True, help="Write the plots and report.html."),
     distributed: bool = typer.Option(
         False, help="Multi-process: call jax.distributed.initialize and split over processes."
     ),
@@ -143,80 +175,208 @@ def fit_command(
     process_id: int = typer.Option(None, help="With --distributed: this process's index."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Fit every subject of a dataset in one vmapped program (chunked lanes, sharded over
-    the local devices), writing finished subjects as they finish; `--resume` continues.
+    """Fit every subject of a dataset: one vmapped program over lanes of subjects, sharded
+    over the local devices; finished subjects are written as they finish (`--resume`).
 
-    Example: `mgjax fit --data cohorts/c1000 --out runs/c1000 --width 128`
+    Example: `mgjax fit configs/cohort_batch.yaml batch.width=128 --data cohorts/c1000
+    --out runs/c1000`
     """
-    from . import batch
-    from ._cohort import COHORT_PARAMETERS, cohort_error_models
-    from ._dataset import DatasetError, load_dataset
+    with _errors():
+        from . import batch
+        from ._jobs import fit_job
 
-    try:
-        shard_pair = batch.parse_shard(shard) if shard else (0, 1)
-    except ValueError as e:
-        _fail(str(e))
-    if distributed:
-        if shard:
-            _fail("--shard and --distributed both split the cohort; use one")
-        if os.environ.get("MGJAX_DISTRIBUTED") != "1":
-            # jax.distributed must start before any JAX array exists: restart with it on
-            import sys
+        extra = []
+        if free:
+            extra.append(f"fit.free=[{free}]")
+        for key, value in (
+            ("batch.width", width),
+            ("batch.round_steps", round_steps),
+            ("optimiser.max_steps", max_steps),
+        ):
+            if value is not None:
+                extra.append(f"{key}={value}")
+        cfg = _config(config, overrides, extra)
+        shard_pair = batch.parse_shard(shard) if shard else None
+        if distributed:
+            if shard:
+                _fail("--shard and --distributed both split the cohort; use one")
+            if os.environ.get("MGJAX_DISTRIBUTED") != "1":
+                # jax.distributed must start before any JAX array exists: restart with it on
+                env = dict(os.environ, MGJAX_DISTRIBUTED="1")
+                for key, value in (
+                    ("JAX_COORDINATOR_ADDRESS", coordinator),
+                    ("MGJAX_NUM_PROCESSES", num_processes),
+                    ("MGJAX_PROCESS_ID", process_id),
+                ):
+                    if value is not None:
+                        env[key] = str(value)
+                os.execvpe(sys.executable, [sys.executable, "-m", "mgjax", *sys.argv[1:]], env)
+            import jax
 
-            env = dict(os.environ, MGJAX_DISTRIBUTED="1")
-            for key, value in (
-                ("JAX_COORDINATOR_ADDRESS", coordinator),
-                ("MGJAX_NUM_PROCESSES", num_processes),
-                ("MGJAX_PROCESS_ID", process_id),
-            ):
-                if value is not None:
-                    env[key] = str(value)
-            os.execvpe(sys.executable, [sys.executable, "-m", "mgjax", *sys.argv[1:]], env)
-        import jax
-
-        shard_pair = (jax.process_index(), jax.process_count())
-    _cache()
-    folder = data or default_cohort_path()
-    try:
-        dataset = load_dataset(folder)
-    except (DatasetError, FileNotFoundError) as e:
-        _fail(str(e))
-    names = tuple(n.strip() for n in free.split(",")) if free else COHORT_PARAMETERS
-    from ._parameters import parameter_infos
-
-    unknown = [n for n in names if n not in parameter_infos()]
-    if unknown:
-        _fail(f"unknown parameter(s) {unknown}; see `mgjax.parameter_names()`")
-    observables = sorted(dataset.observations["observable"].unique())
-    settings = batch.BatchSettings(width=width, round_steps=round_steps, max_steps=max_steps)
-    t0 = time.perf_counter()
-    try:
-        result = batch.fit_batch(
-            dataset,
-            names,
+            shard_pair = (jax.process_index(), jax.process_count())
+        _cache()
+        summary = fit_job(
+            cfg,
             out,
-            settings=settings,
+            data=data,
             shard=shard_pair,
-            resume=resume,
-            error_models=cohort_error_models(observables),
+            resume=resume or (distributed and out.exists()),
+            force=force,
             progress=progress,
+            report=report and not distributed,
         )
-    except (batch.RunDirectoryError, ValueError) as e:
-        _fail(str(e))
-    if distributed:
-        from jax.experimental import multihost_utils
+        if distributed:
+            from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices("mgjax fit: all shards written")
-        if shard_pair[0] == 0:
-            batch.merge([out], out)
-            console.print(f"process 0 merged {shard_pair[1]} processes' results in {out}")
-    s = result.summary
-    console.print(
-        f"{len(result.subjects)} subjects ({s.get('subjects_resumed', 0)} resumed), "
-        f"{int(result.subjects['converged'].sum())} converged, in "
-        f"{time.perf_counter() - t0:.1f} s (first round incl. compile "
-        f"{s.get('seconds_first_round') or 0:.1f} s) → {out}"
-    )
+            multihost_utils.sync_global_devices("mgjax fit: all shards written")
+            if shard_pair[0] == 0:
+                batch.merge([out], out)
+                console.print(f"process 0 merged {shard_pair[1]} processes' results in {out}")
+        _print_fit(summary, out)
+
+
+@app.command()
+def synth(
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    out: Path = typer.Option(..., help="Folder to write the virtual cohort into."),
+    n: int = typer.Option(None, help="Shortcut for synth.n (split evenly over the groups)."),
+    groups: str = typer.Option(
+        None, help="Shortcut for synth.groups: comma-separated groups, or group=count pairs."
+    ),
+    seed: int = typer.Option(
+        None, help="Shortcut for seed (a cohort is deterministic for a seed)."
+    ),
+    force: bool = typer.Option(False, help="Replace an existing cohort folder."),
+) -> None:
+    """Sample a virtual cohort: parameters from each group's log-normal population, the
+    default study design (isoglycaemic clamp + fasting Mg²⁺ labs), noise from the error model.
+    Writes observations.csv, doses.csv, subjects.csv (the dataset format) and truth.csv.
+
+    Example: `mgjax synth --n 1000 --seed 1 --out cohorts/c1000`
+    """
+    with _errors():
+        from ._jobs import synth_job
+
+        extra = []
+        if n is not None:
+            extra.append(f"synth.n={n}")
+        if seed is not None:
+            extra.append(f"seed={seed}")
+        if groups:
+            items = [g.strip() for g in groups.split(",") if g.strip()]
+            if any("=" in g for g in items):
+                pairs = [g.split("=", 1) for g in items]
+                if any(len(p) != 2 or not p[1].strip().isdigit() for p in pairs):
+                    _fail(f"--groups {groups!r}: write group=count pairs, e.g. healthy=10,t2dm=20")
+                extra.append("synth.groups={" + ",".join(f"{k}: {v}" for k, v in pairs) + "}")
+            else:
+                extra.append(f"synth.groups=[{','.join(items)}]")
+        cfg = _config(config, overrides, extra)
+        _cache()
+        info = synth_job(cfg, out, force=force)
+        console.print(
+            f"wrote {info['subjects']} subjects ({info['observations']} observations) to {out} "
+            f"in {info['seconds']:.1f} s"
+        )
+
+
+@app.command()
+def simulate(
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    out: Path = typer.Option(..., help="Folder for trajectories.csv."),
+    force: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Simulate the presets of `simulate.presets` under the protocols of `simulate.protocols`;
+    writes `trajectories.csv` in the observation format (subject, protocol, time, time_unit,
+    observable, value, unit) and a figure.
+
+    Example: `mgjax simulate configs/default.yaml --out runs/sim simulate.presets=[t2dm]`
+    """
+    with _errors():
+        from ._jobs import simulate_job
+
+        cfg = _config(config, overrides)
+        _cache()
+        frame = simulate_job(cfg, out, force=force)
+        console.print(f"wrote {len(frame)} rows to {out / 'trajectories.csv'}")
+
+
+@app.command()
+def sweep(
+    config: str = CONFIG_ARG,
+    overrides: list[str] = OVERRIDES_ARG,
+    grid: list[str] = typer.Option(..., help="key=v1,v2,… (repeat for more axes; the product)."),
+    out: Path = typer.Option(..., help="Folder: one run per point plus sweep.csv."),
+    data: Path = typer.Option(None, help="Dataset folder (default: data.path, else bundled)."),
+    force: bool = typer.Option(False, help="Replace an existing sweep folder."),
+) -> None:
+    """A hyperparameter sweep: one fit per grid point (`out/point-k/`), and `out/sweep.csv`
+    with each point's values, convergence, median loss and estimates, compile and run time.
+
+    Example: `mgjax sweep configs/default.yaml --grid solver.rtol=1e-6,1e-8
+    --grid batch.round_steps=4,8 --out runs/sweep`
+    """
+    with _errors():
+        from ._config import apply_override, parse_override, read_yaml
+        from ._jobs import sweep_job
+
+        raw = read_yaml(config) if config and "=" not in config else {}
+        items = list(overrides or [])
+        if config and "=" in config:
+            items.insert(0, config)
+        for text in items:
+            apply_override(raw, *parse_override(text), text)
+        _cache()
+        table = sweep_job(raw, str(config or "config"), grid, out, data=data, force=force)
+        shown = Table(title=f"sweep → {out / 'sweep.csv'}")
+        columns = [c for c in table.columns if not c.startswith(("median[", "identifiable["))]
+        for c in columns:
+            shown.add_column(c)
+        for _, row in table.iterrows():
+            shown.add_row(
+                *[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+            )
+        console.print(shown)
+
+
+@app.command()
+def check(
+    data: Path = typer.Option(..., help="Dataset folder to validate."),
+) -> None:
+    """Validate a dataset (docs/data.md) without fitting: every problem is reported with its
+    file, row and column.
+
+    Example: `mgjax check --data cohorts/c1000`
+    """
+    with _errors():
+        from ._jobs import check_job
+
+        info = check_job(data)
+        table = Table(title=f"{data}: valid")
+        table.add_column("")
+        table.add_column("value")
+        for key, value in info.items():
+            table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
+        console.print(table)
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A finished fit run directory."),
+) -> None:
+    """(Re)draw the plots and report.html of a fit run.
+
+    Example: `mgjax report runs/c1000`
+    """
+    with _errors():
+        from ._report import write_report
+
+        if not (run / "config.yaml").exists():
+            _fail(f"{run}: no config.yaml; is this an mgjax fit run directory?")
+        _cache()
+        console.print(f"wrote {write_report(run)}")
 
 
 @app.command()
@@ -228,18 +388,34 @@ def merge(
 
     Example: `mgjax merge runs/shard0 runs/shard1 --out runs/all`
     """
-    from . import batch
+    with _errors():
+        from . import batch
 
-    try:
         summary = batch.merge(runs, out)
-    except batch.RunDirectoryError as e:
-        _fail(str(e))
-    console.print(f"merged {summary['subjects']} subjects into {out}")
+        first = runs[0] / "config.yaml"
+        if first.exists() and not (out / "config.yaml").exists():
+            (out / "config.yaml").write_text(first.read_text())
+        console.print(f"merged {summary['subjects']} subjects into {out}")
 
 
-def default_cohort_path() -> Path:
-    """The bundled virtual cohort (the main job's default data)."""
-    return Path(__file__).parent / "data" / "cohort"
+@app.command()
+def params(
+    match: str = typer.Argument(None, help="Show only parameters whose name contains this."),
+) -> None:
+    """List the model's parameters: name, unit, default, plausible range.
+
+    Example: `mgjax params mg`
+    """
+    from ._parameters import parameter_infos
+
+    table = Table(title="parameters (model units)")
+    for c in ("name", "unit", "default", "lower", "upper"):
+        table.add_column(c)
+    for name, info in parameter_infos().items():
+        if match and match not in name:
+            continue
+        table.add_row(name, info.unit, f"{info.default:g}", f"{info.lower:g}", f"{info.upper:g}")
+    console.print(table)
 
 
 @app.command()

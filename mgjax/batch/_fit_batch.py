@@ -110,6 +110,7 @@ def fit_batch(
     frames: list[pd.DataFrame] = []
     bar = _progress_bar() if progress else None
     task = bar.add_task("fitting", total=len(mine), completed=len(finished)) if bar else None
+    programs: list = []
     first_round: list[float] = []
     round_ends: list[float] = []
     offset = [0]
@@ -130,7 +131,13 @@ def fit_batch(
         bar.start()
     try:
         for batch in batches:
-            run_batch(batch, settings, on_finished=on_finished, on_round=on_round)
+            run_batch(
+                batch,
+                settings,
+                on_finished=on_finished,
+                on_round=on_round,
+                on_compiled=programs.append,
+            )
             offset[0] += len(batch)
     finally:
         if bar is not None:
@@ -140,6 +147,8 @@ def fit_batch(
     # the first round of each structure includes its compilation; later rounds do not
     typical = float(np.median(rounds[1:])) if len(rounds) > 1 else 0.0
     timing = dict(
+        seconds_compile=float(sum(p.seconds for p in programs)),
+        programs=[p.source for p in programs],
         rounds=len(rounds),
         seconds_per_round=typical,
         seconds_compile_estimate=max(float(rounds[0]) - typical, 0.0) if len(rounds) else None,
@@ -150,6 +159,156 @@ def fit_batch(
         subjects_resumed=len(finished),
         structures=len(batches),
         width=settings.width,
+        shard=list(shard),
+    )
+    if store is not None:
+        wide = read_parts(out, shard=shard)
+        summary = write_tables(out, wide, timing)
+    else:
+        wide = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        summary = timing
+    subjects_table, parameters = split_tables(wide)
+    return BatchResult(subjects_table, parameters, summary)
+
+
+def fit_each(
+    dataset: Dataset,
+    free: Sequence[str],
+    out: str | Path | None = None,
+    *,
+    method: str = "lbfgs",
+    n_starts: int = 1,
+    seed: int = 0,
+    spread: float | None = None,
+    max_steps: int = 500,
+    rtol: float = 1e-8,
+    atol: float = 1e-8,
+    learning_rate: float = 0.05,
+    schedule: str = "cosine",
+    shard: tuple[int, int] = (0, 1),
+    resume: bool = False,
+    error_models: Mapping[str, ErrorModel] | None = None,
+    priors: Mapping[str, tuple[float, float]] | None = None,
+    options: SolverOptions | None = None,
+    subjects: Sequence[str] | None = None,
+    base_model: Callable[[str | None, Mapping[str, float]], MgT2DModel] = default_base_model,
+    progress: bool = False,
+) -> BatchResult:
+    """Fit subjects one after another with `mgjax.fit.fit` — any optimiser (`method`), with a
+    vmapped multistart per subject (`n_starts`) — into the same run directory, tables and
+    resume logic as `fit_batch`; the multistart table of every subject goes to
+    `multistart.csv`. One compilation per problem structure (the first subject pays it).
+
+    Use `fit_batch` for Levenberg–Marquardt from one start: it is the fast path."""
+    import json
+
+    import jax
+    import jax.numpy as jnp
+
+    from ..fit import fit
+
+    if schedule != "cosine" and method == "adam":
+        raise ValueError("Adam runs with a cosine-decayed learning rate; schedule='cosine'")
+    t0 = time.perf_counter()
+    everyone = sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
+    mine = shard_subjects(everyone, shard)
+    store = RunStore(out, shard) if out is not None else None
+    finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
+    todo = [s for s in mine if s not in finished]
+    batches = (
+        build_batches(
+            dataset,
+            free,
+            subjects=todo,
+            error_models=error_models,
+            priors=priors,
+            options=options,
+            base_model=base_model,
+        )
+        if todo
+        else []
+    )
+    bar = _progress_bar() if progress else None
+    task = bar.add_task("fitting", total=len(mine), completed=len(finished)) if bar else None
+    frames, seconds, first = [], [], []
+    if bar is not None:
+        bar.start()
+    try:
+        for batch in batches:
+            for i, subject in enumerate(batch.subjects):
+                problem = jax.tree.map(jnp.asarray, batch.one(i))
+                ts = time.perf_counter()
+                result = fit(
+                    problem,
+                    method=method,
+                    n_starts=n_starts,
+                    seed=seed,
+                    spread=spread,
+                    max_steps=max_steps,
+                    rtol=rtol,
+                    atol=atol,
+                    learning_rate=learning_rate,
+                    subject=subject,
+                )
+                (first if i == 0 else seconds).append(time.perf_counter() - ts)
+                history = [
+                    [k, float(h)]
+                    for k, h in enumerate(np.asarray(result.history))
+                    if np.isfinite(h)
+                ]
+                starts = None
+                if result.multistart is not None:
+                    table = result.multistart.rename(columns={"loss": "nll"})
+                    starts = json.dumps(
+                        [
+                            dict(
+                                start=int(r.start),
+                                nll=float(r.nll),
+                                converged=bool(r.converged),
+                                iterations=int(r.iterations),
+                            )
+                            for r in table.itertuples()
+                        ]
+                    )
+                log_scale = np.asarray(problem.log_scale())
+                est, se = np.asarray(result.estimates), np.asarray(result.se)
+                se_rel = np.where(log_scale, se / np.where(log_scale, np.abs(est), 1.0), se)
+                row = dict(
+                    subject=subject,
+                    group=batch.groups[i],
+                    loss=float(result.loss),
+                    converged=bool(result.converged and result.solve_success),
+                    iterations=int(result.iterations),
+                    status=result.status,
+                    loss_trace=json.dumps(history),
+                    multistart=starts,
+                )
+                for k, name in enumerate(result.names):
+                    row[f"estimate[{name}]"] = float(est[k])
+                    row[f"se[{name}]"] = float(se[k])
+                    row[f"se_relative[{name}]"] = float(se_rel[k])
+                    row[f"ci_low[{name}]"] = float(result.ci_low[k])
+                    row[f"ci_high[{name}]"] = float(result.ci_high[k])
+                frame = pd.DataFrame([row])
+                frames.append(frame)
+                if store is not None:
+                    store.write(frame)
+                if bar is not None:
+                    bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    typical = float(np.median(seconds)) if seconds else 0.0
+    timing = dict(
+        seconds_compile=float(sum(max(f - typical, 0.0) for f in first)) if first else 0.0,
+        programs=["uncached"] * len(first),
+        seconds_per_subject=typical,
+        seconds_total=time.perf_counter() - t0,
+        subjects_fitted_now=len(todo),
+        subjects_resumed=len(finished),
+        structures=len(batches),
+        method=method,
+        starts=n_starts,
         shard=list(shard),
     )
     if store is not None:

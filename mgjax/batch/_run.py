@@ -22,6 +22,7 @@ method — as `mgjax.fit.laplace` does for one subject.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ..fit._objective import FitProblem
 from ..fit._optimise import jacobian_residuals
 from ..fit._uncertainty import Z95
 from ._build import SubjectBatch
@@ -66,11 +68,10 @@ class BatchSettings:
 
 def _lm(problem, rtol: float, atol: float):
     """(solver, residual function, options) of the Levenberg–Marquardt fit of `problem`."""
-    residuals = jacobian_residuals(problem)
+    residuals = jacobian_residuals(problem, with_likelihood=True)
 
     def fn(u, args):
-        r = residuals(u)
-        return r, 0.5 * jnp.sum(r**2)
+        return residuals(u)  # (r, (negative log-likelihood, solve succeeded))
 
     return optx.LevenbergMarquardt(rtol=rtol, atol=atol), fn, {"jac": "fwd"}
 
@@ -105,10 +106,11 @@ def _subject_round(problem, u, carried, fresh, round_steps: int, rtol: float, at
     i, u, dynamic, done = jax.lax.while_loop(
         cond, body, (jnp.asarray(0), u, dynamic, jnp.asarray(False))
     )
-    predictions, ok = problem.predictions(u)
-    loss = problem.negative_log_likelihood_from(u, predictions, ok)
-    # the exact Jacobian at the last accepted iterate: the optimiser's stored linearisation
-    jac = eqx.combine(dynamic, static).f_info.jac.as_matrix()
+    # the likelihood and the exact Jacobian at the last accepted iterate, as the optimiser
+    # stored them (no further solve)
+    state = eqx.combine(dynamic, static)
+    loss, ok = state.aux
+    jac = state.f_info.jac.as_matrix()
     fim = jac.T @ jac
     eigenvalues, eigenvectors = jnp.linalg.eigh(fim)
     floor = jnp.maximum(jnp.max(eigenvalues), 1e-300) * 1e-13
@@ -157,23 +159,57 @@ def errors_as_nan():
         errors.EQX_ON_ERROR = previous
 
 
-@eqx.filter_jit
-def _round_program(problems, u, carried, fresh, round_steps, rtol, atol):
-    return jax.vmap(lambda p, y, c, f: _subject_round(p, y, c, f, round_steps, rtol, atol))(
-        problems, u, carried, fresh
-    )
-
-
-def _round(*args):
-    with errors_as_nan():
-        return _round_program(*args)
-
-
-def _state_template(batch: SubjectBatch, width: int, rtol: float, atol: float):
-    """Zeros shaped like `width` lanes of the optimiser state's arrays."""
-    one = batch.one(0)
+def _state_shapes(one: FitProblem, rtol: float, atol: float) -> list[tuple[tuple[int, ...], str]]:
+    """Shapes and dtypes of one lane's optimiser-state arrays (flattened)."""
     shapes = eqx.filter_eval_shape(lambda p, u: _lm_state(p, u, rtol, atol)[0], one, one.initial())
-    return jax.tree.map(lambda s: np.zeros((width, *s.shape), s.dtype), shapes)
+    return [(tuple(s.shape), str(s.dtype)) for s in jax.tree.leaves(shapes)]
+
+
+def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, sharding):
+    """The compiled round of `width` lanes for `batch`'s structure, on flat inputs
+    (problem leaves, u, optimiser-state leaves, fresh) → (outputs, new state leaves); stored
+    and reused by later runs (`mgjax._program_cache`). Returns (program, state template)."""
+    from .._program_cache import compile_program, stored_json
+
+    one = batch.one(0)
+    one_leaves, one_tree = jax.tree.flatten(one)
+    static = (str(one_tree), [np.shape(x) for x in one_leaves], settings.rtol, settings.atol)
+    with errors_as_nan():  # any trace in raise mode would be reused by the program's trace
+        shapes = stored_json(
+            "lm-state", static, lambda: _state_shapes(one, settings.rtol, settings.atol)
+        )
+    carried = [np.zeros((width, *shape), dtype) for shape, dtype in shapes]
+    rs, rtol, atol = settings.round_steps, settings.rtol, settings.atol
+
+    def flat_round(problem_leaves, u, state_leaves, fresh):
+        problems = jax.tree.unflatten(one_tree, problem_leaves)
+        first = jax.tree.map(lambda x: x[0], problems)
+        state_tree = jax.tree.structure(
+            eqx.filter_eval_shape(lambda p, y: _lm_state(p, y, rtol, atol)[0], first, u[0])
+        )
+        state = jax.tree.unflatten(state_tree, state_leaves)
+        out = jax.vmap(lambda p, y, c, f: _subject_round(p, y, c, f, rs, rtol, atol))(
+            problems, u, state, fresh
+        )
+        new_state = out.pop("state")
+        return out, jax.tree.leaves(new_state)
+
+    problem_leaves = [np.asarray(x) for x in jax.tree.leaves(batch.take(np.zeros(width, int)))]
+    example = (
+        problem_leaves,
+        np.zeros((width, len(batch.problems.names)), np.float64),
+        carried,
+        np.ones(width, bool),
+    )
+    with errors_as_nan():
+        program = compile_program(
+            "batch-round",
+            flat_round,
+            example,
+            static=(rs, rtol, atol, str(sharding)),
+            in_shardings=sharding,
+        )
+    return program, carried
 
 
 @eqx.filter_jit
@@ -203,11 +239,14 @@ def run_batch(
     skip: set[str] | frozenset[str] = frozenset(),
     on_finished: Callable[[pd.DataFrame], None] | None = None,
     on_round: Callable[[int, int], None] | None = None,
+    on_compiled: Callable[[Any], None] | None = None,
 ) -> pd.DataFrame:
     """Fit every subject of `batch` not in `skip`. Finished subjects are handed to
     `on_finished` after each round (a wide frame: subject, group, loss, converged, iterations,
-    status, then `estimate[p]`, `se[p]`, `se_relative[p]`, `ci_low[p]`, `ci_high[p]` per free
-    quantity); `on_round(finished_so_far, total)` reports progress. Returns all finished rows."""
+    status, loss_trace (JSON [[iterations, loss], …] at the end of each round), then
+    `estimate[p]`, `se[p]`, `se_relative[p]`, `ci_low[p]`, `ci_high[p]` per free
+    quantity); `on_round(finished_so_far, total)` reports progress; `on_compiled(program)` gets
+    the compiled round (its `seconds` and `source`). Returns all finished rows."""
     devices = tuple(settings.devices or jax.local_devices())
     if settings.width % len(devices):
         raise ValueError(
@@ -228,8 +267,11 @@ def run_batch(
     u = np.zeros((width, initial.shape[1]))
     spent = np.zeros(width, dtype=int)
     fresh = np.zeros(width, dtype=bool)
-    carried = _state_template(batch, width, settings.rtol, settings.atol)
+    program, carried = round_program(batch, width, settings, sharding)
+    if on_compiled is not None:
+        on_compiled(program)
     frames: list[pd.DataFrame] = []
+    traces: list[list[tuple[int, float]]] = [[] for _ in range(width)]  # (iterations, loss)
     done = 0
     while queue or (lanes >= 0).any():
         for lane in np.flatnonzero(lanes < 0):
@@ -237,25 +279,24 @@ def run_batch(
                 break
             i = queue.pop()
             lanes[lane], u[lane], spent[lane], fresh[lane] = i, initial[i], 0, True
+            traces[lane] = []
         active = lanes >= 0
         fill = lanes[active][0]
         index = np.where(active, lanes, fill)  # idle lanes repeat a subject; ignored
         u_in = np.where(active[:, None], u, initial[fill])
-        problems = jax.device_put(batch.take(index), sharding)
-        out = _round(
+        problems = jax.device_put(jax.tree.leaves(batch.take(index)), sharding)
+        out, carried = program(
             problems,
             jax.device_put(u_in, sharding),
             jax.device_put(carried, sharding),
             jax.device_put(fresh | ~active, sharding),
-            settings.round_steps,
-            settings.rtol,
-            settings.atol,
         )
-        carried = out.pop("state")
         out = {k: np.array(v) for k, v in out.items()}
         fresh[:] = False
         spent = spent + np.where(active, out["iterations"], 0)
         finite = np.isfinite(out["loss"])
+        for lane in np.flatnonzero(active):
+            traces[lane].append((int(spent[lane]), float(out["loss"][lane])))
         finished = active & (
             out["converged"] | ~out["solve_success"] | ~finite | (spent >= settings.max_steps)
         )
@@ -272,6 +313,7 @@ def run_batch(
                     status=status_of(
                         out["converged"][rows], out["solve_success"][rows], finite[rows]
                     ),
+                    loss_trace=[json.dumps(traces[r]) for r in rows],
                 )
             )
             for key in ("estimate", "se", "se_relative", "ci_low", "ci_high"):

@@ -163,6 +163,23 @@ def cohort_summary(parameters: pd.DataFrame, subjects: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def side_tables(wide: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(loss history: subject, iterations, loss; multistart: subject, start, loss, converged,
+    iterations, seconds) from the JSON columns of the parts, where present."""
+    history, starts = [], []
+    wide = wide.sort_values("subject", kind="stable")
+    if "loss_trace" in wide.columns:
+        for subject, text in zip(wide["subject"], wide["loss_trace"]):
+            if isinstance(text, str):
+                for iterations, loss in json.loads(text):
+                    history.append(dict(subject=subject, iterations=iterations, loss=loss))
+    if "multistart" in wide.columns:
+        for subject, text in zip(wide["subject"], wide["multistart"]):
+            if isinstance(text, str):
+                starts += [dict(subject=subject, **row) for row in json.loads(text)]
+    return pd.DataFrame(history), pd.DataFrame(starts)
+
+
 def write_tables(folder: str | Path, wide: pd.DataFrame, extra: dict | None = None) -> dict:
     """subjects / parameters tables (CSV and Parquet), cohort_summary.csv and summary.json."""
     folder = Path(folder)
@@ -172,6 +189,11 @@ def write_tables(folder: str | Path, wide: pd.DataFrame, extra: dict | None = No
         frame.to_parquet(folder / f"{name}.parquet", index=False)
     summary_table = cohort_summary(parameters, subjects)
     summary_table.to_csv(folder / "cohort_summary.csv", index=False)
+    history, starts = side_tables(wide)
+    if len(history):
+        history.to_csv(folder / "loss_history.csv", index=False)
+    if len(starts):
+        starts.to_csv(folder / "multistart.csv", index=False)
     counts = subjects["status"].value_counts().to_dict()
     summary = dict(
         subjects=len(subjects),

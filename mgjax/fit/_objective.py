@@ -199,6 +199,10 @@ class FitProblem(eqx.Module):
         value (iteratively reweighted least squares); the full likelihood, with its log σ
         terms, is `negative_log_likelihood`."""
         preds, ok = self.predictions(u)
+        return self.residuals_from(u, preds, ok)
+
+    def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
+        """`residuals` from already computed `predictions(u)`."""
         r, _, _ = self._scaled(u, preds, ok, hold_sigma=True)
         return jnp.concatenate([r, self.prior_residuals(u)])
 

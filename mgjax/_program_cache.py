@@ -1,0 +1,198 @@
+"""Compiled programs that a second run of the same job neither traces nor compiles again.
+
+JAX's persistent compilation cache skips XLA's compile, but a Diffrax solve inside an
+Optimistix loop still costs seconds of Python tracing and lowering on every run. Here a program
+is traced once, exported (`jax.export`, StableHLO) to a file keyed by everything that shapes
+it, and later runs deserialize it and hand it to XLA, whose compiled executable comes from the
+persistent compilation cache.
+
+The key holds the program's name and static settings, the input tree (including the static
+fields of Equinox modules), shapes, dtypes and shardings, the JAX version, the backend, the
+device count and a hash of mgjax's own source files: change any of them and the program is
+traced afresh. Inputs whose tree mentions Python objects by address (user functions) are never
+stored. Programs must not contain host callbacks (trace them under `errors_as_nan`).
+
+The exported module is reused only by the same JAX version on the same machine type, so the
+custom calls to LAPACK/cuSOLVER (which carry no cross-version guarantee) are allowed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+
+@functools.cache
+def source_hash() -> str:
+    """Hash of mgjax's Python sources (a changed model or solver never reuses a program)."""
+    digest = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def program_dir() -> Path | None:
+    """Folder of stored programs: next to JAX's persistent cache when that is on, else None
+    (storing programs is then off too)."""
+    path = jax.config.jax_compilation_cache_dir
+    if not path or os.environ.get("MGJAX_PROGRAM_CACHE", "1") == "0":
+        return None
+    return Path(path).parent / "programs"
+
+
+def _key(name: str, static: Any, args: Any) -> str | None:
+    leaves, treedef = jax.tree.flatten(args)
+    tree = str(treedef)
+    if " at 0x" in tree:  # a Python object without a stable identity: never store
+        return None
+    avals = [(tuple(x.shape), str(x.dtype), str(getattr(x, "sharding", ""))) for x in leaves]
+    devices = jax.devices()
+    text = json.dumps(
+        [
+            name,
+            repr(static),
+            tree,
+            avals,
+            jax.__version__,
+            devices[0].platform,
+            getattr(devices[0], "device_kind", ""),
+            len(devices),
+            jax.process_count(),
+            source_hash(),
+        ],
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+#: LAPACK kernels that linear solves and eigen-decompositions lower to on CPU (exports are only
+#: reused by the same JAX version, so their lack of a cross-version guarantee does not matter).
+_LAPACK = [
+    f"lapack_{p}{op}_ffi"
+    for p in "sdcz"
+    for op in (
+        "geqrf geqp3 orgqr ungqr ormqr unmqr getrf potrf syevd heevd gesdd gesvd trsm gees "
+        "geev gehrd sytrd hetrd gtsv sytrf"
+    ).split()
+]
+
+
+def _export(jitted, args):
+    checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in _LAPACK]
+    try:
+        return jax.export.export(jitted, disabled_checks=checks)(*args)
+    except ValueError as e:  # custom calls without a compatibility guarantee: allow them
+        if "custom calls" not in str(e):
+            raise
+        text = jitted.lower(*args).as_text()
+        targets = sorted(set(re.findall(r"custom_call @([A-Za-z0-9_.]+)", text)))
+        checks += [jax.export.DisabledSafetyCheck.custom_call(t) for t in targets]
+        return jax.export.export(jitted, disabled_checks=checks)(*args)
+
+
+_IN_MEMORY: dict[tuple[str, str], "CompiledProgram"] = {}
+
+
+class CompiledProgram:
+    """A compiled program plus how it was obtained: `source` is `stored` (read back),
+    `traced` (traced now and stored), `uncached` (compiled, not stored) or `memory` (compiled
+    earlier in this process); `seconds` is the time to obtain it
+    (tracing, lowering, compiling or reading back)."""
+
+    def __init__(self, call: Callable, source: str, seconds: float):
+        self.call = call
+        self.source = source
+        self.seconds = seconds
+
+    def __call__(self, *args):
+        return self.call(*args)
+
+
+def compile_program(
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple,
+    *,
+    static: Any = None,
+    in_shardings: Any = None,
+) -> CompiledProgram:
+    """`jax.jit(fn)` compiled for `args`, stored and reused across processes when JAX's
+    persistent compilation cache is on (see the module docstring).
+
+    `fn` takes and returns PyTrees of arrays made of lists, tuples and dicts only (flatten
+    Equinox modules first); `static` names whatever else shapes the trace (settings baked
+    into `fn`)."""
+    t0 = time.perf_counter()
+    jitted = jax.jit(fn, in_shardings=in_shardings) if in_shardings is not None else jax.jit(fn)
+    key = _key(name, (static, str(in_shardings)), args)
+    if key is not None and (name, key) in _IN_MEMORY:  # compiled earlier in this process
+        program = _IN_MEMORY[name, key]
+        return CompiledProgram(program.call, "memory", time.perf_counter() - t0)
+    folder = program_dir()
+    if key is None or folder is None:
+        compiled = jitted.lower(*args).compile()
+        program = CompiledProgram(compiled, "uncached", time.perf_counter() - t0)
+        if key is not None:
+            _IN_MEMORY[name, key] = program
+        return program
+    path = folder / f"{name}-{key}.jaxexport"
+    exported, source = None, "stored"
+    if path.exists():
+        try:
+            exported = jax.export.deserialize(bytearray(path.read_bytes()))
+        except Exception:  # a truncated or foreign file: trace again
+            exported = None
+    if exported is None:
+        source = "traced"
+        try:
+            exported = _export(jitted, args)
+        except NotImplementedError:
+            # host callbacks (a part traced earlier in this process with Equinox's raising
+            # checks): compile without storing
+            compiled = jitted.lower(*args).compile()
+            program = CompiledProgram(compiled, "uncached", time.perf_counter() - t0)
+            _IN_MEMORY[name, key] = program
+            return program
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_bytes(exported.serialize())
+        os.replace(tmp, path)
+    call = jax.jit(exported.call)
+    compiled = call.lower(*args).compile()
+    program = CompiledProgram(compiled, source, time.perf_counter() - t0)
+    _IN_MEMORY[name, key] = program
+    return program
+
+
+def stored_json(name: str, static: Any, compute: Callable[[], Any]) -> Any:
+    """A small JSON-able value (e.g. the shapes of an optimiser state) computed once per
+    `static` key and mgjax source, stored next to the programs."""
+    folder = program_dir()
+    if folder is None:
+        return compute()
+    key = hashlib.sha256(
+        json.dumps([name, repr(static), jax.__version__, source_hash()]).encode()
+    ).hexdigest()[:32]
+    path = folder / f"{name}-{key}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass
+    value = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+    return value

@@ -1,0 +1,640 @@
+"""The report of a fit run: matplotlib figures (PNG) and one self-contained HTML page.
+
+Figures: data vs fitted curves per subject and protocol with the error model's 95 % band,
+fasting labs observed vs fitted, loss curves, the multistart waterfall (when there was one),
+estimates with 95 % intervals, cohort distributions by group, estimates vs truth (synthetic
+data with `truth.csv`), the identifiability summary, and where each subject sits on the vicious
+circle (fitted fasting serum Mg²⁺ vs clamp insulin sensitivity M/I).
+
+The fitted curves come from one vmapped simulation per problem structure, stored like the
+fitting program (`mgjax._program_cache`), so a second report does not compile again.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+GROUP_COLOURS = {"healthy": "#1b9e77", "t2dm": "#d95f02", "t2dm_hypomagnesemia": "#7570b3"}
+#: Subjects at most in the vicious-circle panel (an even sample of larger cohorts).
+MAX_CIRCLE_SUBJECTS = 2000
+DENSE_POINTS = 61
+
+
+def _colour(group: str) -> str:
+    return GROUP_COLOURS.get(group, "#444444")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# --- fitted curves ------------------------------------------------------------------------------
+
+
+def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, np.ndarray]:
+    """Per subject of `batch` at optimisation coordinates `u`: dense trajectories of each
+    dynamic experiment's observables (`dense{k}`: subjects × times × observables), each
+    experiment's predictions at its observations (`pred{k}`), and the clamp's M/I (`mi{k}`)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ._program_cache import compile_program
+    from ._simulate import simulate
+    from .batch._run import errors_as_nan
+    from .fit._experiment import INTERVAL_OBSERVABLES
+    from .protocols import HyperinsulinemicClamp
+
+    one = batch.one(0)
+    _, tree = jax.tree.flatten(one)
+
+    def curves(leaves, u):
+        problems = jax.tree.unflatten(tree, leaves)
+
+        def single(p, v):
+            model = p.model(v)
+            out = {}
+            for k, e in enumerate(p.experiments):
+                pred, _ = e.predict(model, p.options)
+                out[f"pred{k}"] = pred
+                if grids[k] is None:
+                    continue
+                traj = simulate(
+                    model, e.protocol, jnp.asarray(grids[k]), options=p.options, throw=False
+                )
+                names = [n for n in e.observable_names if n not in INTERVAL_OBSERVABLES]
+                out[f"dense{k}"] = jnp.stack([traj[n] for n in names], axis=-1)
+                if isinstance(e.protocol, HyperinsulinemicClamp):
+                    out[f"mi{k}"] = e.protocol.summary(traj)["m_over_i"]
+            return out
+
+        return jax.vmap(single)(problems, u)
+
+    leaves = [np.asarray(x) for x in jax.tree.leaves(batch.problems)]
+    with errors_as_nan():
+        program = compile_program(
+            "report-curves",
+            curves,
+            (leaves, np.asarray(u)),
+            static=[None if g is None else g.tolist() for g in grids],
+        )
+    return {k: np.asarray(v) for k, v in program(leaves, np.asarray(u)).items()}
+
+
+def _u_of(batch, parameters: pd.DataFrame) -> np.ndarray:
+    """Optimisation coordinates of each subject's estimates."""
+    import jax
+    import jax.numpy as jnp
+
+    wide = parameters.pivot(index="subject", columns="parameter", values="estimate")
+    names = list(batch.problems.free)
+    values = wide.loc[batch.subjects, names].to_numpy(dtype=float)
+    return np.asarray(
+        jax.vmap(lambda p, v: p.from_values(v))(
+            jax.tree.map(jnp.asarray, batch.problems), jnp.asarray(values)
+        )
+    )
+
+
+def _grid(protocol, times: np.ndarray) -> np.ndarray:
+    end = float(np.max(times))
+    duration = getattr(protocol, "duration", None)
+    if duration is not None:
+        end = max(end, float(duration))
+    return np.linspace(0.0, end, DENSE_POINTS)
+
+
+# --- figures --------------------------------------------------------------------------------------
+
+
+def _fits_figure(items: list[dict], path: Path) -> bool:
+    """Rows: subjects; columns: dynamic observables (data, fitted curve, 95 % band)."""
+    if not items:
+        return False
+    plt = _plt()
+    columns = sorted({(it["protocol"], it["observable"]) for it in items})
+    subjects = list(dict.fromkeys(it["subject"] for it in items))
+    fig, axes = plt.subplots(
+        len(subjects),
+        len(columns),
+        figsize=(3.2 * len(columns), 2.2 * len(subjects)),
+        squeeze=False,
+    )
+    for it in items:
+        ax = axes[subjects.index(it["subject"]), columns.index((it["protocol"], it["observable"]))]
+        colour = _colour(it["group"])
+        ax.fill_between(it["t"], it["low"], it["high"], color=colour, alpha=0.18, lw=0)
+        ax.plot(it["t"], it["fit"], color=colour, lw=1.4)
+        ax.plot(it["t_obs"], it["y_obs"], "o", ms=3, color="black")
+        ax.set_title(f"{it['subject']} ({it['group']}): {it['observable']}", fontsize=8)
+        ax.set_ylabel(it["unit"], fontsize=7)
+        ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("min", fontsize=7)
+    fig.suptitle("Data (dots) and fitted model (line; band: error model's 95 % range)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / len(subjects)))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _fasting_figure(rows: pd.DataFrame, path: Path) -> bool:
+    if rows.empty:
+        return False
+    plt = _plt()
+    names = sorted(rows["observable"].unique())
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        g = rows[rows["observable"] == name]
+        ax.scatter(g["observed"], g["fitted"], s=12, c=[_colour(x) for x in g["group"]])
+        lo = float(np.nanmin(g[["observed", "fitted"]].to_numpy()))
+        hi = float(np.nanmax(g[["observed", "fitted"]].to_numpy()))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
+        ax.set_xlabel(f"observed ({g['unit'].iloc[0]})", fontsize=8)
+        ax.set_ylabel("fitted", fontsize=8)
+        ax.set_title(f"fasting {name}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _loss_figure(history: pd.DataFrame, subjects: pd.DataFrame, path: Path) -> bool:
+    if history.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    groups = subjects.set_index("subject")["group"].to_dict()
+    shown = sorted(history["subject"].unique())[:200]
+    for subject in shown:
+        g = history[history["subject"] == subject]
+        excess = g["loss"].to_numpy() - g["loss"].min()
+        ax.plot(
+            g["iterations"],
+            excess + 1e-6,
+            color=_colour(groups.get(subject, "")),
+            lw=0.8,
+            alpha=0.7,
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("NLL − final NLL (+1e-6)")
+    ax.set_title(f"Loss curves ({len(shown)} subjects)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _waterfall_figure(starts: pd.DataFrame, path: Path) -> bool:
+    if starts.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for subject in sorted(starts["subject"].unique())[:30]:
+        g = starts[starts["subject"] == subject].sort_values("nll")
+        nll = g["nll"].to_numpy()
+        ax.plot(np.arange(1, len(nll) + 1), nll - nll[0] + 1e-3, marker="o", ms=3, lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("start (sorted by final NLL)")
+    ax.set_ylabel("NLL − best NLL (+1e-3)")
+    ax.set_title(
+        "Multistart waterfall (a plateau at the left = the best optimum, found repeatedly)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _estimates_figure(parameters: pd.DataFrame, truth: pd.DataFrame | None, path: Path) -> bool:
+    if parameters.empty:
+        return False
+    plt = _plt()
+    names = list(dict.fromkeys(parameters["parameter"]))
+    fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.0 * len(names)), squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        g = parameters[parameters["parameter"] == name].sort_values(["group", "estimate"])
+        g = g.iloc[:: max(1, len(g) // 300)]
+        x = np.arange(len(g))
+        low = np.clip(g["estimate"] - g["ci_low"], 0, None)
+        high = np.clip(g["ci_high"] - g["estimate"], 0, None)
+        for group, colour in ((gr, _colour(gr)) for gr in g["group"].unique()):
+            m = (g["group"] == group).to_numpy()
+            ax.errorbar(
+                x[m],
+                g["estimate"][m],
+                yerr=[low[m], high[m]],
+                fmt="o",
+                ms=2.5,
+                lw=0.7,
+                color=colour,
+                label=group,
+            )
+        if truth is not None and not truth.empty:
+            t = truth[truth["parameter"] == name].set_index("subject")["value"]
+            tv = g["subject"].map(t)
+            if tv.notna().any():
+                ax.plot(x, tv, "x", ms=4, color="black", label="truth")
+        if (g["estimate"] > 0).all():
+            ax.set_yscale("log")
+        ax.set_title(f"{name} ({g['unit'].iloc[0]}): estimate and 95 % interval", fontsize=8)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _cohort_figure(parameters: pd.DataFrame, subjects: pd.DataFrame, path: Path) -> bool:
+    ok = set(subjects.loc[subjects["converged"], "subject"])
+    p = parameters[parameters["subject"].isin(ok)]
+    if p.empty:
+        return False
+    plt = _plt()
+    names = list(dict.fromkeys(p["parameter"]))
+    groups = sorted(p["group"].unique())
+    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.4), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, name in zip(axes[0], names):
+        g = p[p["parameter"] == name]
+        data = [g.loc[g["group"] == gr, "estimate"].to_numpy() for gr in groups]
+        ax.boxplot(data, showfliers=False)
+        for i, (gr, d) in enumerate(zip(groups, data)):
+            ax.scatter(
+                i + 1 + rng.uniform(-0.15, 0.15, len(d)), d, s=6, color=_colour(gr), alpha=0.7
+            )
+        ax.set_xticks(
+            range(1, len(groups) + 1), [gr.replace("_", "\n") for gr in groups], fontsize=6
+        )
+        if (g["estimate"] > 0).all():
+            ax.set_yscale("log")
+        ax.set_title(name, fontsize=8)
+    fig.suptitle("Estimates by group (converged subjects)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _recovery_figure(parameters: pd.DataFrame, truth: pd.DataFrame, path: Path) -> bool:
+    merged = parameters.merge(truth, on=["subject", "parameter"], how="inner")
+    if merged.empty:
+        return False
+    plt = _plt()
+    names = list(dict.fromkeys(merged["parameter"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        g = merged[merged["parameter"] == name]
+        ax.scatter(g["value"], g["estimate"], s=8, c=[_colour(x) for x in g["group"]])
+        lo, hi = (
+            float(min(g["value"].min(), g["estimate"].min())),
+            float(max(g["value"].max(), g["estimate"].max())),
+        )
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8)
+        if lo > 0:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("truth", fontsize=7)
+        ax.set_ylabel("estimate", fontsize=7)
+        ax.set_title(name, fontsize=8)
+    fig.suptitle("Estimates vs the true parameters of the synthetic cohort", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _identifiability_figure(parameters: pd.DataFrame, path: Path) -> bool:
+    if parameters.empty:
+        return False
+    plt = _plt()
+    table = parameters.groupby(["parameter", "group"])["identifiable"].mean().unstack("group")
+    rse = parameters.replace([np.inf], np.nan).groupby("parameter")["se_relative"].median()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    table.plot.bar(ax=a, color=[_colour(g) for g in table.columns], rot=30, fontsize=7)
+    a.set_ylabel("fraction identifiable (rel. SE ≤ 50 %)", fontsize=8)
+    a.set_ylim(0, 1.05)
+    a.legend(fontsize=7)
+    rse.plot.bar(ax=b, color="#666666", rot=30, fontsize=7)
+    b.set_yscale("log")
+    b.axhline(0.5, color="red", lw=0.8)
+    b.set_ylabel("median relative SE", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _circle_figure(points: pd.DataFrame, path: Path) -> bool:
+    if points.empty:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    for group, g in points.groupby("group"):
+        ax.scatter(g["serum_mg"], g["m_over_i"], s=14, color=_colour(group), label=group, alpha=0.8)
+    ax.axvline(0.7, color="red", lw=0.8, ls="--")
+    ax.text(
+        0.7, ax.get_ylim()[1], " hypomagnesaemia < 0.7 mmol/L", color="red", fontsize=7, va="top"
+    )
+    ax.set_xlabel("fitted fasting serum Mg²⁺ (mmol/L)")
+    ax.set_ylabel("fitted clamp M/I (insulin sensitivity)")
+    ax.set_title("Where each subject sits on the Mg²⁺ – insulin-resistance circle", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def _pick(subjects: pd.DataFrame, n: int) -> list[str]:
+    """Up to n subjects, taken in turn from each group."""
+    by = [
+        list(g["subject"]) for _, g in subjects.sort_values("subject").groupby("group", sort=True)
+    ]
+    out: list[str] = []
+    while len(out) < n and any(by):
+        for ids in by:
+            if ids and len(out) < n:
+                out.append(ids.pop(0))
+    return out
+
+
+def _model_data(cfg, dataset, subjects, parameters, log):
+    """(fits items, fasting rows, vicious-circle points) from one simulation per structure."""
+    from ._jobs import base_model_for, error_models_for, priors_for, solver_options
+    from ._units import MODEL_UNITS
+    from .batch import build_batches
+    from .fit._experiment import INTERVAL_OBSERVABLES
+
+    ok = subjects[subjects["status"] == "converged"]
+    shown = set(_pick(ok, cfg.report.max_subjects))
+    everyone = list(ok["subject"])
+    if len(everyone) > MAX_CIRCLE_SUBJECTS:
+        everyone = everyone[:: -(-len(everyone) // MAX_CIRCLE_SUBJECTS)]
+    chosen = sorted(set(everyone) | shown)
+    if not chosen:
+        return [], pd.DataFrame(), pd.DataFrame()
+    observables = sorted(dataset.observations["observable"].unique())
+    errors = error_models_for(cfg, observables)
+    batches = build_batches(
+        dataset,
+        cfg.fit.free,
+        subjects=chosen,
+        error_models=errors,
+        priors=priors_for(cfg),
+        options=solver_options(cfg, "levenberg_marquardt"),
+        base_model=base_model_for(cfg),
+    )
+    groups = subjects.set_index("subject")["group"].to_dict()
+    items, fasting_rows, circle = [], [], []
+    for batch in batches:
+        u = _u_of(batch, parameters)
+        experiments = batch.problems.experiments
+        grids = [
+            None
+            if getattr(e.protocol, "at_steady_state", False)
+            else _grid(e.protocol, np.asarray(e.times)[0])
+            for e in experiments
+        ]
+        out = _curves(batch, u, grids)
+        for i, subject in enumerate(batch.subjects):
+            group = groups.get(subject, "")
+            point: dict[str, Any] = dict(subject=subject, group=group)
+            for k, e in enumerate(experiments):
+                values = np.asarray(e.values)[i]
+                mask = np.asarray(e.mask)[i]
+                obs_index = np.asarray(e.observable_index)[i]
+                times = np.asarray(e.times)[i][np.asarray(e.time_index)[i]]
+                pred = out[f"pred{k}"][i]
+                if grids[k] is None:
+                    for j in np.flatnonzero(mask):
+                        name = e.observable_names[obs_index[j]]
+                        fasting_rows.append(
+                            dict(
+                                subject=subject,
+                                group=group,
+                                observable=name,
+                                observed=values[j],
+                                fitted=pred[j],
+                                unit=MODEL_UNITS.get(name, ""),
+                            )
+                        )
+                        if name == "serum_mg":
+                            point["serum_mg"] = float(pred[j])
+                    continue
+                if f"mi{k}" in out:
+                    point["m_over_i"] = float(out[f"mi{k}"][i])
+                if subject not in shown:
+                    continue
+                names = [n for n in e.observable_names if n not in INTERVAL_OBSERVABLES]
+                dense = out[f"dense{k}"][i]
+                for c, name in enumerate(names):
+                    sel = mask & (np.asarray([e.observable_names[o] for o in obs_index]) == name)
+                    if not sel.any():
+                        continue
+                    em = errors[name]
+                    f = dense[:, c]
+                    sigma = np.sqrt(float(em.additive) ** 2 + (float(em.proportional) * f) ** 2)
+                    items.append(
+                        dict(
+                            subject=subject,
+                            group=group,
+                            protocol=_protocol_label(e.protocol),
+                            observable=name,
+                            unit=MODEL_UNITS.get(name, ""),
+                            t=grids[k],
+                            fit=f,
+                            low=f - 1.96 * sigma,
+                            high=f + 1.96 * sigma,
+                            t_obs=times[sel],
+                            y_obs=values[sel],
+                        )
+                    )
+            if "serum_mg" in point and "m_over_i" in point:
+                circle.append(point)
+    return items, pd.DataFrame(fasting_rows), pd.DataFrame(circle)
+
+
+def _protocol_label(protocol) -> str:
+    name = type(protocol).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def _table(frame: pd.DataFrame, rows: int = 60) -> str:
+    shown = frame.head(rows)
+    text = shown.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0, classes="t")
+    more = f"<p>… {len(frame) - rows} more rows in the CSV.</p>" if len(frame) > rows else ""
+    return text + more
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}
+h1{font-size:1.5em} h2{font-size:1.15em;border-bottom:1px solid #ddd;margin-top:1.6em}
+figure{margin:1em 0} img{max-width:100%} figcaption{font-size:.85em;color:#555}
+table.t{border-collapse:collapse;font-size:.8em} table.t td,table.t th{padding:2px 8px;
+border-bottom:1px solid #eee;text-align:right} pre{background:#f6f6f6;padding:.6em;
+font-size:.8em;overflow-x:auto}
+"""
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    cfg=None,
+    dataset=None,
+    log: logging.Logger | None = None,
+) -> Path:
+    """Figures and `report.html` for the fit run in `run_dir` (reads its config and tables;
+    the dataset from the config's data path unless given)."""
+    from ._config import load_config
+    from ._jobs import load_data
+    from .batch._store import side_tables
+
+    run_dir = Path(run_dir)
+    log = log or logging.getLogger("mgjax.report")
+    cfg = cfg or load_config(run_dir / "config.yaml")
+    if not (run_dir / "subjects.csv").exists():
+        raise FileNotFoundError(f"{run_dir}: no subjects.csv; is this a finished fit run?")
+    subjects = pd.read_csv(run_dir / "subjects.csv")
+    parameters = pd.read_csv(run_dir / "parameters.csv")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    dataset = dataset or load_data(cfg.data.path)
+    truth_path = Path(cfg.data.path) / "truth.csv" if cfg.data.path else None
+    truth = pd.read_csv(truth_path) if truth_path and truth_path.exists() else None
+    from .batch import read_parts
+
+    wide = read_parts(run_dir)
+    history, starts = side_tables(wide) if len(wide) else (pd.DataFrame(), pd.DataFrame())
+    figures: list[tuple[str, str]] = []
+
+    def add(made: bool, name: str, caption: str) -> None:
+        if made:
+            figures.append((name, caption))
+
+    try:
+        items, fasting_rows, circle = _model_data(cfg, dataset, subjects, parameters, log)
+    except Exception as e:  # a report must not lose a finished run: say what is missing
+        log.warning("report: fitted curves not drawn (%s: %s)", type(e).__name__, e)
+        items, fasting_rows, circle = [], pd.DataFrame(), pd.DataFrame()
+    add(
+        _fits_figure(items, run_dir / "fits.png"),
+        "fits.png",
+        "Data and fitted curves per subject and protocol",
+    )
+    add(
+        _fasting_figure(fasting_rows, run_dir / "fasting.png"),
+        "fasting.png",
+        "Fasting labs: observed vs fitted",
+    )
+    add(_loss_figure(history, subjects, run_dir / "loss.png"), "loss.png", "Loss curves")
+    add(
+        _waterfall_figure(starts, run_dir / "waterfall.png"),
+        "waterfall.png",
+        "Multistart waterfall",
+    )
+    add(
+        _estimates_figure(parameters, truth, run_dir / "estimates.png"),
+        "estimates.png",
+        "Estimates with 95 % intervals",
+    )
+    add(
+        _cohort_figure(parameters, subjects, run_dir / "cohort.png"),
+        "cohort.png",
+        "Cohort distributions by group",
+    )
+    if truth is not None:
+        add(
+            _recovery_figure(parameters, truth, run_dir / "recovery.png"),
+            "recovery.png",
+            "Estimates vs truth",
+        )
+    add(
+        _identifiability_figure(parameters, run_dir / "identifiability.png"),
+        "identifiability.png",
+        "Identifiability",
+    )
+    add(
+        _circle_figure(circle, run_dir / "vicious_circle.png"),
+        "vicious_circle.png",
+        "The vicious circle: serum Mg²⁺ vs insulin sensitivity",
+    )
+
+    env_path = run_dir / "environment.json"
+    env = json.loads(env_path.read_text()) if env_path.exists() else {}
+    cohort_path = run_dir / "cohort_summary.csv"
+    cohort = pd.read_csv(cohort_path) if cohort_path.exists() else pd.DataFrame()
+    config_text = (
+        (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
+    )
+    keys = [
+        "subjects",
+        "converged",
+        "status",
+        "median_iterations",
+        "seconds_compile",
+        "seconds_total",
+        "programs",
+    ]
+    facts = pd.DataFrame(
+        [
+            (
+                k,
+                json.dumps(summary[k], default=str)
+                if isinstance(summary.get(k), (dict, list))
+                else summary.get(k),
+            )
+            for k in keys
+            if k in summary
+        ],
+        columns=["", "value"],
+    )
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>mgjax run {html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>mgjax fit: {html.escape(run_dir.name)}</h1>",
+        f"<p>Data: <code>{html.escape(str(cfg.data.path))}</code>; free parameters: "
+        f"{html.escape(', '.join(cfg.fit.free))}; optimiser {html.escape(cfg.optimiser.name)}.</p>",
+        "<h2>Summary</h2>",
+        _table(facts),
+    ]
+    for name, caption in figures:
+        parts += [f"<h2>{html.escape(caption)}</h2>", _img(run_dir / name, caption)]
+    parts += ["<h2>Cohort summary (converged subjects)</h2>", _table(cohort)]
+    parts += ["<h2>Per-subject fits</h2>", _table(subjects)]
+    parts += ["<h2>Estimates</h2>", _table(parameters, rows=100)]
+    parts += ["<h2>Environment</h2>", f"<pre>{html.escape(json.dumps(env, indent=1))}</pre>"]
+    parts += [
+        "<h2>Resolved config</h2>",
+        f"<pre>{html.escape(config_text)}</pre>",
+        "</body></html>",
+    ]
+    path = run_dir / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
