@@ -369,6 +369,23 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def _value(text: str) -> Any:
+    """A command-line value read as YAML, with numbers such as 1e-6 (a string to YAML 1.1)
+    read as numbers."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        return [_value(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`key.sub=value` → (['key', 'sub'], value); the value is read as YAML (numbers, lists,
     booleans, null), so `fit.free=[egp_max,dct_capacity]` and `solver.rtol=1e-8` work."""
@@ -378,11 +395,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = [k.strip() for k in key.strip().split(".")]
     if not all(keys):
         raise ConfigError(f"override {text!r}: empty key; write key.sub=value")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
-    return keys, parsed
+    return keys, _value(value)
 
 
 def apply_override(raw: dict, keys: list[str], value: Any, text: str = "") -> dict:
@@ -428,13 +441,7 @@ def grid_points(grid: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
         items = [v.strip() for v in values.split(",") if v.strip()]
         if not items:
             raise ConfigError(f"--grid {text!r}: no values after '='")
-        parsed = []
-        for v in items:
-            try:
-                parsed.append(yaml.safe_load(v))
-            except yaml.YAMLError:
-                parsed.append(v)
-        axes.append((key.strip(), parsed))
+        axes.append((key.strip(), [_value(v) for v in items]))
     keys = [k for k, _ in axes]
     if len(set(keys)) != len(keys):
         raise ConfigError("--grid: a key is given twice; give each key once with all its values")

@@ -311,8 +311,17 @@ def fit_job(
         from ._report import write_report
 
         t1 = time.perf_counter()
-        path = write_report(out, cfg=cfg, dataset=dataset, log=log)
-        log.info("report: %s (%.1f s)", path, time.perf_counter() - t1)
+        try:
+            path = write_report(out, cfg=cfg, dataset=dataset, log=log)
+            log.info("report: %s (%.1f s)", path, time.perf_counter() - t1)
+        except Exception as e:  # the fit is saved; a failed figure must not fail the run
+            log.error(
+                "report not written (%s: %s); the tables are complete — retry with "
+                "`mgjax report %s` (or `mgjax --debug report …` for the traceback)",
+                type(e).__name__,
+                e,
+                out,
+            )
     return s
 
 

@@ -479,6 +479,14 @@ def _protocol_label(protocol) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
+def _read(path: Path) -> pd.DataFrame:
+    """A CSV table, or an empty frame when it is missing or empty."""
+    try:
+        return pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
 def _img(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return (
@@ -588,8 +596,7 @@ def write_report(
 
     env_path = run_dir / "environment.json"
     env = json.loads(env_path.read_text()) if env_path.exists() else {}
-    cohort_path = run_dir / "cohort_summary.csv"
-    cohort = pd.read_csv(cohort_path) if cohort_path.exists() else pd.DataFrame()
+    cohort = _read(run_dir / "cohort_summary.csv")
     config_text = (
         (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
     )

@@ -83,9 +83,10 @@ def _lm_state(problem, u, rtol, atol):
     return eqx.partition(state, eqx.is_array)
 
 
-def _subject_round(problem, u, carried, fresh, round_steps: int, rtol: float, atol: float):
-    """`round_steps` Levenberg–Marquardt iterations of one subject from `u`, continuing the
-    optimiser state `carried` (its arrays) unless `fresh`; then the uncertainty at the end."""
+def _subject_round(problem, u, carried, fresh, budget, round_steps: int, rtol: float, atol: float):
+    """Up to `round_steps` (and at most `budget`) Levenberg–Marquardt iterations of one subject
+    from `u`, continuing the optimiser state `carried` (its arrays) unless `fresh`; then the
+    uncertainty at the end."""
     solver, fn, options = _lm(problem, rtol, atol)
     dynamic0, static = _lm_state(problem, u, rtol, atol)
     dynamic = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), dynamic0, carried)
@@ -93,7 +94,7 @@ def _subject_round(problem, u, carried, fresh, round_steps: int, rtol: float, at
 
     def cond(carry):
         i, _, _, done = carry
-        return (i < round_steps) & ~done
+        return (i < jnp.minimum(round_steps, budget)) & ~done
 
     def body(carry):
         i, y, dyn, _ = carry
@@ -181,15 +182,15 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
     carried = [np.zeros((width, *shape), dtype) for shape, dtype in shapes]
     rs, rtol, atol = settings.round_steps, settings.rtol, settings.atol
 
-    def flat_round(problem_leaves, u, state_leaves, fresh):
+    def flat_round(problem_leaves, u, state_leaves, fresh, budget):
         problems = jax.tree.unflatten(one_tree, problem_leaves)
         first = jax.tree.map(lambda x: x[0], problems)
         state_tree = jax.tree.structure(
             eqx.filter_eval_shape(lambda p, y: _lm_state(p, y, rtol, atol)[0], first, u[0])
         )
         state = jax.tree.unflatten(state_tree, state_leaves)
-        out = jax.vmap(lambda p, y, c, f: _subject_round(p, y, c, f, rs, rtol, atol))(
-            problems, u, state, fresh
+        out = jax.vmap(lambda p, y, c, f, b: _subject_round(p, y, c, f, b, rs, rtol, atol))(
+            problems, u, state, fresh, budget
         )
         new_state = out.pop("state")
         return out, jax.tree.leaves(new_state)
@@ -200,6 +201,7 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
         np.zeros((width, len(batch.problems.names)), np.float64),
         carried,
         np.ones(width, bool),
+        np.zeros(width, np.int64),
     )
     with errors_as_nan():
         program = compile_program(
@@ -290,6 +292,9 @@ def run_batch(
             jax.device_put(u_in, sharding),
             jax.device_put(carried, sharding),
             jax.device_put(fresh | ~active, sharding),
+            jax.device_put(
+                np.where(active, settings.max_steps - spent, 1).astype(np.int64), sharding
+            ),
         )
         out = {k: np.array(v) for k, v in out.items()}
         fresh[:] = False

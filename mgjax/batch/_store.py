@@ -108,7 +108,8 @@ def read_parts(folder: str | Path, shard: tuple[int, int] | None = None) -> pd.D
 def split_tables(wide: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(subjects table, long parameters table) from the wide rows of the parts."""
     wide = wide.sort_values("subject", kind="stable").reset_index(drop=True)
-    subjects = wide[["subject", "group", "loss", "converged", "iterations", "status"]].copy()
+    # the documented columns first (the CLI contract), then the extras
+    subjects = wide[["subject", "loss", "converged", "iterations", "status", "group"]].copy()
     names = [c[len("estimate[") : -1] for c in wide.columns if c.startswith("estimate[")]
     infos = parameter_infos()
     frames = []
