@@ -100,16 +100,16 @@ def main(n: int = 1000, quick: bool = False) -> dict:
         f"{'compile n (s)':>15s}{'ms/subject':>12s}{'steps max':>11s}"
     )
     for name, protocol, batch, ts in protocols(n, rng):
-        single = eqx.filter_jit(lambda m, p, t=ts: mgjax.simulate(m, p, t).ys)
+        def run(m, p, t=ts, throw=True):
+            traj = mgjax.simulate(m, p, t, throw=throw)
+            return traj.ys, traj.num_steps
+
+        single = eqx.filter_jit(run)
         c1, r1 = timed(single, one_subject, protocol)
-        steps1 = int(mgjax.simulate(one_subject, protocol, ts).num_steps)
-        batched = eqx.filter_jit(
-            jax.vmap(lambda m, p, t=ts: mgjax.simulate(m, p, t, throw=False).ys)
-        )
+        steps1 = int(single(one_subject, protocol)[1])
+        batched = eqx.filter_jit(jax.vmap(lambda m, p: run(m, p, throw=False)))
         cn, rn = timed(batched, subjects, batch, repeat=1)
-        steps = jax.vmap(lambda m, p, t=ts: mgjax.simulate(m, p, t, throw=False).num_steps)(
-            subjects, batch
-        )
+        steps = batched(subjects, batch)[1]
         rows[name] = dict(
             compile_single_s=c1,
             run_single_s=r1,

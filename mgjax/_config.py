@@ -147,7 +147,7 @@ class OptimiserConfig(_Strict):
 
     name: Literal["levenberg_marquardt", "lbfgs", "bfgs", "adam"] = "levenberg_marquardt"
     learning_rate: float = Field(0.05, gt=0.0, le=10.0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine"] = "cosine"
     max_steps: int = Field(200, ge=1, le=100_000)
     rtol: float = Field(1e-8, gt=0.0, lt=1.0)
     atol: float = Field(1e-8, gt=0.0, lt=1.0)

@@ -44,9 +44,12 @@ def source_hash() -> str:
 
 def program_dir() -> Path | None:
     """Folder of stored programs: next to JAX's persistent cache when that is on, else None
-    (storing programs is then off too)."""
+    (storing programs is then off too; also off with MGJAX_PROGRAM_CACHE=0 and in
+    multi-process jobs)."""
     path = jax.config.jax_compilation_cache_dir
     if not path or os.environ.get("MGJAX_PROGRAM_CACHE", "1") == "0":
+        return None
+    if jax.process_count() > 1:  # multi-process programs: compiled by each job, not stored
         return None
     return Path(path).parent / "programs"
 
@@ -102,6 +105,7 @@ def _export(jitted, args):
 
 
 _IN_MEMORY: dict[tuple[str, str], "CompiledProgram"] = {}
+_JSON_IN_MEMORY: dict[str, Any] = {}
 
 
 class CompiledProgram:
@@ -157,16 +161,17 @@ def compile_program(
         source = "traced"
         try:
             exported = _export(jitted, args)
-        except NotImplementedError:
+            data = exported.serialize()
+        except (NotImplementedError, ImportError):
             # host callbacks (a part traced earlier in this process with Equinox's raising
-            # checks): compile without storing
+            # checks), or no serializer installed: compile without storing
             compiled = jitted.lower(*args).compile()
             program = CompiledProgram(compiled, "uncached", time.perf_counter() - t0)
             _IN_MEMORY[name, key] = program
             return program
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_bytes(exported.serialize())
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     call = jax.jit(exported.call)
     compiled = call.lower(*args).compile()
@@ -178,19 +183,22 @@ def compile_program(
 def stored_json(name: str, static: Any, compute: Callable[[], Any]) -> Any:
     """A small JSON-able value (e.g. the shapes of an optimiser state) computed once per
     `static` key and mgjax source, stored next to the programs."""
-    folder = program_dir()
-    if folder is None:
-        return compute()
     key = hashlib.sha256(
         json.dumps([name, repr(static), jax.__version__, source_hash()]).encode()
     ).hexdigest()[:32]
+    if key in _JSON_IN_MEMORY:
+        return _JSON_IN_MEMORY[key]
+    folder = program_dir()
+    if folder is None:
+        value = _JSON_IN_MEMORY[key] = compute()
+        return value
     path = folder / f"{name}-{key}.json"
     if path.exists():
         try:
             return json.loads(path.read_text())
         except ValueError:
             pass
-    value = compute()
+    value = _JSON_IN_MEMORY[key] = compute()
     folder.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(value))
