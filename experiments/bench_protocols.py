@@ -100,6 +100,7 @@ def main(n: int = 1000, quick: bool = False) -> dict:
         f"{'compile n (s)':>15s}{'ms/subject':>12s}{'steps max':>11s}"
     )
     for name, protocol, batch, ts in protocols(n, rng):
+
         def run(m, p, t=ts, throw=True):
             traj = mgjax.simulate(m, p, t, throw=throw)
             return traj.ys, traj.num_steps

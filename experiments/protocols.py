@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 import mgjax
 from mgjax._published import published
+
+#: one compilation per protocol structure, shared by the presets (same PyTree structure)
+simulate = eqx.filter_jit(mgjax.simulate)
 
 PRESETS = ("healthy", "t2dm", "t2dm_hypomagnesemia")
 COLORS = dict(healthy="tab:green", t2dm="tab:orange", t2dm_hypomagnesemia="tab:red")
@@ -63,7 +67,7 @@ def clamps(out):
     for preset in PRESETS:
         model = mgjax.preset(preset)
         t = jnp.arange(0.0, 120.5, 1.0)
-        traj = mgjax.simulate(model, hec, t)
+        traj = simulate(model, hec, t)
         s = {k: float(v) for k, v in hec.summary(traj).items()}
         rows.append(
             dict(
@@ -80,10 +84,7 @@ def clamps(out):
                 },
             )
         )
-        s = {
-            k: float(v)
-            for k, v in isoglycaemic.summary(mgjax.simulate(model, isoglycaemic, t)).items()
-        }
+        s = {k: float(v) for k, v in isoglycaemic.summary(simulate(model, isoglycaemic, t)).items()}
         rows.append(
             dict(
                 protocol="HEC 1 mU/kg/min, isoglycaemic (own fasting glucose)",
@@ -108,7 +109,7 @@ def clamps(out):
                 "glucose_infusion": {"-": traj["glucose_infusion"]},
             },
         )
-        traj = mgjax.simulate(model, hgc, t)
+        traj = simulate(model, hgc, t)
         s = {k: float(v) for k, v in hgc.summary(traj).items()}
         rows.append(dict(protocol="hyperglycaemic clamp +6.9 mmol/L", preset=preset, **s))
         runs_hgc[preset] = (
@@ -121,7 +122,7 @@ def clamps(out):
             },
         )
         tv = jnp.linspace(0.0, 180.0, 361)
-        traj = mgjax.simulate(model, ivgtt, tv)
+        traj = simulate(model, ivgtt, tv)
         s = {k: float(v) for k, v in ivgtt.summary(traj).items()}
         rows.append(dict(protocol="insulin-modified FSIVGTT", preset=preset, **s))
         runs_iv[preset] = (
@@ -172,8 +173,8 @@ def trial(out, quick=False):
         model = mgjax.preset(preset)
         values = {}
         for arm, p, style in [("magnesium", protocol, "-"), ("placebo", protocol.placebo(), "--")]:
-            s = p.summary(mgjax.simulate(model, p, p.sampling_times()))
-            traj = mgjax.simulate(model, p, fine)
+            s = p.summary(simulate(model, p, p.sampling_times()))
+            traj = simulate(model, p, fine)
             for k in ["serum_mg", "glucose", "homa_ir", "hba1c"]:
                 values.setdefault(k, {})[style] = traj[k]
             rows.append(
@@ -214,11 +215,11 @@ def trial(out, quick=False):
 def forced_secretion(out):
     hgc = mgjax.HyperglycemicClamp()
     ts = jnp.arange(0.0, 120.5, 0.5)
-    driver = mgjax.simulate(mgjax.preset("healthy"), hgc, ts)
+    driver = simulate(mgjax.preset("healthy"), hgc, ts)
     glucose = mgjax.GlucoseSeries(ts, driver["glucose"])
     rows, runs = [], {}
     for preset in PRESETS:
-        sec = mgjax.simulate_secretion(mgjax.preset(preset), glucose, ts)
+        sec = eqx.filter_jit(mgjax.simulate_secretion)(mgjax.preset(preset), glucose, ts)
         isr = np.asarray(sec.secretion_per_m2)
         first, second = np.asarray(ts) <= 10, np.asarray(ts) > 10
         rows.append(

@@ -1,7 +1,13 @@
 import gc
+import os
 
-import jax
-import pytest
+# Tests compile many programs and run each briefly: LLVM's backend optimisation is turned down
+# for them (the suite runs ~13 % faster; results agree to rounding). Users' runs keep XLA's
+# default. Set before JAX creates its CPU backend.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -22,6 +28,9 @@ def _release_compiled_programs():
     the whole suite they exceed the kernel's limit (vm.max_map_count, 65530) and the next
     compilation segfaults. Each test module releases its programs when it ends."""
     yield
+    from mgjax import _program_cache
+
+    _program_cache._IN_MEMORY.clear()  # compiled batch/report programs kept by the runner
     jax.clear_caches()
     gc.collect()
 
