@@ -206,9 +206,11 @@ def fit_job(
     force: bool = False,
     progress: bool = True,
     report: bool | None = None,
+    shared_directory: bool = False,
 ) -> dict:
     """Fit every subject of the dataset; write the run directory and its report. Returns the
-    summary (also `summary.json`)."""
+    summary (also `summary.json`). `shared_directory`: several processes of one
+    `jax.distributed` job write into `out` (each its own parts; process 0 the header)."""
     from . import batch
     from ._dataset import DatasetError
 
@@ -221,8 +223,11 @@ def fit_job(
     method = cfg.optimiser.name
     options = solver_options(cfg, method)  # config errors before anything is written
     priors = priors_for(cfg)
-    out = prepare_run_dir(out, force=force, resume=resume)
-    write_run_header(out, cfg)
+    out = prepare_run_dir(
+        out, force=force and not shared_directory, resume=resume or shared_directory
+    )
+    if not shared_directory or shard[0] == 0:
+        write_run_header(out, cfg)
     log = start_log(out)
     log.info("fit: data %s → %s (shard %d/%d%s)", data, out, *shard, ", resume" if resume else "")
     try:

@@ -220,10 +220,11 @@ def fit_command(
             out,
             data=data,
             shard=shard_pair,
-            resume=resume or (distributed and out.exists()),
+            resume=resume,
             force=force,
             progress=progress,
             report=report and not distributed,
+            shared_directory=distributed,
         )
         if distributed:
             from jax.experimental import multihost_utils
