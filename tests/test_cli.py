@@ -67,7 +67,15 @@ def fitted(cohort, tmp_path_factory):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
-    load_config(path)
+    cfg = load_config(path)
+    # every key the file sets is kept (nothing silently dropped) and the config round-trips
+    raw = yaml.safe_load(path.read_text())
+    dumped = cfg.model_dump(mode="json")
+    for section, value in raw.items():
+        if isinstance(value, dict):
+            for key in value:
+                assert key in dumped[section], (section, key)
+    assert RunConfig.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
 
 
 def test_shipped_configs_include_the_required_ones():

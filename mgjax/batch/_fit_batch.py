@@ -59,6 +59,44 @@ def _progress_bar():
     )
 
 
+def _prepare(
+    dataset, free, out, shard, resume, subjects, error_models, priors, options, base_model
+):
+    """This shard's subjects, its run store, those already finished, those to fit, and their
+    fit problems grouped by structure (shared by `fit_batch` and `fit_each`)."""
+    everyone = sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
+    mine = shard_subjects(everyone, shard)
+    store = RunStore(out, shard) if out is not None else None
+    finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
+    todo = [s for s in mine if s not in finished]
+    batches = (
+        build_batches(
+            dataset,
+            free,
+            subjects=todo,
+            error_models=error_models,
+            priors=priors,
+            options=options,
+            base_model=base_model,
+        )
+        if todo
+        else []
+    )
+    return mine, store, finished, todo, batches
+
+
+def _finish(out, store, shard, frames, timing) -> BatchResult:
+    """The tables of the shard (written to `out` when there is one)."""
+    if store is not None:
+        wide = read_parts(out, shard=shard)
+        summary = write_tables(out, wide, timing)
+    else:
+        wide = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        summary = timing
+    subjects_table, parameters = split_tables(wide)
+    return BatchResult(subjects_table, parameters, summary)
+
+
 def fit_batch(
     dataset: Dataset,
     free: Sequence[str],
@@ -88,23 +126,8 @@ def fit_batch(
       devices.
     """
     t0 = time.perf_counter()
-    everyone = sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
-    mine = shard_subjects(everyone, shard)
-    store = RunStore(out, shard) if out is not None else None
-    finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
-    todo = [s for s in mine if s not in finished]
-    batches = (
-        build_batches(
-            dataset,
-            free,
-            subjects=todo,
-            error_models=error_models,
-            priors=priors,
-            options=options,
-            base_model=base_model,
-        )
-        if todo
-        else []
+    mine, store, finished, todo, batches = _prepare(
+        dataset, free, out, shard, resume, subjects, error_models, priors, options, base_model
     )
     t_built = time.perf_counter()
     frames: list[pd.DataFrame] = []
@@ -161,14 +184,7 @@ def fit_batch(
         width=settings.width,
         shard=list(shard),
     )
-    if store is not None:
-        wide = read_parts(out, shard=shard)
-        summary = write_tables(out, wide, timing)
-    else:
-        wide = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        summary = timing
-    subjects_table, parameters = split_tables(wide)
-    return BatchResult(subjects_table, parameters, summary)
+    return _finish(out, store, shard, frames, timing)
 
 
 def fit_each(
@@ -210,23 +226,8 @@ def fit_each(
     if schedule != "cosine" and method == "adam":
         raise ValueError("Adam runs with a cosine-decayed learning rate; schedule='cosine'")
     t0 = time.perf_counter()
-    everyone = sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
-    mine = shard_subjects(everyone, shard)
-    store = RunStore(out, shard) if out is not None else None
-    finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
-    todo = [s for s in mine if s not in finished]
-    batches = (
-        build_batches(
-            dataset,
-            free,
-            subjects=todo,
-            error_models=error_models,
-            priors=priors,
-            options=options,
-            base_model=base_model,
-        )
-        if todo
-        else []
+    mine, store, finished, todo, batches = _prepare(
+        dataset, free, out, shard, resume, subjects, error_models, priors, options, base_model
     )
     bar = _progress_bar() if progress else None
     task = bar.add_task("fitting", total=len(mine), completed=len(finished)) if bar else None
@@ -311,11 +312,4 @@ def fit_each(
         starts=n_starts,
         shard=list(shard),
     )
-    if store is not None:
-        wide = read_parts(out, shard=shard)
-        summary = write_tables(out, wide, timing)
-    else:
-        wide = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        summary = timing
-    subjects_table, parameters = split_tables(wide)
-    return BatchResult(subjects_table, parameters, summary)
+    return _finish(out, store, shard, frames, timing)
