@@ -9,7 +9,7 @@ design: isoglycaemic clamp + fasting Mg²⁺ labs; 5 free parameters per subject
 SciPy: per subject, `scipy.optimize.least_squares` (TRF, bounds on the log parameters,
 finite-difference Jacobian) on the same weighted residuals; each evaluation solves the fasting
 steady state (`scipy.optimize.root`) and the clamp (`solve_ivp` LSODA) with the model's own
-equations on Python floats. Run on a sample of subjects over a 2-process pool (both cores), with
+equations on Python floats. Run on a sample of subjects over a process pool (all cores), with
 the ODE tolerance tightened until the finite-difference Jacobians are usable (the rtol giving
 the most converged subjects among 1e-6, 1e-8, 1e-10 on a pilot sample is used).
 
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -228,6 +229,9 @@ def main():
     parser.add_argument("--large", action="store_true", help="also 10,000 subjects")
     parser.add_argument("--scipy-subjects", type=int, default=20)
     parser.add_argument("--width", type=int, default=64)
+    parser.add_argument(
+        "--processes", type=int, default=os.cpu_count(), help="SciPy pool size (default: all cores)"
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("experiments/output/bench_batch"))
     args = parser.parse_args()
@@ -297,11 +301,14 @@ def main():
         for p in problems
     ]
     mg_params = results[max(sizes)].parameters
+    # the SciPy workers are CPU programs: spawned children inherit this, so a GPU host's JAX in
+    # them neither initialises the GPU nor competes for its memory
+    os.environ["JAX_PLATFORMS"] = "cpu"
     chosen, best_ok = pilot_rtols[-1], -1
     pilot = min(4, len(problems))
     if len(pilot_rtols) > 1:
         for rtol in pilot_rtols:
-            with mp.get_context("spawn").Pool(2) as pool:
+            with mp.get_context("spawn").Pool(args.processes) as pool:
                 out = pool.map(
                     scipy_fit, [(p, rtol, *st) for p, st in zip(problems[:pilot], starts)]
                 )
@@ -311,7 +318,7 @@ def main():
             if ok > best_ok:
                 chosen, best_ok = rtol, ok
     t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(2) as pool:
+    with mp.get_context("spawn").Pool(args.processes) as pool:
         out = pool.map(scipy_fit, [(p, chosen, *st) for p, st in zip(problems, starts)])
     scipy_wall = time.perf_counter() - t0
     sp = {sample.subjects[i]: o[0] for i, o in enumerate(out)}

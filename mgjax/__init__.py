@@ -14,6 +14,8 @@ if _os.environ.get("MGJAX_DISTRIBUTED") == "1":  # before any array exists (see 
 
     _initialize_distributed()
 
+from ._mechanisms import mechanisms as mechanisms  # noqa: E402
+from ._mechanisms import replace_mechanism as replace_mechanism  # noqa: E402
 from ._parameters import get_parameter as get_parameter  # noqa: E402
 from ._parameters import get_parameters as get_parameters  # noqa: E402
 from ._parameters import parameter_infos as parameter_infos  # noqa: E402
@@ -25,6 +27,8 @@ from ._presets import preset as preset  # noqa: E402
 from ._presets import preset_names as preset_names  # noqa: E402
 from ._rosenbrock import Rodas4 as Rodas4  # noqa: E402
 from ._simulate import Trajectory as Trajectory  # noqa: E402
+from ._simulate import observable_names as observable_names  # noqa: E402
+from ._simulate import observables as observables  # noqa: E402
 from ._simulate import simulate as simulate  # noqa: E402
 from ._solve import SolverOptions as SolverOptions  # noqa: E402
 from ._solve import solve as solve  # noqa: E402

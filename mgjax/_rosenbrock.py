@@ -85,7 +85,8 @@ class Rodas4Interpolation(dfx.AbstractLocalInterpolation):
         del left
         if t1 is not None:
             return _sub(self.evaluate(t1), self.evaluate(t0))
-        theta = (t0 - self.t0) / (self.t1 - self.t0)
+        span = self.t1 - self.t0
+        theta = (t0 - self.t0) / jnp.where(span == 0, 1.0, span)  # zero span: finished lane
         flat0, unravel = ravel_pytree(self.y0)
         flat1, _ = ravel_pytree(self.y1)
         out = (1 - theta) * flat0 + theta * (flat1 + (1 - theta) * (self.k[0] + theta * self.k[1]))
@@ -147,7 +148,10 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         flat_y0, unravel = ravel_pytree(y0)
+        # under vmap a finished lane keeps stepping with t0 == t1; its result is discarded, but
+        # reverse mode multiplies the (zero) cotangent by 1/h: keep h finite there
         h = t1 - t0
+        h = jnp.where(h == 0, 1e-3, h)
         dtype = flat_y0.dtype
 
         def f(t, y_flat):

@@ -13,7 +13,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ._solve import SolverOptions, solve
 from ._steady_state import State, steady_state
 from ._vector_field import coupled_rates, split, state_names
-from .model import OBSERVABLE_UNITS, MgT2DModel
+from .model import OBSERVABLE_UNITS, Inputs, MgT2DModel
 from .protocols import AbstractProtocol, fasting
 
 
@@ -138,3 +138,22 @@ def simulate(
         success=ok,
         num_steps=sol.stats["num_steps"],
     )
+
+
+def observables(
+    model: MgT2DModel,
+    state: State | Float[Array, " states"],
+    inputs: Inputs | None = None,
+) -> dict[str, Float[Array, ""]]:
+    """Every observable (`OBSERVABLE_UNITS`, clinical units) at one model state, e.g. the
+    fasting steady state: `mgjax.observables(model, mgjax.steady_state(model))["serum_mg"]`.
+
+    `state`: a `State` or a vector of the model's states; `inputs`: constant inputs (default
+    none). Pure, differentiable in `model` and `state`."""
+    y = state.y if isinstance(state, State) else jnp.asarray(state)
+    return model.observables(y, Inputs.zeros() if inputs is None else inputs, jnp)
+
+
+def observable_names() -> tuple[str, ...]:
+    """Names of the observables, as read from a `Trajectory` or `observables`."""
+    return tuple(OBSERVABLE_UNITS)

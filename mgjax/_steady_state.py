@@ -11,7 +11,6 @@ differentiating the iterations.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import equinox as eqx
@@ -126,20 +125,24 @@ def _value_and_jacobian(z, args):
     return _log_residual(z, args), jax.jacfwd(_log_residual)(z, args)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _log_steady_state(z0, args, max_iterations: int):
+@eqx.filter_custom_jvp
+def _log_steady_state(z0, args, *, max_iterations: int):
     """Root of the log-residual. Its derivative is given by the implicit function theorem
     (dz = −J⁻¹·∂g/∂args·d args), so no derivative flows through the iterations; the rule is
-    linear in the tangent, hence reverse mode (by transposition), jacfwd and hessian all work."""
+    linear in the tangent, hence reverse mode (by transposition), jacfwd and hessian all work.
+    `args` may hold non-array leaves (a user mechanism's activation function): Equinox's
+    filtered custom JVP differentiates the floating-point arrays only."""
     return _continuation(z0, args, max_iterations)
 
 
-@_log_steady_state.defjvp
-def _log_steady_state_jvp(max_iterations, primals, tangents):
+@_log_steady_state.def_jvp
+def _log_steady_state_jvp(primals, tangents, *, max_iterations: int):
     z0, args = primals
     _, args_dot = tangents
-    z = _log_steady_state(z0, args, max_iterations)
-    residual_dot = jax.jvp(lambda a: _log_residual(z, a), (args,), (args_dot,))[1]
+    z = _log_steady_state(z0, args, max_iterations=max_iterations)
+    residual_dot = eqx.filter_jvp(lambda a: _log_residual(z, a), (args,), (args_dot,))[1]
+    if residual_dot is None:  # nothing in args is differentiated
+        return z, jnp.zeros_like(z)
     jac = jax.jacfwd(_log_residual)(z, args)
     return z, -jnp.linalg.solve(jac, residual_dot)
 
@@ -174,7 +177,7 @@ def steady_state(
         guess = initial_guess(model)
     args = (model, inputs)
     z0 = jax.lax.stop_gradient(jnp.log(guess))
-    z = _log_steady_state(z0, args, max_iterations)
+    z = _log_steady_state(z0, args, max_iterations=max_iterations)
     residual = jnp.max(jnp.abs(_log_residual(jax.lax.stop_gradient(z), args)))
     success = jnp.all(jnp.isfinite(z)) & (residual < 1e-9)
     y_dynamic = jnp.where(success, jnp.exp(z), jnp.nan)

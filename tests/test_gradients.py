@@ -9,7 +9,10 @@ from helpers import WEEK
 import mgjax
 
 TIGHT = mgjax.SolverOptions(rtol=1e-10, atol=1e-12, max_steps=50_000)
-# reverse mode at rtol 1e-8 (see tests/test_protocols.py, GRADIENT), differences at 1e-10
+# Reverse mode recomputes forward steps from checkpoints; at tolerances near round-off
+# (rtol 1e-10) a recomputed step can be accepted where the original was rejected, and the
+# gradient then belongs to a slightly different trajectory (docs/model.md, "Gradients").
+# Gradients are therefore taken at rtol 1e-8 and checked against differences at rtol 1e-10.
 GRADIENT = mgjax.SolverOptions(rtol=1e-8, atol=1e-11, max_steps=50_000)
 CLAMP = mgjax.ConstantInputs(insulin_infusion=300.0, glucose_infusion=1.0)
 TRIAL = mgjax.ConstantInputs(oral_mg=26.0)

@@ -1,8 +1,6 @@
 """Protocols: clamps, IVGTT, supplementation trial and forced secretion against published
 ranges; the controller; gradients w.r.t. protocol inputs; batches of different protocols."""
 
-import diffrax as dfx
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,11 +11,6 @@ from mgjax._published import published
 from mgjax._reference import scipy_solve
 
 TIGHT = mgjax.SolverOptions(rtol=1e-10, atol=1e-12, max_steps=100_000)
-# Reverse mode recomputes forward steps from checkpoints; at tolerances near round-off
-# (rtol 1e-10) a recomputed step can be accepted where the original was rejected, and the
-# gradient then belongs to a slightly different trajectory (docs/model.md, "Gradients").
-# Gradients are therefore taken at rtol 1e-8 and checked against differences at rtol 1e-10.
-GRADIENT = mgjax.SolverOptions(rtol=1e-8, atol=1e-11, max_steps=100_000)
 
 
 def _clamp(model, protocol, options=mgjax.SolverOptions()):
@@ -223,40 +216,8 @@ def test_forced_glucose_path_matches_the_full_model(presets):
 # --- differentiability and batching -------------------------------------------------------
 
 
-def _central_difference(f, x, h):
-    return (f(x + h) - f(x - h)) / (2 * h)
-
-
-def test_gradients_wrt_protocol_inputs_match_finite_differences(presets):
-    model = presets["t2dm"]
-
-    def m_value(rate, options):
-        clamp = mgjax.HyperinsulinemicClamp(insulin_rate=rate)
-        traj = mgjax.simulate(model, clamp, clamp.sampling_times(), options=options)
-        return clamp.summary(traj)["m_value"]
-
-    def end_serum_mg(dose, options):
-        trial = mgjax.OralMagnesiumTrial.daily(1.0, 2, visit_weeks=(0, 2))
-        trial = eqx.tree_at(lambda p: p.dose, trial, dose)
-        traj = mgjax.simulate(model, trial, trial.sampling_times(), options=options)
-        return trial.summary(traj)["serum_mg"][-1]
-
-    def air_g(glucose_dose, options):
-        ivgtt = mgjax.IVGTT(glucose_dose=glucose_dose)
-        traj = mgjax.simulate(model, ivgtt, ivgtt.sampling_times(), options=options)
-        return ivgtt.summary(traj)["air_g"]
-
-    # one scalar input each: forward mode (ForwardMode adjoint) is the natural mode and
-    # compiles in a third of reverse mode's time; reverse mode is tested in test_gradients.py
-    forward = eqx.tree_at(lambda o: o.adjoint, GRADIENT, dfx.ForwardMode())
-    for f, x in [(m_value, 40.0), (end_serum_mg, 20.0), (air_g, 0.3)]:
-        x = jnp.asarray(x)
-        grad = float(eqx.filter_jit(jax.jacfwd(f))(x, forward))
-        # a relative step of 1e-2 keeps solver noise (global error ~1e-9) out of the difference
-        tight = eqx.filter_jit(lambda v, f=f: f(v, TIGHT))
-        fd = float(_central_difference(tight, x, 1e-2 * x))
-        assert abs(grad - fd) < 1e-4 * abs(fd), (f.__name__, grad, fd)
-        assert abs(fd) > 0
+# gradients w.r.t. protocol inputs (rate, dose, glucose dose, increment) in forward and
+# reverse mode, Hessians and finite differences: tests/test_embedding.py
 
 
 def test_batch_of_different_protocols_and_sampling_times_matches_one_by_one(presets):
