@@ -50,7 +50,7 @@ def outputs(model, options=FORWARD):
 def natural_scale(name: str) -> str:
     """ "logit" for fractions, "log" for positive parameters, "linear" for signed ones."""
     info = mgjax.parameter_infos()[name]
-    if info.lower >= 0.0 and info.upper <= 1.0:
+    if info.unit in ("-", "1") and info.lower >= 0.0 and info.upper <= 1.0:
         return "logit"
     return "log" if info.lower > 0 else "linear"
 
