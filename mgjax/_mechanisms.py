@@ -32,7 +32,7 @@ def _methods(cls: type) -> list[str]:
     skip = set(dir(eqx.Module)) | {"parameter_infos"}
     out = []
     for name, value in inspect.getmembers(cls):
-        if name.startswith("_") or name in skip or name.endswith("_replacement"):
+        if name.startswith("_") or name in skip:
             continue
         if inspect.isfunction(value):
             out.append(name)
