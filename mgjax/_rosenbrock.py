@@ -163,7 +163,8 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
         else:
             f_t = jnp.zeros_like(flat_y0)
         n = flat_y0.shape[0]
-        lu = jsl.lu_factor(jnp.eye(n, dtype=dtype) / (h * _GAMMA) - jac)
+        w = jnp.eye(n, dtype=dtype) / (h * _GAMMA) - jac
+        lu = jsl.lu_factor(jax.lax.stop_gradient(w))
         a = jnp.asarray(_A_FULL, dtype=dtype)
         c = jnp.asarray(_C_FULL, dtype=dtype) / h
         d = jnp.asarray(_D, dtype=dtype) * h
@@ -171,7 +172,7 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
 
         def stage(i, u, f_i):
             rhs = f_i + c[i] @ u + d[i] * f_t
-            return u.at[i].set(jsl.lu_solve(lu, rhs))
+            return u.at[i].set(_solve(w, lu, rhs))
 
         u = jnp.zeros((6, n), dtype=dtype)
         u = stage(0, u, f0)
@@ -190,6 +191,27 @@ class Rodas4(dfx.AbstractAdaptiveSolver):
         y1 = unravel(flat_y1)
         dense_info = dict(y0=y0, y1=y1, k=k)
         return y1, unravel(error), dense_info, None, dfx.RESULTS.successful
+
+
+@jax.custom_jvp
+def _solve(w, lu, b):
+    """W⁻¹·b with W's LU factors `lu` (computed from W without tangents).
+
+    Differentiating through `lu_factor` itself is slow: JAX's LU derivative rule costs
+    ~150× a primal step under `jax.jacfwd` (measured on a 9-state model with 22 parameters:
+    15.8 ms vs 0.1 ms). Here the derivative is that of the solution, d(W⁻¹b) = W⁻¹(db − dW·x),
+    reusing the same factors — linear in the tangents, so reverse mode transposes it, and
+    written with `_solve` itself, so second derivatives are exact."""
+    return jsl.lu_solve(lu, b)
+
+
+@_solve.defjvp
+def _solve_jvp(primals, tangents):
+    w, lu, b = primals
+    dw, _, db = tangents
+    # through `_solve` again, so higher derivatives (Hessians) see W's dependence too
+    x = _solve(w, lu, b)
+    return x, _solve(w, lu, db - dw @ x)
 
 
 def _value_and_jacobian(f, t, y):

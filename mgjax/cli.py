@@ -236,6 +236,71 @@ def fit_command(
         _print_fit(summary, out)
 
 
+@app.command("petab")
+def petab_command(
+    problem: Path = typer.Argument(..., help="PEtab v1 problem YAML."),
+    out: Path = typer.Option(..., help="Run directory."),
+    nominal: bool = typer.Option(
+        False, help="Only evaluate at the nominal parameters (simulations.tsv, nllh, chi2)."
+    ),
+    starts: int = typer.Option(20, help="Multistart: number of random starts within the bounds."),
+    seed: int = typer.Option(0, help="Seed of the random starts."),
+    starts_file: Path = typer.Option(
+        None, help="Starts on the PEtab scale (.npy, or .tsv/.csv with a column per parameter)."
+    ),
+    max_steps: int = typer.Option(1000, help="Optimiser iterations per start."),
+    rtol: float = typer.Option(1e-6, help="ODE solver relative tolerance."),
+    atol: float = typer.Option(1e-10, help="ODE solver absolute tolerance."),
+    force: bool = typer.Option(False, help="Replace an existing run directory."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Evaluate (`--nominal`) or fit (multistart) a PEtab v1 problem; writes simulations.tsv,
+    summary.json and, for a fit, multistart.csv, best_parameters.tsv and report.html.
+    Needs the `petab` extra (`pip install "mgjax[petab]"`).
+
+    Example: `mgjax petab Brannmark_JBC2010/Brannmark_JBC2010.yaml --starts 20 --out runs/bra`
+    """
+    with _errors():
+        try:
+            from .petab import PetabError, UnsupportedSBMLError
+            from .petab._job import petab_job
+        except ImportError as e:
+            _fail(f'{e.name} is missing: install the PEtab extra, pip install "mgjax[petab]"')
+        _cache()
+        try:
+            summary = petab_job(
+                problem,
+                out,
+                nominal=nominal,
+                n_starts=starts,
+                seed=seed,
+                starts_file=starts_file,
+                max_steps=max_steps,
+                rtol=rtol,
+                atol=atol,
+                force=force,
+                progress=progress,
+            )
+        except (PetabError, UnsupportedSBMLError) as e:
+            _fail(str(e))
+        keys = (
+            "nllh",
+            "chi2",
+            "best_nllh",
+            "starts",
+            "converged",
+            "starts_at_best",
+            "seconds_total",
+        )
+        table = Table(title=f"{problem.name} → {out}")
+        table.add_column("")
+        table.add_column("value")
+        for key in keys:
+            if key in summary:
+                table.add_row(key, str(summary[key]))
+        console.print(table)
+
+
 @app.command()
 def synth(
     config: str = CONFIG_ARG,

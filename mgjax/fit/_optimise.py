@@ -202,6 +202,11 @@ def optimise(
     u0 = problem.initial() if u0 is None else jnp.asarray(u0, dtype=jnp.float64)
     nll = problem.negative_log_likelihood
     if method == "levenberg_marquardt":
+        if not getattr(problem, "least_squares", True):
+            raise ValueError(
+                "Levenberg–Marquardt needs normal noise and normal priors (a sum of squares); "
+                "use 'lbfgs' or 'bfgs' for Laplace noise or priors"
+            )
         if problem.error_parameters:
             raise ValueError(
                 "Levenberg–Marquardt needs fixed error models; estimate sigma with 'bfgs' or "

@@ -27,7 +27,9 @@ def fisher_information(problem: FitProblem, u: Any) -> Any:
     """J^T J of the weighted residuals (data and priors) at `u`, in optimisation coordinates:
     the Fisher information of the Gaussian likelihood (Gauss–Newton approximation)."""
     problem = eqx.tree_at(lambda p: p.options.adjoint, problem, dfx.ForwardMode())
-    jac = jax.jacfwd(problem.residuals)(u)
+    # a problem whose residuals carry noise terms (PEtab) gives its Fisher residuals
+    residuals = getattr(problem, "fisher_residuals", problem.residuals)
+    jac = jax.jacfwd(residuals)(u)
     return jac.T @ jac
 
 
@@ -116,6 +118,8 @@ def laplace(
 
 def fix_parameter(problem: FitProblem, name: str, value: Any) -> FitProblem:
     """The same problem with free model parameter `name` fixed at `value` (physical units)."""
+    if hasattr(problem, "fix"):  # problems that know how to fix a parameter (PEtab)
+        return problem.fix(name, value)
     k = problem.free.index(name)
     keep = [i for i in range(len(problem.names)) if i != k]
     idx = jnp.asarray(keep)

@@ -1,0 +1,184 @@
+"""PEtab benchmark: the same multistart fit (same starts, same bounds, same ODE tolerances) with
+mgjax and with pyPESTO + AMICI (+ fides), in one run.
+
+    python experiments/bench_petab.py [PROBLEM.yaml] [--starts 20] [--seed 1] [--target 141.835]
+
+The starts are drawn uniformly within the bounds on each parameter's PEtab scale (log10 for
+Brannmark), written to a .npy file and given to both tools verbatim. The peer runs in its own
+environment (`bash experiments/setup_petab_peers.sh` makes `.peer-venv`; AMICI is never an
+mgjax dependency); without it only mgjax's column is printed.
+
+Printed per tool: time to the best optimum (starts run one after another, on one process: the
+seconds until the first start that ends at NLLH ≤ target finishes; "not reached" otherwise),
+starts per minute, the fraction of starts that converge, the fraction at the target, the best
+NLLH, and the ratio of times. Writes experiments/output/bench_petab.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "tests" / "data" / "petab" / "Brannmark_JBC2010" / "Brannmark_JBC2010.yaml"
+
+
+def summarise(name: str, nllh, converged, seconds, target: float, extra=None) -> dict:
+    nllh = np.asarray(nllh, dtype=float)
+    seconds = np.asarray(seconds, dtype=float)
+    hit = np.flatnonzero(np.isfinite(nllh) & (nllh <= target))
+    return dict(
+        tool=name,
+        starts=int(nllh.size),
+        best_nllh=float(np.nanmin(np.where(np.isfinite(nllh), nllh, np.nan))),
+        at_target=int(hit.size),
+        fraction_at_target=float(hit.size / nllh.size),
+        fraction_converged=float(np.mean(converged)),
+        seconds_to_best=float(seconds[: hit[0] + 1].sum()) if hit.size else None,
+        seconds_all_starts=float(seconds.sum()),
+        starts_per_minute=float(60.0 * nllh.size / seconds.sum()),
+        **(extra or {}),
+    )
+
+
+def run_mgjax(
+    problem: Path, starts_file: Path, out: Path, rtol: float, atol: float, max_steps: int
+):
+    from mgjax.petab._job import petab_job
+
+    summary = petab_job(
+        problem,
+        out,
+        starts_file=starts_file,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        force=True,
+        progress=False,
+    )
+    table = pd.read_csv(out / "multistart.csv")
+    return table, summary
+
+
+def run_peer(problem: Path, starts_file: Path, out: Path, rtol: float, atol: float, backend: str):
+    venv = ROOT / ".peer-venv"
+    if not (venv / "bin" / "python").exists():
+        return None
+    env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ.get('PATH', '')}")
+    command = [
+        str(venv / "bin" / "python"),
+        str(ROOT / "experiments" / "petab_peer.py"),
+        str(problem),
+        "--starts",
+        str(starts_file),
+        "--out",
+        str(out),
+        "--backend",
+        backend,
+        "--rtol",
+        str(rtol),
+        "--atol",
+        str(atol),
+    ]
+    subprocess.run(command, env=env, check=False)
+    return json.loads(out.read_text()) if out.exists() else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("problem", nargs="?", default=str(DEFAULT))
+    parser.add_argument("--starts", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--target", type=float, default=141.835)
+    parser.add_argument("--rtol", type=float, default=1e-6)
+    parser.add_argument("--atol", type=float, default=1e-10)
+    parser.add_argument("--max-steps", type=int, default=1000)
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--jax-peer", action="store_true", help="also AMICI's JAX backend")
+    args = parser.parse_args()
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from mgjax.petab import import_problem
+    from mgjax.petab._job import sample_starts
+
+    problem = Path(args.problem)
+    work = Path(tempfile.mkdtemp(prefix="bench_petab_"))
+    starts = sample_starts(import_problem(problem, lint=False), args.starts, args.seed)
+    starts_file = work / "starts.npy"
+    np.save(starts_file, starts)
+
+    rows = []
+    table, summary = run_mgjax(
+        problem, starts_file, work / "mgjax", args.rtol, args.atol, args.max_steps
+    )
+    rows.append(
+        summarise(
+            "mgjax (Rodas4 + Levenberg–Marquardt)",
+            table["nllh"],
+            table["converged"],
+            table["seconds"],
+            args.target,
+            dict(compile_seconds=summary["seconds_compile"]),
+        )
+    )
+    backends = [] if args.no_peer else ["amici"] + (["amici-jax"] if args.jax_peer else [])
+    for backend in backends:
+        result = run_peer(
+            problem, starts_file, work / f"{backend}.json", args.rtol, args.atol, backend
+        )
+        if result is None:
+            print(
+                f"peer {backend}: not run (make .peer-venv with experiments/setup_petab_peers.sh)"
+            )
+            continue
+        if "error" in result:
+            print(f"peer {backend}: {result['error']}")
+            rows.append(dict(tool=result.get("tool", backend), error=result["error"]))
+            continue
+        s = result["starts"]
+        rows.append(
+            summarise(
+                f"pyPESTO + AMICI ({backend}) + fides",
+                [np.inf if r["nllh"] is None else r["nllh"] for r in s],
+                [bool(r["converged"]) for r in s],
+                [r["seconds"] for r in s],
+                args.target,
+                dict(import_seconds=result.get("import_seconds")),
+            )
+        )
+    frame = pd.DataFrame(rows)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(frame.to_string(index=False))
+    if len(rows) > 1 and rows[0].get("seconds_to_best") and rows[1].get("seconds_to_best"):
+        print(
+            "time to best: peer / mgjax = "
+            f"{rows[1]['seconds_to_best'] / rows[0]['seconds_to_best']:.2f}"
+        )
+    if len(rows) > 1 and "seconds_all_starts" in rows[1]:
+        print(
+            "all starts: peer / mgjax = "
+            f"{rows[1]['seconds_all_starts'] / rows[0]['seconds_all_starts']:.2f}"
+        )
+    output = ROOT / "experiments" / "output"
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "bench_petab.json").write_text(
+        json.dumps(
+            dict(problem=str(problem.name), seed=args.seed, target=args.target, rows=rows), indent=2
+        )
+    )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

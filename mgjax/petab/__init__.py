@@ -1,0 +1,11 @@
+"""PEtab v1 import: fit any problem of the PEtab benchmark collection with the mgjax engine.
+
+Needs the `petab` extra (`pip install "mgjax[petab]"`: petab, python-libsbml, sbmlmath, sympy).
+"""
+
+from ._import import PetabError as PetabError
+from ._import import import_problem as import_problem
+from ._problem import PetabModel as PetabModel
+from ._problem import PetabProblem as PetabProblem
+from ._sbml import UnsupportedSBMLError as UnsupportedSBMLError
+from ._sbml import read_sbml as read_sbml

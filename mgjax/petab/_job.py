@@ -1,0 +1,356 @@
+"""`mgjax petab`: evaluate a PEtab problem at its nominal parameters, or fit it with multistart,
+into a run directory (the contract other tools read):
+
+- `simulations.tsv`: PEtab's simulation table — the measurement table's rows and columns in
+  its order, `simulation` in place of `measurement`;
+- `summary.json`: `nllh` (negative log-likelihood, constants included) and `chi2`; after a
+  fit also `best_nllh`, the number of starts, converged starts and starts at the best optimum;
+- after a fit: `multistart.csv` (start, nllh, converged, iterations, seconds),
+  `best_parameters.tsv` (parameterId, estimate; linear scale), `parameters.csv` (estimate,
+  Laplace SE and 95 % interval), `starts.tsv` (the starting points on the PEtab scale), a
+  waterfall and data-vs-simulation figures, `report.html`;
+- always `environment.json`, `run.log` and `config.yaml` (the settings of the run).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: A start "reached the best optimum" when its NLLH is within this of the best (PEtab
+#: benchmark convention for counting successful starts).
+AT_BEST_TOLERANCE = 0.01
+
+
+def sample_starts(problem, n: int, seed: int) -> np.ndarray:
+    """n starts drawn uniformly within the bounds on each parameter's PEtab scale (log10
+    parameters log10-uniform), as pyPESTO samples them. Returned on the PEtab scale."""
+    rng = np.random.default_rng(seed)
+    lower = np.asarray(problem.to_scale(problem.lower))
+    upper = np.asarray(problem.to_scale(problem.upper))
+    return lower + (upper - lower) * rng.random((n, len(lower)))
+
+
+def read_starts(path: Path, problem) -> np.ndarray:
+    """Starts from a file (.npy, or .tsv/.csv with one column per estimated parameter, named
+    by parameterId), on the PEtab scale."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        starts = np.load(path)
+    else:
+        frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+        missing = [p for p in problem.free if p not in frame.columns]
+        if missing:
+            raise ValueError(f"{path}: no column(s) {missing}; one column per estimated parameter")
+        starts = frame[list(problem.free)].to_numpy(dtype=float)
+    starts = np.atleast_2d(np.asarray(starts, dtype=float))
+    if starts.shape[1] != len(problem.free):
+        raise ValueError(
+            f"{path}: {starts.shape[1]} columns; the problem estimates {len(problem.free)}"
+        )
+    if not np.all(np.isfinite(starts)):
+        raise ValueError(f"{path}: non-finite start values")
+    return starts
+
+
+def simulation_table(problem, petab_problem, values) -> tuple[pd.DataFrame, dict[str, float]]:
+    """PEtab's simulation table at estimated values `values` (linear) and the likelihood."""
+    import equinox as eqx
+
+    @eqx.filter_jit
+    def evaluate(p, v):
+        h, sigma, ok = p.simulate(v)
+        return h, ok, p.data_negative_log_likelihood(h, sigma, ok), p.chi2(h, sigma, ok)
+
+    h, ok, nllh, chi2 = evaluate(problem, np.asarray(values, dtype=float))
+    table = petab_problem.measurement_df.reset_index(drop=True).copy()
+    table.insert(list(table.columns).index("measurement"), "simulation", np.asarray(h))
+    table = table.drop(columns=["measurement"])
+    return table, dict(nllh=float(nllh), chi2=float(chi2), simulation_success=bool(ok))
+
+
+def _fits_figure(table: pd.DataFrame, measurements: pd.DataFrame, path: Path) -> bool:
+    from .._report import _plt
+
+    plt = _plt()
+    groups = list(table.groupby(["observableId", "simulationConditionId"], sort=False))
+    if not groups:
+        return False
+    cols = min(4, len(groups))
+    rows = int(np.ceil(len(groups) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.5 * rows), squeeze=False)
+    for ax, ((obs, cond), g) in zip(axes.flat, groups):
+        m = measurements.loc[g.index]
+        ax.plot(m["time"], m["measurement"], "o", ms=3, color="#444", label="data")
+        order = np.argsort(g["time"].to_numpy(), kind="stable")
+        ax.plot(
+            g["time"].to_numpy()[order],
+            g["simulation"].to_numpy()[order],
+            "-",
+            color="#c0392b",
+            label="mgjax",
+        )
+        ax.set_title(f"{obs} | {cond}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _waterfall(starts: pd.DataFrame, path: Path) -> bool:
+    from .._report import _plt
+
+    finite = starts["nllh"].to_numpy(dtype=float)
+    finite = np.sort(finite[np.isfinite(finite)])
+    if finite.size == 0:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(np.arange(1, finite.size + 1), finite - finite[0] + 1e-3, "o-", ms=4, lw=0.8)
+    ax.axhline(AT_BEST_TOLERANCE, color="#999", ls=":", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("start (sorted by final NLLH)")
+    ax.set_ylabel("NLLH − best (+1e-3)")
+    ax.set_title(
+        f"Multistart waterfall: best {finite[0]:.4f}; "
+        f"{int(np.sum(finite - finite[0] <= AT_BEST_TOLERANCE))} of {len(starts)} starts at it",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _report(out: Path, summary: dict, figures: list[tuple[str, str]], tables: dict) -> Path:
+    from .._report import STYLE, _img, _table
+
+    env = json.loads((out / "environment.json").read_text())
+    facts = pd.DataFrame(
+        [(k, v) for k, v in summary.items() if not isinstance(v, dict | list)],
+        columns=["", "value"],
+    )
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>mgjax petab {html.escape(out.name)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>mgjax petab: {html.escape(str(summary.get('problem', '')))}</h1>",
+        "<h2>Summary</h2>",
+        _table(facts),
+    ]
+    for name, caption in figures:
+        parts += [f"<h2>{html.escape(caption)}</h2>", _img(out / name, caption)]
+    for caption, frame in tables.items():
+        parts += [f"<h2>{html.escape(caption)}</h2>", _table(frame, rows=100)]
+    parts += ["<h2>Environment</h2>", f"<pre>{html.escape(json.dumps(env, indent=1))}</pre>"]
+    parts += ["</body></html>"]
+    path = out / "report.html"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def petab_job(
+    problem_yaml: Path,
+    out: Path,
+    *,
+    nominal: bool = False,
+    n_starts: int = 20,
+    seed: int = 0,
+    starts_file: Path | None = None,
+    max_steps: int = 1000,
+    rtol: float = 1e-6,
+    atol: float = 1e-10,
+    force: bool = False,
+    progress: bool = True,
+    log=None,
+) -> dict[str, Any]:
+    """Run `mgjax petab` (see the module docstring); returns the summary."""
+    import diffrax as dfx
+    import equinox as eqx
+    import jax
+    import petab.v1 as petab_lib
+    import yaml
+
+    from .._jobs import environment, prepare_run_dir, start_log
+    from .._solve import SolverOptions
+    from ..fit import laplace
+    from ..fit._optimise import optimise
+    from ._import import import_problem
+
+    problem_yaml = Path(problem_yaml)
+    out = prepare_run_dir(Path(out), force=force)
+    log = log or start_log(out, "mgjax.petab")
+    settings = dict(
+        problem=str(problem_yaml),
+        mode="nominal" if nominal else "fit",
+        starts=None if nominal else n_starts,
+        seed=seed,
+        starts_file=str(starts_file) if starts_file else None,
+        optimiser="levenberg_marquardt (Optimistix), forward-mode Jacobian",
+        max_steps=max_steps,
+        solver=dict(name="Rodas4", rtol=rtol, atol=atol, max_steps=10_000),
+        optimiser_tolerance=dict(rtol=1e-8, atol=1e-8),
+    )
+    (out / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+    (out / "environment.json").write_text(json.dumps(environment(), indent=2))
+    t_start = time.perf_counter()
+    petab_problem = petab_lib.Problem.from_yaml(str(problem_yaml))
+    options = SolverOptions(
+        rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0, max_steps=10_000, adjoint=dfx.ForwardMode()
+    )
+    problem = import_problem(problem_yaml, options=options)
+    log.info(
+        "imported %s: %d states, %d estimated parameters, %d measurements (%.1f s)",
+        problem_yaml.name,
+        len(problem.model.state_ids),
+        len(problem.free),
+        problem.measurements.shape[0],
+        time.perf_counter() - t_start,
+    )
+    measurements = petab_problem.measurement_df.reset_index(drop=True)
+    summary: dict[str, Any] = dict(problem=problem.name, estimated_parameters=len(problem.free))
+    if nominal:
+        t0 = time.perf_counter()
+        table, stats = simulation_table(problem, petab_problem, problem.nominal_values())
+        table.to_csv(out / "simulations.tsv", sep="\t", index=False)
+        summary.update(stats, seconds_total=round(time.perf_counter() - t0, 3))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("nominal parameters: nllh %.6f, chi2 %.6f", stats["nllh"], stats["chi2"])
+        return summary
+
+    starts = (
+        read_starts(starts_file, problem) if starts_file else sample_starts(problem, n_starts, seed)
+    )
+    pd.DataFrame(starts, columns=list(problem.free)).to_csv(
+        out / "starts.tsv", sep="\t", index=False
+    )
+    run = eqx.filter_jit(
+        lambda p, u0: optimise(
+            p,
+            u0,
+            method="levenberg_marquardt" if p.least_squares else "lbfgs",
+            max_steps=max_steps,
+            rtol=1e-8,
+            atol=1e-8,
+        )
+    )
+    rows, best = [], None
+    compile_seconds = None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("[bold]multistart"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} starts · best NLLH {task.fields[best]}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("fit", total=len(starts), best="–")
+        for i, scaled in enumerate(starts):
+            u0 = problem.from_values(np.asarray(problem.from_scale(scaled)))
+            t0 = time.perf_counter()
+            result = jax.block_until_ready(run(problem, u0))
+            seconds = time.perf_counter() - t0
+            if compile_seconds is None:
+                # the first start also compiles: time it again to split compile from run
+                t1 = time.perf_counter()
+                jax.block_until_ready(run(problem, u0))
+                run_seconds = time.perf_counter() - t1
+                compile_seconds = max(seconds - run_seconds, 0.0)
+                seconds = run_seconds
+            nllh = float(result.loss) if bool(result.solve_success) else float("inf")
+            rows.append(
+                dict(
+                    start=i,
+                    nllh=nllh,
+                    converged=bool(result.converged),
+                    iterations=int(result.iterations),
+                    seconds=round(seconds, 3),
+                )
+            )
+            if best is None or nllh < best[0]:
+                best = (nllh, np.asarray(result.u))
+            bar.update(task, advance=1, best=f"{best[0]:.4f}")
+            log.info(
+                "start %d: nllh %.4f, %d iterations, %.1f s",
+                i,
+                nllh,
+                rows[-1]["iterations"],
+                seconds,
+            )
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "multistart.csv", index=False)
+    best_nllh, u_best = best
+    values = np.asarray(problem.to_values(u_best))
+    pd.DataFrame(dict(parameterId=list(problem.free), estimate=values)).to_csv(
+        out / "best_parameters.tsv", sep="\t", index=False
+    )
+    sims, stats = simulation_table(problem, petab_problem, values)
+    sims.to_csv(out / "simulations.tsv", sep="\t", index=False)
+    try:
+        stats_u = laplace(problem, u_best)
+        parameters = pd.DataFrame(
+            dict(
+                parameterId=list(problem.free),
+                estimate=values,
+                se=stats_u["se"],
+                ci_low=stats_u["ci_low"],
+                ci_high=stats_u["ci_high"],
+                identifiable=stats_u["identifiable"],
+            )
+        )
+    except Exception as error:  # noqa: BLE001 - uncertainty must not lose a finished fit
+        log.warning("Laplace standard errors not computed (%s)", error)
+        parameters = pd.DataFrame(dict(parameterId=list(problem.free), estimate=values))
+    parameters.to_csv(out / "parameters.csv", index=False)
+    finite = table["nllh"].to_numpy(dtype=float)
+    at_best = int(np.sum(np.isfinite(finite) & (finite - best_nllh <= AT_BEST_TOLERANCE)))
+    best_row = table.loc[table["nllh"].idxmin()] if np.isfinite(best_nllh) else None
+    summary.update(
+        best_nllh=best_nllh,
+        nllh=stats["nllh"],
+        chi2=stats["chi2"],
+        starts=len(table),
+        converged=int(table["converged"].sum()),
+        starts_at_best=at_best,
+        at_best_tolerance=AT_BEST_TOLERANCE,
+        best_start=int(best_row["start"]) if best_row is not None else None,
+        seconds_compile=round(compile_seconds or 0.0, 2),
+        seconds_starts=round(float(table["seconds"].sum()), 2),
+        seconds_to_best=round(
+            float(table["seconds"].iloc[: int(best_row["start"]) + 1].sum())
+            if best_row is not None
+            else float("nan"),
+            2,
+        ),
+        starts_per_minute=round(60.0 * len(table) / max(float(table["seconds"].sum()), 1e-9), 2),
+        seconds_total=round(time.perf_counter() - t_start, 2),
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    figures = []
+    if _waterfall(table, out / "waterfall.png"):
+        figures.append(("waterfall.png", "Multistart waterfall"))
+    data = measurements
+    if _fits_figure(sims.assign(measurement=data["measurement"]), data, out / "fits.png"):
+        figures.append(("fits.png", "Data and simulation at the best parameters"))
+    _report(
+        out, summary, figures, {"Multistart": table.sort_values("nllh"), "Estimates": parameters}
+    )
+    log.info(
+        "best NLLH %.6f (%d of %d starts within %.2f); report %s",
+        best_nllh,
+        at_best,
+        len(table),
+        AT_BEST_TOLERANCE,
+        out / "report.html",
+    )
+    return summary

@@ -1,0 +1,227 @@
+"""PEtab import: the reference library's likelihood, the benchmark collection's numbers,
+refusal of unsupported SBML by name, derivatives, and the `mgjax petab` contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("petab")
+import petab.v1 as petab  # noqa: E402
+import petab_toy as toy  # noqa: E402
+
+from mgjax._solve import SolverOptions  # noqa: E402
+from mgjax.petab import PetabError, UnsupportedSBMLError, import_problem  # noqa: E402
+from mgjax.petab._job import simulation_table  # noqa: E402
+
+BRANNMARK = (
+    Path(__file__).parent / "data" / "petab" / "Brannmark_JBC2010" / "Brannmark_JBC2010.yaml"
+)
+
+
+@pytest.fixture(scope="module")
+def toy_yaml(tmp_path_factory):
+    return toy.write_problem(tmp_path_factory.mktemp("toy"))
+
+
+def test_toy_matches_the_analytic_solution_and_calculate_llh(toy_yaml):
+    problem = import_problem(toy_yaml)
+    reference = petab.Problem.from_yaml(str(toy_yaml))
+    table, stats = simulation_table(problem, reference, problem.nominal_values())
+    exact = toy.analytic_simulations(reference.measurement_df, toy.TRUE)
+    # step input, pre-equilibration, condition overrides of a parameter and a species, an
+    # initial assignment, a compartment of size 2: all in the exact solution
+    np.testing.assert_allclose(table["simulation"], exact, rtol=1e-6)
+    simulations = reference.measurement_df.rename(columns={"measurement": "simulation"})
+    simulations["simulation"] = table["simulation"].to_numpy()
+    llh = petab.calculate_llh(
+        reference.measurement_df, simulations, reference.observable_df, reference.parameter_df
+    )
+    assert stats["nllh"] == pytest.approx(-llh, rel=1e-12)
+    simulations["simulation"] = exact
+    llh_exact = petab.calculate_llh(
+        reference.measurement_df, simulations, reference.observable_df, reference.parameter_df
+    )
+    assert stats["nllh"] == pytest.approx(-llh_exact, rel=1e-6)
+    chi2 = petab.calculate_chi2(
+        reference.measurement_df, simulations, reference.observable_df, reference.parameter_df
+    )
+    assert stats["chi2"] == pytest.approx(chi2, rel=1e-5)
+
+
+@pytest.mark.parametrize("adjoint", ["forward", "reverse"])
+def test_toy_gradient_matches_finite_differences(toy_yaml, adjoint):
+    options = SolverOptions(
+        rtol=1e-10,
+        atol=1e-12,
+        pcoeff=0.0,
+        icoeff=1.0,
+        max_steps=4096,
+        adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(),
+    )
+    # pre-equilibration stops at |dx/dt| < atol + rtol·|x|: the derivative is that of the
+    # state where it stopped, so the test asks for a steady state converged to 1e-12
+    problem = import_problem(
+        toy_yaml, options=options, lint=False, steady_state_rtol=1e-12, steady_state_atol=1e-14
+    )
+    u = problem.initial() + 0.1
+    f = eqx.filter_jit(lambda p, u: p.negative_log_likelihood(u))
+    grad_fn = jax.jacfwd if adjoint == "forward" else jax.grad
+    grad = np.asarray(
+        eqx.filter_jit(lambda p, u: grad_fn(p.negative_log_likelihood)(u))(problem, u)
+    )
+    h = 1e-5
+    fd = np.asarray(
+        [
+            (f(problem, u.at[i].add(h)) - f(problem, u.at[i].add(-h))) / (2 * h)
+            for i in range(u.shape[0])
+        ]
+    )
+    assert np.all(np.abs(fd) > 1e-3), fd
+    np.testing.assert_allclose(grad, fd, rtol=1e-5)
+
+
+def _extra_event(m, libsbml):
+    e = m.createEvent()
+    e.setId("bolus")
+    e.setUseValuesFromTriggerTime(True)
+    trigger = e.createTrigger()
+    trigger.setMath(libsbml.parseL3Formula("time > 1"))
+    trigger.setPersistent(True)
+    trigger.setInitialValue(False)
+    a = e.createEventAssignment()
+    a.setVariable("A")
+    a.setMath(libsbml.parseL3Formula("A + 1"))
+
+
+def _extra_algebraic(m, libsbml):
+    p = m.createParameter()
+    p.setId("z")
+    p.setConstant(False)
+    p.setValue(1.0)
+    r = m.createAlgebraicRule()
+    r.setMetaId("alg1")
+    r.setMath(libsbml.parseL3Formula("z - A"))
+
+
+def _extra_compartment_rate(m, libsbml):
+    m.getCompartment("cell").setConstant(False)
+    r = m.createRateRule()
+    r.setVariable("cell")
+    r.setMath(libsbml.parseL3Formula("0.1"))
+
+
+def _extra_delay(m, libsbml):
+    m.getReaction("bwd").getKineticLaw().setMath(
+        libsbml.parseL3Formula("cell * k2 * delay(B, 0.5)")
+    )
+
+
+def _extra_state_switch(m, libsbml):
+    m.getRule("u").setMath(libsbml.parseL3Formula("piecewise(1, A > 1, 0.5)"))
+
+
+@pytest.mark.parametrize(
+    "extra, element, sid",
+    [
+        (_extra_event, "event", "bolus"),
+        (_extra_algebraic, "algebraicRule", "alg1"),
+        (_extra_compartment_rate, "compartment", "cell"),
+        (_extra_delay, "kineticLaw", "bwd"),
+        (_extra_state_switch, "depends on a state", "A"),
+    ],
+)
+def test_unsupported_sbml_is_refused_by_name(tmp_path, extra, element, sid):
+    yaml_path = toy.write_problem(tmp_path, extra)
+    with pytest.raises(UnsupportedSBMLError) as info:
+        import_problem(yaml_path, lint=False)
+    assert element in str(info.value) and repr(sid)[1:-1] in str(info.value)
+
+
+def test_bad_tables_get_one_clear_message(tmp_path):
+    yaml_path = toy.write_problem(tmp_path)
+    frame = pd.read_csv(tmp_path / "measurements.tsv", sep="\t")
+    frame.loc[3, "observableParameters"] = "no_such_parameter"
+    frame.to_csv(tmp_path / "measurements.tsv", sep="\t", index=False)
+    with pytest.raises(PetabError, match=r"measurement table, row 5.*no_such_parameter"):
+        import_problem(yaml_path, lint=False)
+    with pytest.raises(PetabError, match="no such PEtab problem file"):
+        import_problem(tmp_path / "missing.yaml")
+
+
+@pytest.fixture(scope="module")
+def brannmark():
+    return import_problem(BRANNMARK)
+
+
+def test_brannmark_nominal_matches_the_benchmark_collection(brannmark):
+    reference = petab.Problem.from_yaml(str(BRANNMARK))
+    table, stats = simulation_table(brannmark, reference, brannmark.nominal_values())
+    assert stats["nllh"] == pytest.approx(141.889, abs=1e-3)
+    expected = pd.read_csv(BRANNMARK.parent / "simulatedData_Brannmark_JBC2010.tsv", sep="\t")
+    assert list(table["observableId"]) == list(expected["observableId"])
+    np.testing.assert_allclose(table["simulation"], expected["simulation"], rtol=1e-4)
+
+
+def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
+    from typer.testing import CliRunner
+
+    from mgjax.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "nominal"
+    result = runner.invoke(app, ["petab", str(toy_yaml), "--nominal", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    measurements = pd.read_csv(toy_yaml.parent / "measurements.tsv", sep="\t")
+    sims = pd.read_csv(out / "simulations.tsv", sep="\t")
+    assert "measurement" not in sims.columns and len(sims) == len(measurements)
+    assert list(sims.columns) == [
+        "simulation" if c == "measurement" else c for c in measurements.columns
+    ]
+    assert list(sims["observableId"]) == list(measurements["observableId"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"nllh", "chi2"} <= set(summary)
+
+    fit = tmp_path / "fit"
+    result = runner.invoke(
+        app,
+        [
+            "petab",
+            str(toy_yaml),
+            "--starts",
+            "3",
+            "--seed",
+            "2",
+            "--out",
+            str(fit),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    starts = pd.read_csv(fit / "multistart.csv")
+    assert list(starts.columns) == ["start", "nllh", "converged", "iterations", "seconds"]
+    assert len(starts) == 3
+    summary = json.loads((fit / "summary.json").read_text())
+    assert summary["best_nllh"] == pytest.approx(starts["nllh"].min())
+    assert summary["best_nllh"] < summary_nominal(toy_yaml, tmp_path) - 1.0
+    best = pd.read_csv(fit / "best_parameters.tsv", sep="\t")
+    assert list(best.columns) == ["parameterId", "estimate"]
+    assert list(best["parameterId"]) == ["k1", "k2", "a0", "s", "sigma_a"]
+    html = (fit / "report.html").read_text()
+    assert "Multistart waterfall" in html and "data:image/png;base64" in html
+    # a bad problem: one message, exit code 2
+    result = runner.invoke(
+        app, ["petab", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x")]
+    )
+    assert result.exit_code == 2 and "no such PEtab problem file" in result.output
+
+
+def summary_nominal(toy_yaml, tmp_path):
+    return json.loads((tmp_path / "nominal" / "summary.json").read_text())["nllh"]
