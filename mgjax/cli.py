@@ -251,6 +251,9 @@ def petab_command(
     max_steps: int = typer.Option(1000, help="Optimiser iterations per start."),
     rtol: float = typer.Option(1e-6, help="ODE solver relative tolerance."),
     atol: float = typer.Option(1e-10, help="ODE solver absolute tolerance."),
+    hierarchical: bool = typer.Option(
+        True, help="Scaling and noise parameters in closed form (fewer outer parameters)."
+    ),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -278,6 +281,7 @@ def petab_command(
                 max_steps=max_steps,
                 rtol=rtol,
                 atol=atol,
+                hierarchical=hierarchical,
                 force=force,
                 progress=progress,
             )

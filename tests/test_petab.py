@@ -21,9 +21,9 @@ from mgjax._solve import SolverOptions  # noqa: E402
 from mgjax.petab import PetabError, UnsupportedSBMLError, import_problem  # noqa: E402
 from mgjax.petab._job import simulation_table  # noqa: E402
 
-BRANNMARK = (
-    Path(__file__).parent / "data" / "petab" / "Brannmark_JBC2010" / "Brannmark_JBC2010.yaml"
-)
+PETAB = Path(__file__).parent / "data" / "petab"
+BRANNMARK = PETAB / "Brannmark_JBC2010" / "Brannmark_JBC2010.yaml"
+BOEHM = PETAB / "Boehm_JProteomeRes2014" / "Boehm_JProteomeRes2014.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -156,16 +156,18 @@ def test_bad_tables_get_one_clear_message(tmp_path):
         import_problem(tmp_path / "missing.yaml")
 
 
-@pytest.fixture(scope="module")
-def brannmark():
-    return import_problem(BRANNMARK)
-
-
-def test_brannmark_nominal_matches_the_benchmark_collection(brannmark):
-    reference = petab.Problem.from_yaml(str(BRANNMARK))
-    table, stats = simulation_table(brannmark, reference, brannmark.nominal_values())
-    assert stats["nllh"] == pytest.approx(141.889, abs=1e-3)
-    expected = pd.read_csv(BRANNMARK.parent / "simulatedData_Brannmark_JBC2010.tsv", sep="\t")
+@pytest.mark.parametrize(
+    "yaml_path, nllh",
+    [(BRANNMARK, 141.888937), (BOEHM, 138.222000)],
+    ids=["Brannmark_JBC2010", "Boehm_JProteomeRes2014"],
+)
+def test_benchmark_problems_match_the_collection_at_the_nominal_parameters(yaml_path, nllh):
+    """NLLH = −petab.v1.calculate_llh of the collection's simulatedData (README there)."""
+    problem = import_problem(yaml_path)
+    reference = petab.Problem.from_yaml(str(yaml_path))
+    table, stats = simulation_table(problem, reference, problem.nominal_values())
+    assert stats["nllh"] == pytest.approx(nllh, abs=1e-3)
+    expected = pd.read_csv(yaml_path.parent / f"simulatedData_{yaml_path.stem}.tsv", sep="\t")
     assert list(table["observableId"]) == list(expected["observableId"])
     np.testing.assert_allclose(table["simulation"], expected["simulation"], rtol=1e-4)
 
@@ -225,3 +227,25 @@ def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
 
 def summary_nominal(toy_yaml, tmp_path):
     return json.loads((tmp_path / "nominal" / "summary.json").read_text())["nllh"]
+
+
+def test_hierarchical_parameters_are_the_closed_form_optimum(toy_yaml):
+    flat = import_problem(toy_yaml, lint=False)
+    nested = import_problem(toy_yaml, lint=False, hierarchical=True)
+    assert nested.inner_ids == ("s", "sigma_a") and nested.inner_kinds == ("scaling", "noise")
+    assert nested.free == ("k1", "k2", "a0")
+
+    @eqx.filter_jit
+    def nllh(p, v):
+        h, sigma, ok = p.simulate(v)
+        return p.data_negative_log_likelihood(h, sigma, ok)
+
+    outer = np.asarray(nested.nominal_values()) * np.array([1.3, 0.8, 1.1])
+    everything = np.asarray(eqx.filter_jit(lambda p, v: p.all_estimates(v))(nested, outer))
+    value = float(nllh(nested, outer))
+    # the same likelihood as the flat problem at (outer, closed-form inner) …
+    assert value == pytest.approx(float(nllh(flat, everything)), rel=1e-12)
+    # … and no other scaling/noise value does better
+    for factor_s, factor_sigma in [(1.05, 1.0), (0.95, 1.0), (1.0, 1.1), (1.0, 0.9), (1.2, 0.8)]:
+        moved = everything * np.array([1, 1, 1, factor_s, factor_sigma])
+        assert float(nllh(flat, moved)) > value

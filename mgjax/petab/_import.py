@@ -165,7 +165,97 @@ def _observable_functions(ode: SymbolicODE, observable_df: pd.DataFrame, paramet
         theta_symbols,
         z_symbols,
     ]
-    return generate("measure", arguments, exprs), placeholders
+    return generate("measure", arguments, exprs), placeholders, exprs
+
+
+def _hierarchical_parameters(
+    *,
+    ode,
+    estimated,
+    parameter_index,
+    prior_code,
+    condition_ref,
+    state_ref,
+    placeholders,
+    formulas,
+    observable_ids,
+    transform_of,
+    laplace_of,
+    rows_obs,
+    z_ref,
+    z_const,
+):
+    """Estimated parameters with a closed-form optimum given the simulation: used only as the
+    override of an observable placeholder the formula is proportional to (lin scale, normal
+    noise, all its rows sharing one noise source), or only as a whole noise formula (normal
+    noise); never in the model, the conditions, a formula directly, or with a prior."""
+    n_obs = len(observable_ids)
+    observable_exprs, noise_exprs = formulas[:n_obs], formulas[n_obs:]
+    model_symbols = set()
+    for expr in list(ode.rhs) + list(ode.initial) + list(ode.switch_times):
+        model_symbols |= {s.name for s in expr.free_symbols}
+    formula_thetas = set()
+    for expr in formulas:
+        formula_thetas |= {s.name for s in expr.free_symbols if s.name.startswith("theta__")}
+    inner_ids, inner_kinds = [], []
+    row_scale_group = -np.ones(len(rows_obs), dtype=int)
+    row_sigma_group = -np.ones(len(rows_obs), dtype=int)
+    for k, pid in enumerate(estimated):
+        q = parameter_index[pid]
+        if (
+            PRIOR_TYPES[prior_code[k]] != "none"
+            or pid in model_symbols
+            or f"theta__{q}" in formula_thetas
+            or any(
+                np.any(condition_ref[:, j] == q)
+                for j, name in enumerate(ode.parameters)
+                if name != pid or name in model_symbols
+            )
+            or np.any(state_ref == q)
+        ):
+            continue
+        rows, columns = np.nonzero(z_ref == q)
+        if rows.size == 0:
+            continue
+        kinds = set()
+        for i, j in zip(rows, columns):
+            obs = observable_ids[rows_obs[i]]
+            z = sp.Symbol(f"z__{j}", real=True)
+            name = placeholders[j]
+            if name.startswith("observableParameter"):
+                expr = observable_exprs[rows_obs[i]]
+                g = sp.diff(expr, z)
+                proportional = z not in g.free_symbols and sp.simplify(expr - z * g) == 0
+                ok = proportional and transform_of[obs] == 0 and not laplace_of[obs]
+                kinds.add("scaling" if ok else "no")
+            else:
+                ok = noise_exprs[rows_obs[i]] == z and not laplace_of[obs]
+                kinds.add("noise" if ok else "no")
+        if len(kinds) != 1 or "no" in kinds:
+            continue
+        kind = kinds.pop()
+        rows = np.unique(rows)
+        if kind == "scaling":
+            # all rows it scales must share one σ (then the optimum does not depend on σ)
+            noise_sources = set()
+            for i in rows:
+                expr = noise_exprs[rows_obs[i]]
+                zs = sorted(s.name for s in expr.free_symbols if s.name.startswith("z__"))
+                if len(zs) != 1 or expr != sp.Symbol(zs[0], real=True):
+                    noise_sources.add(("formula", str(expr)))
+                    continue
+                j = int(zs[0][3:])
+                noise_sources.add(
+                    ("ref", int(z_ref[i, j])) if z_ref[i, j] >= 0 else ("c", float(z_const[i, j]))
+                )
+            if len(noise_sources) != 1 or next(iter(noise_sources))[0] == "formula":
+                continue
+            row_scale_group[rows] = len(inner_ids)
+        else:
+            row_sigma_group[rows] = len(inner_ids)
+        inner_ids.append(pid)
+        inner_kinds.append(kind)
+    return inner_ids, inner_kinds, row_scale_group, row_sigma_group
 
 
 def import_problem(
@@ -175,6 +265,7 @@ def import_problem(
     lint: bool = True,
     steady_state_rtol: float = 1e-8,
     steady_state_atol: float = 1e-16,
+    hierarchical: bool = False,
 ) -> PetabProblem:
     """Import a PEtab v1 problem (its YAML file) as a `PetabProblem`.
 
@@ -183,7 +274,10 @@ def import_problem(
       defaults — forward-mode differentiable for Levenberg–Marquardt);
     - `lint`: run the reference PEtab linter first (errors become one `PetabError`);
     - `steady_state_rtol/atol`: pre-equilibration ends when every |dx_i/dt| is below
-      atol + rtol·|x_i| (AMICI's defaults).
+      atol + rtol·|x_i| (AMICI's defaults);
+    - `hierarchical`: estimate scaling factors and noise parameters that occur only as such
+      in closed form given each simulation (Loos et al., Bioinformatics 2018), so optimisers
+      move only the others (`free`); `all_estimates` gives every estimated value.
 
     Unsupported SBML is refused by name (`UnsupportedSBMLError`)."""
     import diffrax as dfx
@@ -293,7 +387,9 @@ def import_problem(
         )
 
     # --- measurements ----------------------------------------------------------------
-    measure, placeholders = _observable_functions(ode, problem.observable_df, parameter_ids, files)
+    measure, placeholders, formulas = _observable_functions(
+        ode, problem.observable_df, parameter_ids, files
+    )
     observable_df = problem.observable_df
     observable_ids = list(observable_df.index)
     transform_of, laplace_of = {}, {}
@@ -385,6 +481,31 @@ def import_problem(
     if not ys:
         raise PetabError("measurement table: no measurements")
 
+    # --- hierarchical (closed-form) scaling and noise parameters ----------------------------
+    inner_ids, inner_kinds = [], []
+    row_scale_group = -np.ones(len(ys), dtype=int)
+    row_sigma_group = -np.ones(len(ys), dtype=int)
+    if hierarchical:
+        inner_ids, inner_kinds, row_scale_group, row_sigma_group = _hierarchical_parameters(
+            ode=ode,
+            estimated=estimated,
+            parameter_index=parameter_index,
+            prior_code=prior_code,
+            condition_ref=condition_ref,
+            state_ref=state_ref,
+            placeholders=placeholders,
+            formulas=formulas,
+            observable_ids=observable_ids,
+            transform_of=transform_of,
+            laplace_of=laplace_of,
+            rows_obs=rows_obs,
+            z_ref=np.reshape(z_ref, (len(ys), len(placeholders))),
+            z_const=np.reshape(z_const, (len(ys), len(placeholders))),
+        )
+    outer = [p for p in estimated if p not in inner_ids]
+    keep = [estimated.index(p) for p in outer]
+    inner_pos = [estimated.index(p) for p in inner_ids]
+
     # --- generated model ---------------------------------------------------------------
     x_symbols, p_symbols = ode.state_symbols, ode.parameter_symbols
     rhs = generate("rhs", [TIME, x_symbols, p_symbols], ode.rhs)
@@ -416,13 +537,18 @@ def import_problem(
     out = PetabProblem(
         model=model,
         theta_nominal=f64(theta_nominal),
-        estimated_index=i64([parameter_index[p] for p in estimated]),
-        lower=f64(lower),
-        upper=f64(upper),
-        scale_code=i64(scale_code),
-        prior_code=i64(prior_code),
-        prior_a=f64(prior_a),
-        prior_b=f64(prior_b),
+        estimated_index=i64([parameter_index[p] for p in outer]),
+        lower=f64([lower[i] for i in keep]),
+        upper=f64([upper[i] for i in keep]),
+        scale_code=i64([scale_code[i] for i in keep]),
+        prior_code=i64([prior_code[i] for i in keep]),
+        prior_a=f64([prior_a[i] for i in keep]),
+        prior_b=f64([prior_b[i] for i in keep]),
+        inner_index=i64([parameter_index[p] for p in inner_ids]),
+        inner_lower=f64([lower[i] for i in inner_pos]),
+        inner_upper=f64([upper[i] for i in inner_pos]),
+        row_scale_group=i64(row_scale_group),
+        row_sigma_group=i64(row_sigma_group),
         condition_const=f64(condition_const),
         condition_ref=i64(condition_ref),
         state_const=f64(state_const),
@@ -443,8 +569,11 @@ def import_problem(
         steady_state_rtol=f64(steady_state_rtol),
         steady_state_atol=f64(steady_state_atol),
         options=options,
-        free=tuple(estimated),
-        transforms=tuple(transforms),
+        free=tuple(outer),
+        transforms=tuple(transforms[i] for i in keep),
+        estimated_ids=tuple(estimated),
+        inner_ids=tuple(inner_ids),
+        inner_kinds=tuple(inner_kinds),
         parameter_ids=tuple(parameter_ids),
         least_squares=least_squares,
         name=yaml_path.stem,

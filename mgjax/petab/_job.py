@@ -28,31 +28,54 @@ import pandas as pd
 AT_BEST_TOLERANCE = 0.01
 
 
-def sample_starts(problem, n: int, seed: int) -> np.ndarray:
-    """n starts drawn uniformly within the bounds on each parameter's PEtab scale (log10
-    parameters log10-uniform), as pyPESTO samples them. Returned on the PEtab scale."""
+def _scaled_bounds(petab_problem) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    df = petab_problem.parameter_df
+    df = df[df["estimate"] == 1]
+    scales = [str(s) for s in df["parameterScale"]]
+
+    def scaled(x, scale):
+        return np.log10(x) if scale == "log10" else np.log(x) if scale == "log" else x
+
+    lower = np.asarray([scaled(float(v), s) for v, s in zip(df["lowerBound"], scales)])
+    upper = np.asarray([scaled(float(v), s) for v, s in zip(df["upperBound"], scales)])
+    return list(df.index), lower, upper, scales
+
+
+def sample_starts(petab_problem, n: int, seed: int) -> np.ndarray:
+    """n starts for every estimated parameter (the parameter table's order), drawn uniformly
+    within the bounds on each parameter's PEtab scale (log10 parameters log10-uniform), as
+    pyPESTO samples them. Returned on the PEtab scale."""
     rng = np.random.default_rng(seed)
-    lower = np.asarray(problem.to_scale(problem.lower))
-    upper = np.asarray(problem.to_scale(problem.upper))
+    _, lower, upper, _ = _scaled_bounds(petab_problem)
     return lower + (upper - lower) * rng.random((n, len(lower)))
+
+
+def unscale(petab_problem, scaled: np.ndarray) -> np.ndarray:
+    _, _, _, scales = _scaled_bounds(petab_problem)
+    return np.asarray(
+        [
+            10.0**x if s == "log10" else np.exp(x) if s == "log" else x
+            for x, s in zip(scaled, scales)
+        ]
+    )
 
 
 def read_starts(path: Path, problem) -> np.ndarray:
     """Starts from a file (.npy, or .tsv/.csv with one column per estimated parameter, named
-    by parameterId), on the PEtab scale."""
+    by parameterId, the parameter table's order), on the PEtab scale."""
     path = Path(path)
     if path.suffix == ".npy":
         starts = np.load(path)
     else:
         frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
-        missing = [p for p in problem.free if p not in frame.columns]
+        missing = [p for p in problem.estimated_ids if p not in frame.columns]
         if missing:
             raise ValueError(f"{path}: no column(s) {missing}; one column per estimated parameter")
-        starts = frame[list(problem.free)].to_numpy(dtype=float)
+        starts = frame[list(problem.estimated_ids)].to_numpy(dtype=float)
     starts = np.atleast_2d(np.asarray(starts, dtype=float))
-    if starts.shape[1] != len(problem.free):
+    if starts.shape[1] != len(problem.estimated_ids):
         raise ValueError(
-            f"{path}: {starts.shape[1]} columns; the problem estimates {len(problem.free)}"
+            f"{path}: {starts.shape[1]} columns; the problem estimates {len(problem.estimated_ids)}"
         )
     if not np.all(np.isfinite(starts)):
         raise ValueError(f"{path}: non-finite start values")
@@ -169,6 +192,7 @@ def petab_job(
     max_steps: int = 1000,
     rtol: float = 1e-6,
     atol: float = 1e-10,
+    hierarchical: bool = True,
     force: bool = False,
     progress: bool = True,
     log=None,
@@ -186,7 +210,11 @@ def petab_job(
     from ..fit._optimise import optimise
     from ._import import import_problem
 
+    from ._import import PetabError
+
     problem_yaml = Path(problem_yaml)
+    if not problem_yaml.is_file():
+        raise PetabError(f"{problem_yaml}: no such PEtab problem file")
     out = prepare_run_dir(Path(out), force=force)
     log = log or start_log(out, "mgjax.petab")
     settings = dict(
@@ -207,17 +235,26 @@ def petab_job(
     options = SolverOptions(
         rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0, max_steps=10_000, adjoint=dfx.ForwardMode()
     )
-    problem = import_problem(problem_yaml, options=options)
+    problem = import_problem(
+        problem_yaml, options=options, hierarchical=hierarchical and not nominal
+    )
     log.info(
-        "imported %s: %d states, %d estimated parameters, %d measurements (%.1f s)",
+        "imported %s: %d states, %d estimated parameters (%d in closed form: %s), "
+        "%d measurements (%.1f s)",
         problem_yaml.name,
         len(problem.model.state_ids),
-        len(problem.free),
+        len(problem.estimated_ids),
+        len(problem.inner_ids),
+        ", ".join(problem.inner_ids) or "none",
         problem.measurements.shape[0],
         time.perf_counter() - t_start,
     )
     measurements = petab_problem.measurement_df.reset_index(drop=True)
-    summary: dict[str, Any] = dict(problem=problem.name, estimated_parameters=len(problem.free))
+    summary: dict[str, Any] = dict(
+        problem=problem.name,
+        estimated_parameters=len(problem.estimated_ids),
+        hierarchical_parameters=list(problem.inner_ids),
+    )
     if nominal:
         t0 = time.perf_counter()
         table, stats = simulation_table(problem, petab_problem, problem.nominal_values())
@@ -228,9 +265,12 @@ def petab_job(
         return summary
 
     starts = (
-        read_starts(starts_file, problem) if starts_file else sample_starts(problem, n_starts, seed)
+        read_starts(starts_file, problem)
+        if starts_file
+        else sample_starts(petab_problem, n_starts, seed)
     )
-    pd.DataFrame(starts, columns=list(problem.free)).to_csv(
+    outer = [problem.estimated_ids.index(p) for p in problem.free]
+    pd.DataFrame(starts, columns=list(problem.estimated_ids)).to_csv(
         out / "starts.tsv", sep="\t", index=False
     )
     run = eqx.filter_jit(
@@ -256,7 +296,9 @@ def petab_job(
     ) as bar:
         task = bar.add_task("fit", total=len(starts), best="–")
         for i, scaled in enumerate(starts):
-            u0 = problem.from_values(np.asarray(problem.from_scale(scaled)))
+            # hierarchical parameters start at their closed-form optimum: only the others
+            # are taken from the start
+            u0 = problem.from_values(unscale(petab_problem, scaled)[outer])
             t0 = time.perf_counter()
             result = jax.block_until_ready(run(problem, u0))
             seconds = time.perf_counter() - t0
@@ -291,7 +333,8 @@ def petab_job(
     table.to_csv(out / "multistart.csv", index=False)
     best_nllh, u_best = best
     values = np.asarray(problem.to_values(u_best))
-    pd.DataFrame(dict(parameterId=list(problem.free), estimate=values)).to_csv(
+    everything = np.asarray(eqx.filter_jit(lambda p, v: p.all_estimates(v))(problem, values))
+    pd.DataFrame(dict(parameterId=list(problem.estimated_ids), estimate=everything)).to_csv(
         out / "best_parameters.tsv", sep="\t", index=False
     )
     sims, stats = simulation_table(problem, petab_problem, values)
@@ -311,6 +354,15 @@ def petab_job(
     except Exception as error:  # noqa: BLE001 - uncertainty must not lose a finished fit
         log.warning("Laplace standard errors not computed (%s)", error)
         parameters = pd.DataFrame(dict(parameterId=list(problem.free), estimate=values))
+    # closed-form (hierarchical) parameters: their optimum given the others, no Laplace SE
+    inner = pd.DataFrame(
+        dict(
+            parameterId=list(problem.inner_ids),
+            estimate=[everything[problem.estimated_ids.index(p)] for p in problem.inner_ids],
+            method="closed form (hierarchical)",
+        )
+    )
+    parameters = pd.concat([parameters, inner], ignore_index=True) if len(inner) else parameters
     parameters.to_csv(out / "parameters.csv", index=False)
     finite = table["nllh"].to_numpy(dtype=float)
     at_best = int(np.sum(np.isfinite(finite) & (finite - best_nllh <= AT_BEST_TOLERANCE)))

@@ -88,6 +88,11 @@ class PetabProblem(eqx.Module):
     prior_code: Int[Array, " p"]
     prior_a: Float[Array, " p"]
     prior_b: Float[Array, " p"]
+    inner_index: Int[Array, " inner"]  # hierarchical (closed-form) parameters, in theta
+    inner_lower: Float[Array, " inner"]
+    inner_upper: Float[Array, " inner"]
+    row_scale_group: Int[Array, " rows"]  # which inner scaling factor scales the row (-1 none)
+    row_sigma_group: Int[Array, " rows"]  # which inner noise parameter is the row's σ (-1 none)
     condition_const: Float[Array, "conditions model_parameters"]
     condition_ref: Int[Array, "conditions model_parameters"]  # -1: use condition_const
     state_const: Float[Array, "conditions states"]
@@ -112,6 +117,10 @@ class PetabProblem(eqx.Module):
     transforms: tuple[str, ...] = eqx.field(static=True)
     parameter_ids: tuple[str, ...] = eqx.field(static=True)
     least_squares: bool = eqx.field(static=True)  # Levenberg–Marquardt applies
+    #: every estimated parameter of the parameter table, in its order (`free` ∪ `inner_ids`)
+    estimated_ids: tuple[str, ...] = eqx.field(static=True, default=())
+    inner_ids: tuple[str, ...] = eqx.field(static=True, default=())
+    inner_kinds: tuple[str, ...] = eqx.field(static=True, default=())
     name: str = eqx.field(static=True, default="petab")
     #: simulate the conditions one after another (CPU: each costs its own steps) instead of
     #: vmapped (GPU: all conditions in parallel, each as long as the slowest)
@@ -186,8 +195,10 @@ class PetabProblem(eqx.Module):
 
     # --- simulation ----------------------------------------------------------------------
     def theta(self, values: Float[Array, " p"]) -> Float[Array, " n_parameters"]:
-        """All parameter-table values (linear) with the estimated ones set to `values`."""
-        return self.theta_nominal.at[self.estimated_index].set(values)
+        """All parameter-table values (linear) with the estimated ones set to `values` (and
+        the analytically optimised ones, if any, to 1: they are applied after simulating)."""
+        theta = self.theta_nominal.at[self.estimated_index].set(values)
+        return theta.at[self.inner_index].set(1.0)
 
     def condition_parameters(self, theta: Any) -> Float[Array, "conditions model_parameters"]:
         return jnp.where(
@@ -312,6 +323,12 @@ class PetabProblem(eqx.Module):
     def simulate(self, values: Any) -> tuple[Any, Any, Any]:
         """(simulated observable, σ, success) of every measurement row (the measurement
         table's order) at estimated parameter values `values` (linear scale)."""
+        h, sigma, success, _ = self.simulate_rows(values)
+        return h, sigma, success
+
+    def simulate_rows(self, values: Any) -> tuple[Any, Any, Any, Any]:
+        """`simulate`, plus the values of the analytically optimised (hierarchical) scaling and
+        noise parameters (`inner_ids`; empty without them)."""
         ys, ok, p_sim, theta = self.simulate_states(values)
         z = jnp.where(self.row_z_ref >= 0, theta[jnp.maximum(self.row_z_ref, 0)], self.row_z_const)
         n = self.model.n_observables
@@ -323,8 +340,60 @@ class PetabProblem(eqx.Module):
             return out[observable], out[n + observable]
 
         h, sigma = jax.vmap(row)(self.row_simulation, self.row_time, self.row_observable, z)
+        h, sigma, inner = self._inner_optimum(h, sigma)
         success = jnp.all(ok) & jnp.all(jnp.isfinite(h)) & jnp.all(jnp.isfinite(sigma))
-        return h, sigma, success
+        return h, sigma, success, inner
+
+    def all_estimates(self, values: Any) -> Float[Array, " estimated"]:
+        """Every estimated parameter of the table (`estimated_ids`, linear scale) at outer
+        values `values`: those plus the closed-form optima of the hierarchical ones."""
+        values = jnp.asarray(values, dtype=jnp.float64)
+        if not self.inner_ids:
+            return values
+        inner = self.simulate_rows(values)[3]
+        out = [
+            values[self.free.index(p)] if p in self.free else inner[self.inner_ids.index(p)]
+            for p in self.estimated_ids
+        ]
+        return jnp.stack(out)
+
+    def _inner_optimum(self, h, sigma):
+        """Hierarchical optimisation (Loos et al., Bioinformatics 2018): scaling factors s
+        (observable = s·g, lin scale) and noise parameters σ (noise formula = σ) that occur
+        nowhere else have closed-form optima given the simulation — s = Σ y·g / Σ g² over
+        the rows it scales (they share one σ), then σ² = mean squared residual over the rows
+        it serves — each clipped to its bounds (the objective is unimodal in each, so the
+        clipped value is the bounded optimum). Computed with s = σ = 1 in the simulation."""
+        n_inner = self.inner_index.shape[0]
+        if n_inner == 0:
+            return h, sigma, jnp.zeros((0,))
+        m = self.measurements
+        groups = n_inner + 1  # the last segment collects rows outside any group
+        scale_group = jnp.where(self.row_scale_group >= 0, self.row_scale_group, n_inner)
+        finite_h = jnp.where(jnp.isfinite(h), h, 0.0)
+        numerator = jax.ops.segment_sum(m * finite_h, scale_group, groups)[:n_inner]
+        denominator = jax.ops.segment_sum(finite_h**2, scale_group, groups)[:n_inner]
+        scale = jnp.clip(
+            numerator / jnp.where(denominator > 0, denominator, 1.0),
+            self.inner_lower,
+            self.inner_upper,
+        )
+        h = jnp.where(self.row_scale_group >= 0, scale[jnp.maximum(self.row_scale_group, 0)] * h, h)
+        sigma_group = jnp.where(self.row_sigma_group >= 0, self.row_sigma_group, n_inner)
+        code = self.row_transform
+        positive = (code == 0) | (h > 0)
+        safe_h = jnp.where(jnp.isfinite(h) & positive, h, jnp.where(code == 0, m, jnp.abs(m)))
+        squares = (_scale(m, code) - _scale(safe_h, code)) ** 2
+        total = jax.ops.segment_sum(squares, sigma_group, groups)[:n_inner]
+        count = jax.ops.segment_sum(jnp.ones_like(m), sigma_group, groups)[:n_inner]
+        noise = jnp.clip(
+            jnp.sqrt(total / jnp.maximum(count, 1.0) + 1e-300), self.inner_lower, self.inner_upper
+        )
+        sigma = jnp.where(
+            self.row_sigma_group >= 0, noise[jnp.maximum(self.row_sigma_group, 0)], sigma
+        )
+        is_scale = jnp.asarray([k == "scaling" for k in self.inner_kinds], dtype=bool)
+        return h, sigma, jnp.where(is_scale, scale, noise)
 
     # --- likelihood ----------------------------------------------------------------------
     def _row_terms(self, h, sigma, ok):
@@ -432,6 +501,8 @@ class PetabProblem(eqx.Module):
     # --- the engine's fix_parameter / profile hook ---------------------------------------
     def fix(self, name: str, value: Any) -> PetabProblem:
         """The same problem with estimated parameter `name` fixed at `value` (linear)."""
+        if name not in self.free:
+            raise ValueError(f"{name!r} is not an outer estimated parameter ({self.free})")
         k = self.free.index(name)
         keep = jnp.asarray([i for i in range(len(self.free)) if i != k], dtype=int)
         theta = self.theta_nominal.at[self.estimated_index[k]].set(value)
