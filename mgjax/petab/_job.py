@@ -208,9 +208,7 @@ def petab_job(
     from .._solve import SolverOptions
     from ..fit import laplace
     from ..fit._optimise import optimise
-    from ._import import import_problem
-
-    from ._import import PetabError
+    from ._import import PetabError, import_problem
 
     problem_yaml = Path(problem_yaml)
     if not problem_yaml.is_file():
