@@ -254,6 +254,9 @@ def petab_command(
     hierarchical: bool = typer.Option(
         True, help="Scaling and noise parameters in closed form (fewer outer parameters)."
     ),
+    vmap: bool = typer.Option(
+        False, help="All starts in one vmapped program (GPU); default one after another."
+    ),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -282,6 +285,7 @@ def petab_command(
                 rtol=rtol,
                 atol=atol,
                 hierarchical=hierarchical,
+                vmap=vmap,
                 force=force,
                 progress=progress,
             )

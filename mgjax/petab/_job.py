@@ -181,6 +181,49 @@ def _report(out: Path, summary: dict, figures: list[tuple[str, str]], tables: di
     return path
 
 
+def _vmapped_starts(problem, u_starts, max_steps: int, log):
+    """All starts in one vmapped program (GPU): each start's `seconds` is the program's
+    wall time (they run together, each as long as the slowest)."""
+    import jax
+
+    from ..fit import multistart
+
+    problem = _with_vmapped_conditions(problem)
+    method = "levenberg_marquardt" if problem.least_squares else "lbfgs"
+    compile_events: list[float] = []
+
+    def listener(name, duration, **kwargs):
+        if "backend_compile" in name:
+            compile_events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    t0 = time.perf_counter()
+    best, table = multistart(problem, starts=u_starts, method=method, max_steps=max_steps)
+    compile_seconds = float(sum(compile_events))
+    seconds = time.perf_counter() - t0 - compile_seconds
+    log.info(
+        "%d starts vmapped: %.1f s (first compile %.1f s)", len(u_starts), seconds, compile_seconds
+    )
+    table = table.sort_values("start")
+    rows = [
+        dict(
+            start=int(r.start),
+            nllh=float(r.loss) if bool(r.solve_success) else float("inf"),
+            converged=bool(r.converged),
+            iterations=int(r.iterations),
+            seconds=round(seconds, 3),
+        )
+        for r in table.itertuples()
+    ]
+    return rows, (float(best.loss), np.asarray(best.u)), compile_seconds
+
+
+def _with_vmapped_conditions(problem):
+    from ._problem import _replace_static
+
+    return _replace_static(problem, sequential_simulations=False)
+
+
 def petab_job(
     problem_yaml: Path,
     out: Path,
@@ -193,6 +236,7 @@ def petab_job(
     rtol: float = 1e-6,
     atol: float = 1e-10,
     hierarchical: bool = True,
+    vmap: bool = False,
     force: bool = False,
     progress: bool = True,
     log=None,
@@ -281,52 +325,58 @@ def petab_job(
             atol=1e-8,
         )
     )
-    rows, best = [], None
-    compile_seconds = None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    # hierarchical parameters start at their closed-form optimum: only the others are taken
+    # from the start
+    u_starts = np.stack(
+        [np.asarray(problem.from_values(unscale(petab_problem, x)[outer])) for x in starts]
+    )
+    if vmap:
+        rows, best, compile_seconds = _vmapped_starts(problem, u_starts, max_steps, log)
+    else:
+        rows, best = [], None
+        compile_seconds = None
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("[bold]multistart"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} starts · best NLLH {task.fields[best]}"),
-        TimeElapsedColumn(),
-        disable=not progress,
-    ) as bar:
-        task = bar.add_task("fit", total=len(starts), best="–")
-        for i, scaled in enumerate(starts):
-            # hierarchical parameters start at their closed-form optimum: only the others
-            # are taken from the start
-            u0 = problem.from_values(unscale(petab_problem, scaled)[outer])
-            t0 = time.perf_counter()
-            result = jax.block_until_ready(run(problem, u0))
-            seconds = time.perf_counter() - t0
-            if compile_seconds is None:
-                # the first start also compiles: time it again to split compile from run
-                t1 = time.perf_counter()
-                jax.block_until_ready(run(problem, u0))
-                run_seconds = time.perf_counter() - t1
-                compile_seconds = max(seconds - run_seconds, 0.0)
-                seconds = run_seconds
-            nllh = float(result.loss) if bool(result.solve_success) else float("inf")
-            rows.append(
-                dict(
-                    start=i,
-                    nllh=nllh,
-                    converged=bool(result.converged),
-                    iterations=int(result.iterations),
-                    seconds=round(seconds, 3),
+        with Progress(
+            TextColumn("[bold]multistart"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} starts · best NLLH {task.fields[best]}"),
+            TimeElapsedColumn(),
+            disable=not progress,
+        ) as bar:
+            task = bar.add_task("fit", total=len(starts), best="–")
+            for i in range(len(starts)):
+                u0 = u_starts[i]
+                t0 = time.perf_counter()
+                result = jax.block_until_ready(run(problem, u0))
+                seconds = time.perf_counter() - t0
+                if compile_seconds is None:
+                    # the first start also compiles: time it again to split compile from run
+                    t1 = time.perf_counter()
+                    jax.block_until_ready(run(problem, u0))
+                    run_seconds = time.perf_counter() - t1
+                    compile_seconds = max(seconds - run_seconds, 0.0)
+                    seconds = run_seconds
+                nllh = float(result.loss) if bool(result.solve_success) else float("inf")
+                rows.append(
+                    dict(
+                        start=i,
+                        nllh=nllh,
+                        converged=bool(result.converged),
+                        iterations=int(result.iterations),
+                        seconds=round(seconds, 3),
+                    )
                 )
-            )
-            if best is None or nllh < best[0]:
-                best = (nllh, np.asarray(result.u))
-            bar.update(task, advance=1, best=f"{best[0]:.4f}")
-            log.info(
-                "start %d: nllh %.4f, %d iterations, %.1f s",
-                i,
-                nllh,
-                rows[-1]["iterations"],
-                seconds,
-            )
+                if best is None or nllh < best[0]:
+                    best = (nllh, np.asarray(result.u))
+                bar.update(task, advance=1, best=f"{best[0]:.4f}")
+                log.info(
+                    "start %d: nllh %.4f, %d iterations, %.1f s",
+                    i,
+                    nllh,
+                    rows[-1]["iterations"],
+                    seconds,
+                )
     table = pd.DataFrame(rows)
     table.to_csv(out / "multistart.csv", index=False)
     best_nllh, u_best = best

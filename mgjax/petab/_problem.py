@@ -125,7 +125,8 @@ class PetabProblem(eqx.Module):
     #: simulate the conditions one after another (CPU: each costs its own steps) instead of
     #: vmapped (GPU: all conditions in parallel, each as long as the slowest)
     sequential_simulations: bool = eqx.field(static=True, default=True)
-    #: "sine" (default) or "logistic": how u maps into the bounds (see `to_values`)
+    #: "sine" (default), "reflect" (a triangle wave: bounds reflect steps, like the
+    #: reflective trust region of fides) or "logistic": how u maps into the bounds
     bound_transform: str = eqx.field(static=True, default="sine")
     error_parameters: tuple = eqx.field(static=True, default=())
 
@@ -157,7 +158,12 @@ class PetabProblem(eqx.Module):
         reached at a finite u, where many benchmark optima lie) or f = sigmoid(u)."""
         u = jnp.asarray(u, dtype=jnp.float64)
         is_log, lo, hi = self._scaled_bounds()
-        f = 0.5 * (1.0 + jnp.sin(u)) if self.bound_transform == "sine" else jax.nn.sigmoid(u)
+        if self.bound_transform == "sine":
+            f = 0.5 * (1.0 + jnp.sin(u))
+        elif self.bound_transform == "reflect":
+            f = 1.0 - jnp.abs(jnp.mod(u, 2.0) - 1.0)  # a triangle wave: reflected at bounds
+        else:
+            f = jax.nn.sigmoid(u)
         x = lo + (hi - lo) * f
         return jnp.where(is_log, jnp.exp(x), x)
 
@@ -171,6 +177,8 @@ class PetabProblem(eqx.Module):
             # start 1e-4 of the range inside
             f = jnp.clip((x - lo) / (hi - lo), 1e-4, 1.0 - 1e-4)
             return jnp.arcsin(2.0 * f - 1.0)
+        if self.bound_transform == "reflect":
+            return jnp.clip((x - lo) / (hi - lo), 0.0, 1.0)
         f = jnp.clip((x - lo) / (hi - lo), 1e-12, 1 - 1e-12)
         return jnp.log(f) - jnp.log1p(-f)
 
