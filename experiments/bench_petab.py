@@ -109,12 +109,13 @@ def main() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from mgjax.petab import import_problem
+    import petab.v1 as petab
+
     from mgjax.petab._job import sample_starts
 
     problem = Path(args.problem)
     work = Path(tempfile.mkdtemp(prefix="bench_petab_"))
-    starts = sample_starts(import_problem(problem, lint=False), args.starts, args.seed)
+    starts = sample_starts(petab.Problem.from_yaml(str(problem)), args.starts, args.seed)
     starts_file = work / "starts.npy"
     np.save(starts_file, starts)
 
