@@ -281,6 +281,7 @@ def import_problem(
 
     Unsupported SBML is refused by name (`UnsupportedSBMLError`)."""
     import diffrax as dfx
+    import petab.v1 as petab
 
     yaml_path = Path(yaml_path)
     problem, sbml_path = _load_tables(yaml_path)
@@ -455,8 +456,6 @@ def import_problem(
         rows_obs.append(observable_ids.index(obs_id))
         zc, zr = np.zeros(len(placeholders)), -np.ones(len(placeholders), dtype=int)
         for kind, column in (("observable", "observableParameters"), ("noise", "noiseParameters")):
-            import petab.v1 as petab
-
             expected = petab.get_formula_placeholders(
                 str(observable_df.loc[obs_id, f"{kind}Formula"]), obs_id, kind
             )

@@ -82,20 +82,33 @@ def read_starts(path: Path, problem) -> np.ndarray:
     return starts
 
 
-def simulation_table(problem, petab_problem, values) -> tuple[pd.DataFrame, dict[str, float]]:
-    """PEtab's simulation table at estimated values `values` (linear) and the likelihood."""
+def _evaluate(problem, values):
+    h, sigma, ok, _ = problem.simulate_rows(values)
+    nllh = problem.data_negative_log_likelihood(h, sigma, ok)
+    return h, ok, nllh, problem.chi2(h, sigma, ok), problem.all_estimates(values)
+
+
+def _evaluate_jit(problem, values):
     import equinox as eqx
 
-    @eqx.filter_jit
-    def evaluate(p, v):
-        h, sigma, ok = p.simulate(v)
-        return h, ok, p.data_negative_log_likelihood(h, sigma, ok), p.chi2(h, sigma, ok)
+    global _EVALUATE_JIT
+    if _EVALUATE_JIT is None:
+        _EVALUATE_JIT = eqx.filter_jit(_evaluate)
+    return _EVALUATE_JIT(problem, np.asarray(values, dtype=float))
 
-    h, ok, nllh, chi2 = evaluate(problem, np.asarray(values, dtype=float))
+
+_EVALUATE_JIT = None
+
+
+def simulation_table(problem, petab_problem, values) -> tuple[pd.DataFrame, dict[str, float]]:
+    """PEtab's simulation table at estimated values `values` (linear) and the likelihood
+    (`stats["estimates"]`: every estimated parameter, `problem.estimated_ids`)."""
+    h, ok, nllh, chi2, estimates = _evaluate_jit(problem, values)
     table = petab_problem.measurement_df.reset_index(drop=True).copy()
     table.insert(list(table.columns).index("measurement"), "simulation", np.asarray(h))
     table = table.drop(columns=["measurement"])
-    return table, dict(nllh=float(nllh), chi2=float(chi2), simulation_success=bool(ok))
+    stats = dict(nllh=float(nllh), chi2=float(chi2), simulation_success=bool(ok))
+    return table, stats | dict(estimates=np.asarray(estimates))
 
 
 def _fits_figure(table: pd.DataFrame, measurements: pd.DataFrame, path: Path) -> bool:
@@ -181,22 +194,27 @@ def _report(out: Path, summary: dict, figures: list[tuple[str, str]], tables: di
     return path
 
 
-def _vmapped_starts(problem, u_starts, max_steps: int, log):
-    """All starts in one vmapped program (GPU): each start's `seconds` is the program's
-    wall time (they run together, each as long as the slowest)."""
+def _compile_events() -> list[float]:
+    """A list JAX appends the duration (s) of every XLA compilation to, from now on."""
     import jax
 
+    events: list[float] = []
+
+    def listener(name, duration, **kwargs):
+        if "backend_compile" in name:
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    return events
+
+
+def _vmapped_starts(problem, u_starts, max_steps: int, log, compile_events):
+    """All starts in one vmapped program (GPU): each start's `seconds` is the program's
+    wall time (they run together, each as long as the slowest)."""
     from ..fit import multistart
 
     problem = _with_vmapped_conditions(problem)
     method = "levenberg_marquardt" if problem.least_squares else "lbfgs"
-    compile_events: list[float] = []
-
-    def listener(name, duration, **kwargs):
-        if "backend_compile" in name:
-            compile_events.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
     t0 = time.perf_counter()
     best, table = multistart(problem, starts=u_starts, method=method, max_steps=max_steps)
     compile_seconds = float(sum(compile_events))
@@ -300,6 +318,7 @@ def petab_job(
     if nominal:
         t0 = time.perf_counter()
         table, stats = simulation_table(problem, petab_problem, problem.nominal_values())
+        stats.pop("estimates")
         table.to_csv(out / "simulations.tsv", sep="\t", index=False)
         summary.update(stats, seconds_total=round(time.perf_counter() - t0, 3))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -330,8 +349,11 @@ def petab_job(
     u_starts = np.stack(
         [np.asarray(problem.from_values(unscale(petab_problem, x)[outer])) for x in starts]
     )
+    compile_events = _compile_events()
     if vmap:
-        rows, best, compile_seconds = _vmapped_starts(problem, u_starts, max_steps, log)
+        rows, best, compile_seconds = _vmapped_starts(
+            problem, u_starts, max_steps, log, compile_events
+        )
     else:
         rows, best = [], None
         compile_seconds = None
@@ -347,16 +369,13 @@ def petab_job(
             task = bar.add_task("fit", total=len(starts), best="–")
             for i in range(len(starts)):
                 u0 = u_starts[i]
+                compiled_before = sum(compile_events)
                 t0 = time.perf_counter()
                 result = jax.block_until_ready(run(problem, u0))
-                seconds = time.perf_counter() - t0
-                if compile_seconds is None:
-                    # the first start also compiles: time it again to split compile from run
-                    t1 = time.perf_counter()
-                    jax.block_until_ready(run(problem, u0))
-                    run_seconds = time.perf_counter() - t1
-                    compile_seconds = max(seconds - run_seconds, 0.0)
-                    seconds = run_seconds
+                # the first start also compiles: JAX's compile events split that off
+                compiling = sum(compile_events) - compiled_before
+                seconds = time.perf_counter() - t0 - compiling
+                compile_seconds = (compile_seconds or 0.0) + compiling
                 nllh = float(result.loss) if bool(result.solve_success) else float("inf")
                 rows.append(
                     dict(
@@ -381,12 +400,12 @@ def petab_job(
     table.to_csv(out / "multistart.csv", index=False)
     best_nllh, u_best = best
     values = np.asarray(problem.to_values(u_best))
-    everything = np.asarray(eqx.filter_jit(lambda p, v: p.all_estimates(v))(problem, values))
+    sims, stats = simulation_table(problem, petab_problem, values)
+    sims.to_csv(out / "simulations.tsv", sep="\t", index=False)
+    everything = stats.pop("estimates")
     pd.DataFrame(dict(parameterId=list(problem.estimated_ids), estimate=everything)).to_csv(
         out / "best_parameters.tsv", sep="\t", index=False
     )
-    sims, stats = simulation_table(problem, petab_problem, values)
-    sims.to_csv(out / "simulations.tsv", sep="\t", index=False)
     try:
         stats_u = laplace(problem, u_best)
         parameters = pd.DataFrame(

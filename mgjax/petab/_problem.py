@@ -222,14 +222,14 @@ class PetabProblem(eqx.Module):
         )
         return x0, override
 
-    def _controller(self, p):
+    def _controller(self, p, switches: bool = True):
         controller = dfx.PIDController(
             rtol=self.options.rtol,
             atol=self.options.atol,
             pcoeff=self.options.pcoeff,
             icoeff=self.options.icoeff,
         )
-        if self.model.switch_times is not None:
+        if switches and self.model.switch_times is not None:
             controller = dfx.ClipStepSizeController(controller, jump_ts=self.model.switch_times(p))
         return controller
 
@@ -260,12 +260,7 @@ class PetabProblem(eqx.Module):
             y0=x0,
             args=p,
             saveat=dfx.SaveAt(t1=True),
-            stepsize_controller=dfx.PIDController(
-                rtol=self.options.rtol,
-                atol=self.options.atol,
-                pcoeff=self.options.pcoeff,
-                icoeff=self.options.icoeff,
-            ),
+            stepsize_controller=self._controller(p, switches=False),
             event=dfx.Event(reached),
             adjoint=self.options.adjoint,
             max_steps=self.options.max_steps,
