@@ -37,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ..fit._objective import FitProblem
-from ..fit._optimise import jacobian_residuals
+from ..fit._optimise import DECREMENT_TOLERANCE, decrement_converged, jacobian_residuals
 from ..fit._uncertainty import Z95
 from ._build import SubjectBatch
 
@@ -55,6 +55,8 @@ class BatchSettings:
     - `round_steps`: optimiser iterations per round, between refills of finished lanes;
     - `max_steps`: iteration budget per subject;
     - `rtol`, `atol`: Levenberg–Marquardt termination (step and cost change);
+    - `decrement`: also stop when a full Gauss–Newton step would lower the negative
+      log-likelihood by less than this (`mgjax.fit._optimise.DECREMENT_TOLERANCE`);
     - `devices`: devices to shard the lanes over (default all local devices).
     """
 
@@ -63,6 +65,7 @@ class BatchSettings:
     max_steps: int = 200
     rtol: float = 1e-8
     atol: float = 1e-8
+    decrement: float = DECREMENT_TOLERANCE
     devices: tuple[Any, ...] | None = None
 
 
@@ -83,7 +86,17 @@ def _lm_state(problem, u, rtol, atol):
     return eqx.partition(state, eqx.is_array)
 
 
-def _subject_round(problem, u, carried, fresh, budget, round_steps: int, rtol: float, atol: float):
+def _subject_round(
+    problem,
+    u,
+    carried,
+    fresh,
+    budget,
+    round_steps: int,
+    rtol: float,
+    atol: float,
+    decrement: float = DECREMENT_TOLERANCE,
+):
     """Up to `round_steps` (and at most `budget`) Levenberg–Marquardt iterations of one subject
     from `u`, continuing the optimiser state `carried` (its arrays) unless `fresh`; then the
     uncertainty at the end."""
@@ -101,7 +114,7 @@ def _subject_round(problem, u, carried, fresh, budget, round_steps: int, rtol: f
         state = eqx.combine(dyn, static)
         y, state, _ = solver.step(fn, y, None, options, state, tags)
         done, result = solver.terminate(fn, y, None, options, state, tags)
-        done = done & (result == optx.RESULTS.successful)
+        done = (done | decrement_converged(state, decrement)) & (result == optx.RESULTS.successful)
         return i + 1, y, eqx.filter(state, eqx.is_array), done
 
     i, u, dynamic, done = jax.lax.while_loop(
@@ -181,6 +194,7 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
         )
     carried = [np.zeros((width, *shape), dtype) for shape, dtype in shapes]
     rs, rtol, atol = settings.round_steps, settings.rtol, settings.atol
+    decrement = settings.decrement
 
     def flat_round(problem_leaves, u, state_leaves, fresh, budget):
         problems = jax.tree.unflatten(one_tree, problem_leaves)
@@ -189,9 +203,9 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
             eqx.filter_eval_shape(lambda p, y: _lm_state(p, y, rtol, atol)[0], first, u[0])
         )
         state = jax.tree.unflatten(state_tree, state_leaves)
-        out = jax.vmap(lambda p, y, c, f, b: _subject_round(p, y, c, f, b, rs, rtol, atol))(
-            problems, u, state, fresh, budget
-        )
+        out = jax.vmap(
+            lambda p, y, c, f, b: _subject_round(p, y, c, f, b, rs, rtol, atol, decrement)
+        )(problems, u, state, fresh, budget)
         new_state = out.pop("state")
         return out, jax.tree.leaves(new_state)
 
@@ -208,7 +222,7 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
             "batch-round",
             flat_round,
             example,
-            static=(rs, rtol, atol, str(sharding)),
+            static=(rs, rtol, atol, decrement, str(sharding)),
             in_shardings=sharding,
         )
     return program, carried
