@@ -55,8 +55,8 @@ class BatchSettings:
     - `round_steps`: optimiser iterations per round, between refills of finished lanes;
     - `max_steps`: iteration budget per subject;
     - `rtol`, `atol`: Levenberg–Marquardt termination (step and cost change);
-    - `decrement`: also stop when a full Gauss–Newton step would lower the negative
-      log-likelihood by less than this (`mgjax.fit._optimise.DECREMENT_TOLERANCE`);
+    - `decrement`: also stop when a full Gauss–Newton step would lower the least-squares
+      objective ½‖r‖² by less than this (`mgjax.fit._optimise.DECREMENT_TOLERANCE`);
     - `devices`: devices to shard the lanes over (default all local devices).
     """
 
