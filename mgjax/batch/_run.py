@@ -95,7 +95,7 @@ def _subject_round(
     round_steps: int,
     rtol: float,
     atol: float,
-    decrement: float = DECREMENT_TOLERANCE,
+    decrement: float,
 ):
     """Up to `round_steps` (and at most `budget`) Levenberg–Marquardt iterations of one subject
     from `u`, continuing the optimiser state `carried` (its arrays) unless `fresh`; then the

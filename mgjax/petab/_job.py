@@ -14,6 +14,7 @@ into a run directory (the contract other tools read):
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import time
@@ -88,22 +89,18 @@ def _evaluate(problem, values):
     return h, ok, nllh, problem.chi2(h, sigma, ok), problem.all_estimates(values)
 
 
-def _evaluate_jit(problem, values):
+@functools.cache
+def _evaluate_jitted():
+    """`_evaluate` under `eqx.filter_jit`, built once (Equinox imported on first use)."""
     import equinox as eqx
 
-    global _EVALUATE_JIT
-    if _EVALUATE_JIT is None:
-        _EVALUATE_JIT = eqx.filter_jit(_evaluate)
-    return _EVALUATE_JIT(problem, np.asarray(values, dtype=float))
-
-
-_EVALUATE_JIT = None
+    return eqx.filter_jit(_evaluate)
 
 
 def simulation_table(problem, petab_problem, values) -> tuple[pd.DataFrame, dict[str, float]]:
     """PEtab's simulation table at estimated values `values` (linear) and the likelihood
     (`stats["estimates"]`: every estimated parameter, `problem.estimated_ids`)."""
-    h, ok, nllh, chi2, estimates = _evaluate_jit(problem, values)
+    h, ok, nllh, chi2, estimates = _evaluate_jitted()(problem, np.asarray(values, dtype=float))
     table = petab_problem.measurement_df.reset_index(drop=True).copy()
     table.insert(list(table.columns).index("measurement"), "simulation", np.asarray(h))
     table = table.drop(columns=["measurement"])
