@@ -163,11 +163,13 @@ class MultistartConfig(_Strict):
 class BatchConfig(_Strict):
     """The batch engine: `width` lanes (subjects in flight; bounds memory), refilled every
     `round_steps` iterations, over `devices` local devices (null = all); `shard` `i/n` fits
-    every n-th subject (scheduler job arrays)."""
+    every n-th subject (scheduler job arrays); `workers` CPU processes, one per core, each
+    with its own lanes (the round program uses one core; 1 = this process, on `devices`)."""
 
     width: int = Field(64, ge=1, le=1_000_000)
     round_steps: int = Field(8, ge=1, le=10_000)
     devices: int | None = Field(None, ge=1)
+    workers: int = Field(1, ge=1, le=4096)
     shard: str | None = None
 
     @field_validator("shard")

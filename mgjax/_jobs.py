@@ -268,9 +268,13 @@ def fit_job(
             atol=cfg.optimiser.atol,
             devices=tuple(devices),
         )
-        result = batch.fit_batch(dataset, cfg.fit.free, out, settings=settings, **common)
+        result = batch.fit_batch(
+            dataset, cfg.fit.free, out, settings=settings, workers=cfg.batch.workers, **common
+        )
     else:
         engine = f"per subject ({method}, {cfg.multistart.starts} start(s))"
+        if cfg.batch.workers > 1:
+            log.warning("batch.workers applies to the batch engine only; fitting in this process")
         result = batch.fit_each(
             dataset,
             cfg.fit.free,

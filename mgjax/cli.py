@@ -165,6 +165,9 @@ def fit_command(
     free: str = typer.Option(None, help="Shortcut for fit.free: comma-separated parameters."),
     width: int = typer.Option(None, help="Shortcut for batch.width (lanes; bounds memory)."),
     round_steps: int = typer.Option(None, help="Shortcut for batch.round_steps."),
+    workers: int = typer.Option(
+        None, help="Shortcut for batch.workers (CPU processes, one per core)."
+    ),
     max_steps: int = typer.Option(None, help="Shortcut for optimiser.max_steps."),
     report: bool = typer.Option(True, help="Write the plots and report.html."),
     distributed: bool = typer.Option(
@@ -191,6 +194,7 @@ def fit_command(
         for key, value in (
             ("batch.width", width),
             ("batch.round_steps", round_steps),
+            ("batch.workers", workers),
             ("optimiser.max_steps", max_steps),
         ):
             if value is not None:
@@ -200,6 +204,8 @@ def fit_command(
         if distributed:
             if shard:
                 _fail("--shard and --distributed both split the cohort; use one")
+            if cfg.batch.workers > 1:
+                _fail("--distributed and batch.workers both split the cohort; use one")
             if os.environ.get("MGJAX_DISTRIBUTED") != "1":
                 # jax.distributed must start before any JAX array exists: restart with it on
                 env = dict(os.environ, MGJAX_DISTRIBUTED="1")

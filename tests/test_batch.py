@@ -142,6 +142,48 @@ def test_shards_and_merge_equal_the_whole(dataset, errors, reference, tmp_path):
     assert json.loads((runs[0] / "summary.json").read_text())["subjects"] == 2
 
 
+@pytest.mark.slow
+def test_worker_processes_equal_one_process(dataset, errors, reference, tmp_path):
+    """fit_batch(workers=2): two spawned CPU processes, each with its own lanes on every
+    second subject, write their own parts and give the one-process tables; resuming the run
+    directory with another split is refused (its subjects would be fitted twice)."""
+    out = tmp_path / "run"
+    fit = functools.partial(
+        batch.fit_batch,
+        dataset,
+        COHORT_PARAMETERS,
+        out,
+        settings=SETTINGS,
+        error_models=errors,
+        subjects=SUBJECTS,
+    )
+    result = fit(workers=2)
+    assert result.summary["workers"] == 2
+    columns = ["subject", "converged", "iterations", "status", "group"]
+    pd.testing.assert_frame_equal(result.subjects[columns], reference.subjects[columns])
+    np.testing.assert_allclose(result.subjects["loss"], reference.subjects["loss"], rtol=1e-10)
+    np.testing.assert_allclose(
+        result.parameters["estimate"], reference.parameters["estimate"], rtol=1e-9
+    )
+    np.testing.assert_allclose(result.parameters["se"], reference.parameters["se"], rtol=1e-7)
+    shards = {p.name.split("-")[1] for p in (out / "parts").glob("part-*.parquet")}
+    assert shards == {"s0of2", "s1of2"}
+    saved = pd.read_csv(out / "parameters.csv")
+    np.testing.assert_allclose(saved["estimate"], reference.parameters["estimate"], rtol=1e-9)
+    with pytest.raises(batch.RunDirectoryError, match="--workers 2"):
+        fit(resume=True)
+
+
+def test_worker_shards_partition_a_shard():
+    from mgjax.batch._workers import worker_shards
+
+    names = [f"s{i:02d}" for i in range(20)]
+    whole = batch.shard_subjects(names, (1, 3))
+    parts = [batch.shard_subjects(names, s) for s in worker_shards((1, 3), 2)]
+    assert worker_shards((1, 3), 2) == [(1, 6), (4, 6)]
+    assert sorted(sum(parts, [])) == whole and not set(parts[0]) & set(parts[1])
+
+
 def test_shard_arguments():
     assert batch.parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "a/b", "1-4", "-1/2"):

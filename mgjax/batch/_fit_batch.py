@@ -16,7 +16,7 @@ from ..fit._objective import ErrorModel
 from ..model import MgT2DModel
 from ._build import build_batches, default_base_model
 from ._run import BatchSettings, run_batch
-from ._store import RunStore, read_parts, shard_subjects, split_tables, write_tables
+from ._store import RunStore, check_split, read_parts, shard_subjects, split_tables, write_tables
 
 
 @dataclass
@@ -67,6 +67,8 @@ def _prepare(
     everyone = sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
     mine = shard_subjects(everyone, shard)
     store = RunStore(out, shard) if out is not None else None
+    if out is not None and resume:
+        check_split(Path(out), [shard], shard)
     finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
     todo = [s for s in mine if s not in finished]
     batches = (
@@ -111,6 +113,7 @@ def fit_batch(
     subjects: Sequence[str] | None = None,
     base_model: Callable[[str | None, Mapping[str, float]], MgT2DModel] = default_base_model,
     progress: bool = False,
+    workers: int = 1,
 ) -> BatchResult:
     """Fit the `free` parameters of every subject of `dataset` (or of `subjects`), vmapped.
 
@@ -123,8 +126,49 @@ def fit_batch(
     - `base_model(group, covariates)`: each subject's fixed parameters and starting point
       (default: the preset named by its group, with its weight and height);
     - `settings`: lanes (`width`, the chunk of subjects in flight), rounds, iteration budget,
-      devices.
+      devices;
+    - `workers`: CPU processes, each pinned to one core with its own lane pool on every
+      `workers`-th subject (the round program uses one core; `mgjax.batch._workers`). The
+      default 1 runs in this process, on `settings.devices`. Arguments must be picklable
+      (a module-level `base_model`).
     """
+    if workers < 1:
+        raise ValueError(f"workers = {workers}: need at least 1")
+    common = dict(
+        dataset=dataset,
+        free=free,
+        settings=settings,
+        resume=resume,
+        error_models=error_models,
+        priors=priors,
+        options=options,
+        subjects=subjects,
+        base_model=base_model,
+    )
+    if workers > 1:
+        from ._workers import fit_in_workers
+
+        return fit_in_workers(workers, shard, out, progress, **common)
+    return _fit_lanes(out=out, shard=shard, progress=progress, **common)
+
+
+def _fit_lanes(
+    dataset: Dataset,
+    free: Sequence[str],
+    out: str | Path | None,
+    *,
+    settings: BatchSettings,
+    shard: tuple[int, int],
+    resume: bool,
+    error_models,
+    priors,
+    options,
+    subjects,
+    base_model,
+    progress: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """`fit_batch` in this process; `on_progress(subjects done now)` after every round."""
     t0 = time.perf_counter()
     mine, store, finished, todo, batches = _prepare(
         dataset, free, out, shard, resume, subjects, error_models, priors, options, base_model
@@ -144,6 +188,8 @@ def fit_batch(
             first_round.append(time.perf_counter())
         if bar is not None:
             bar.update(task, completed=len(finished) + offset[0] + done)
+        if on_progress is not None:
+            on_progress(offset[0] + done)
 
     def on_finished(frame: pd.DataFrame) -> None:
         frames.append(frame)

@@ -47,6 +47,28 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def check_split(out: Path, shards: Sequence[tuple[int, int]], shard: tuple[int, int]) -> None:
+    """Refuse to resume a run directory whose parts come from a different split of `shard`
+    (another number of workers) than `shards`: their subjects would be fitted twice."""
+    parts = out / "parts"
+    if not parts.is_dir():
+        return
+    mine = set(shards)
+    i, n = shard
+    for path in sorted(parts.glob("part-*.parquet")):
+        match = PART_PATTERN.search(path.name)
+        if match is None:
+            continue
+        a, b = int(match.group(1)), int(match.group(2))
+        if (a, b) in mine or b % n or a % n != i:
+            continue  # ours, or another shard of the job (not this one's subjects)
+        raise RunDirectoryError(
+            f"{out} holds parts of shard {a}/{b}: shard {i}/{n} was split another way "
+            f"({b // n} workers, or a finer --shard); resume with --workers {b // n}, or "
+            "choose another output directory"
+        )
+
+
 class RunStore:
     """The parts of one run directory, for one shard."""
 

@@ -1,0 +1,194 @@
+"""CPU worker processes for `fit_batch(..., workers=k)`.
+
+The round program of the lane pool runs on one CPU core: XLA's CPU backend does not spread a
+while-loop of small vmapped operations over cores, and several forced host devices in one
+process do not help either (see `docs/batch.md`). On a multi-core CPU the subjects are
+therefore split over `k` processes, each pinned to its own core and running its own lane pool
+on every k-th subject — the deterministic `--shard` split, so each worker writes its own
+atomic parts into the run directory and `--resume` picks up where each left off. The parent
+shows one progress bar and assembles one set of tables.
+
+Workers are spawned (not forked: JAX is multithreaded) and run JAX on the CPU only.
+"""
+
+from __future__ import annotations
+
+import os
+import queue as queue_module
+import time
+import traceback
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from ._store import check_split, read_parts, shard_subjects, write_tables
+
+#: Seconds between checks that every worker is still alive.
+POLL_SECONDS = 1.0
+
+
+def worker_shards(shard: tuple[int, int], workers: int) -> list[tuple[int, int]]:
+    """The shards of `workers` processes that together cover `shard` (i, n): worker k takes
+    shard (i + n·k, n·workers), i.e. every `workers`-th subject of shard i of n."""
+    i, n = shard
+    return [(i + n * k, n * workers) for k in range(workers)]
+
+
+def _cores(workers: int) -> list[set[int] | None]:
+    """The CPU core each worker is pinned to (None where the OS offers no affinity or there
+    are fewer cores than workers)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return [None] * workers
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < workers:
+        return [None] * workers
+    return [{cores[k]} for k in range(workers)]
+
+
+def _work(k: int, cores, cache_dir, messages, kwargs) -> None:
+    """One worker: pin to its core, use the parent's compilation cache, fit its shard, send
+    progress and its result."""
+    try:
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
+        if cache_dir:
+            from .._compilation_cache import enable_compilation_cache
+
+            enable_compilation_cache(Path(cache_dir))
+        from ._fit_batch import _fit_lanes
+
+        result = _fit_lanes(**kwargs, on_progress=lambda done: messages.put(("round", k, done)))
+        messages.put(("done", k, result))
+    except BaseException:  # noqa: BLE001 — reported to the parent, which raises
+        messages.put(("error", k, traceback.format_exc()))
+
+
+def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **kwargs):
+    """`fit_batch` over `workers` spawned CPU processes (arguments as `fit_batch`'s)."""
+    import multiprocessing as mp
+
+    import jax
+
+    from ._fit_batch import BatchResult, _progress_bar
+
+    settings = kwargs.pop("settings")
+    everyone = kwargs.get("subjects")
+    if everyone is None:
+        everyone = kwargs["dataset"].observations["subject"].unique()
+    total = len(shard_subjects(list(everyone), shard))
+    workers = max(1, min(workers, total))  # never a worker without subjects
+    if workers == 1:
+        from ._fit_batch import _fit_lanes
+
+        return _fit_lanes(out=out, shard=shard, progress=progress, settings=settings, **kwargs)
+    shards = worker_shards(shard, workers)
+    if out is not None:
+        out = Path(out)
+        if kwargs.get("resume"):
+            check_split(out, shards, shard)
+    settings = replace(settings, devices=None)  # each worker: its own CPU device
+    already = 0
+    if out is not None and kwargs.get("resume"):
+        already = sum(read_parts(out, shard=s)["subject"].nunique() for s in shards)
+    cache_dir = jax.config.jax_compilation_cache_dir
+    context = mp.get_context("spawn")
+    messages = context.Queue()
+    t0 = time.perf_counter()
+    saved = {key: os.environ.get(key) for key in ("JAX_PLATFORMS",)}
+    os.environ["JAX_PLATFORMS"] = "cpu"  # inherited by the spawned workers
+    processes = []
+    try:
+        for k, (sub, cores) in enumerate(zip(shards, _cores(workers))):
+            job = dict(kwargs, settings=settings, shard=sub, out=out)
+            process = context.Process(
+                target=_work, args=(k, cores, cache_dir, messages, job), daemon=True
+            )
+            process.start()
+            processes.append(process)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    bar = _progress_bar() if progress else None
+    task = bar.add_task("fitting", total=total, completed=already) if bar else None
+    done = [0] * workers
+    results: dict[int, BatchResult] = {}
+    failure = None
+    if bar is not None:
+        bar.start()
+    try:
+        while len(results) < workers and failure is None:
+            try:
+                kind, k, payload = messages.get(timeout=POLL_SECONDS)
+            except queue_module.Empty:
+                for k, process in enumerate(processes):
+                    if k not in results and process.exitcode is not None:
+                        failure = (
+                            f"worker {k} (shard {shards[k][0]}/{shards[k][1]}) stopped with "
+                            f"exit code {process.exitcode} before finishing"
+                        )
+                continue
+            if kind == "round":
+                done[k] = payload
+                if bar is not None:
+                    bar.update(task, completed=already + sum(done))
+            elif kind == "done":
+                results[k] = payload
+            else:
+                failure = f"worker {k} (shard {shards[k][0]}/{shards[k][1]}) failed:\n{payload}"
+    finally:
+        if bar is not None:
+            bar.stop()
+        for process in processes:
+            if failure is not None and process.is_alive():
+                process.terminate()
+            process.join()
+    if failure is not None:
+        kept = f"; finished subjects are kept in {out} (rerun with --resume)" if out else ""
+        raise RuntimeError(failure + kept)
+    return _combine([results[k] for k in range(workers)], shards, out, workers, t0)
+
+
+def _combine(results, shards, out, workers, t0):
+    """One result from the workers' results (and the tables in `out`)."""
+    from ._fit_batch import BatchResult
+
+    summaries = [r.summary for r in results]
+
+    def total(key):
+        return sum((s.get(key) or 0) for s in summaries)
+
+    def longest(key):
+        return max((s.get(key) or 0.0) for s in summaries)
+
+    timing = dict(
+        seconds_compile=longest("seconds_compile"),
+        programs=[p for s in summaries for p in s.get("programs", [])],
+        rounds=total("rounds"),
+        seconds_per_round=longest("seconds_per_round"),
+        seconds_compile_estimate=longest("seconds_compile_estimate"),
+        seconds_total=time.perf_counter() - t0,
+        seconds_building=longest("seconds_building"),
+        seconds_first_round=longest("seconds_first_round"),
+        subjects_fitted_now=total("subjects_fitted_now"),
+        subjects_resumed=total("subjects_resumed"),
+        structures=max(s.get("structures", 0) for s in summaries),
+        width=summaries[0].get("width"),
+        workers=workers,
+        shard=[shards[0][0], shards[0][1] // workers],
+    )
+    if out is not None:
+        wide = pd.concat([read_parts(out, shard=s) for s in shards], ignore_index=True)
+        summary = write_tables(out, wide, timing)
+        subjects = pd.concat([r.subjects for r in results], ignore_index=True)
+        parameters = pd.concat([r.parameters for r in results], ignore_index=True)
+    else:
+        summary = timing
+        subjects = pd.concat([r.subjects for r in results], ignore_index=True)
+        parameters = pd.concat([r.parameters for r in results], ignore_index=True)
+    subjects = subjects.sort_values("subject", kind="stable").reset_index(drop=True)
+    parameters = parameters.sort_values(["subject", "parameter"], kind="stable")
+    return BatchResult(subjects, parameters.reset_index(drop=True), summary)
