@@ -174,6 +174,26 @@ def test_worker_processes_equal_one_process(dataset, errors, reference, tmp_path
         fit(resume=True)
 
 
+def _unusable_base_model(group, covariates):
+    raise ValueError("no base model for this subject")
+
+
+@pytest.mark.slow
+def test_a_failing_worker_is_reported(dataset, errors, tmp_path):
+    """A worker's exception reaches the caller naming the worker and its shard."""
+    with pytest.raises(RuntimeError, match=r"(?s)worker \d \(shard \d/2\) failed.*no base model"):
+        batch.fit_batch(
+            dataset,
+            COHORT_PARAMETERS,
+            tmp_path / "run",
+            settings=SETTINGS,
+            error_models=errors,
+            subjects=SUBJECTS,
+            base_model=_unusable_base_model,
+            workers=2,
+        )
+
+
 def test_worker_shards_partition_a_shard():
     from mgjax.batch._workers import worker_shards
 

@@ -26,6 +26,8 @@ from ._store import check_split, read_parts, shard_subjects, write_tables
 
 #: Seconds between checks that every worker is still alive.
 POLL_SECONDS = 1.0
+#: Polls after a worker's exit before its missing result counts as a failure.
+EXIT_GRACE_POLLS = 3
 
 
 def worker_shards(shard: tuple[int, int], workers: int) -> list[tuple[int, int]]:
@@ -48,7 +50,7 @@ def _cores(workers: int) -> list[set[int] | None]:
 
 def _work(k: int, cores, cache_dir, messages, kwargs) -> None:
     """One worker: pin to its core, use the parent's compilation cache, fit its shard, send
-    progress and its result."""
+    progress and its result; stop after the round in which it finds its parent gone."""
     try:
         if cores is not None:
             os.sched_setaffinity(0, cores)
@@ -58,7 +60,14 @@ def _work(k: int, cores, cache_dir, messages, kwargs) -> None:
             enable_compilation_cache(Path(cache_dir))
         from ._fit_batch import _fit_lanes
 
-        result = _fit_lanes(**kwargs, on_progress=lambda done: messages.put(("round", k, done)))
+        parent = os.getppid()
+
+        def on_progress(done: int) -> None:
+            if os.getppid() != parent:  # the parent was killed: stop; the parts are kept
+                os._exit(1)
+            messages.put(("round", k, done))
+
+        result = _fit_lanes(**kwargs, on_progress=on_progress)
         messages.put(("done", k, result))
     except BaseException:  # noqa: BLE001 — reported to the parent, which raises
         messages.put(("error", k, traceback.format_exc()))
@@ -115,6 +124,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
     bar = _progress_bar() if progress else None
     task = bar.add_task("fitting", total=total, completed=already) if bar else None
     done = [0] * workers
+    silent = [0] * workers
     results: dict[int, BatchResult] = {}
     failure = None
     if bar is not None:
@@ -125,11 +135,14 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
                 kind, k, payload = messages.get(timeout=POLL_SECONDS)
             except queue_module.Empty:
                 for k, process in enumerate(processes):
+                    # an exited worker's last message may still be in the pipe: wait a few polls
                     if k not in results and process.exitcode is not None:
-                        failure = (
-                            f"worker {k} (shard {shards[k][0]}/{shards[k][1]}) stopped with "
-                            f"exit code {process.exitcode} before finishing"
-                        )
+                        silent[k] += 1
+                        if silent[k] > EXIT_GRACE_POLLS:
+                            failure = (
+                                f"worker {k} (shard {shards[k][0]}/{shards[k][1]}) stopped "
+                                f"with exit code {process.exitcode} before finishing"
+                            )
                 continue
             if kind == "round":
                 done[k] = payload
@@ -143,7 +156,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
         if bar is not None:
             bar.stop()
         for process in processes:
-            if failure is not None and process.is_alive():
+            if len(results) < workers and process.is_alive():  # a failure or an interrupt
                 process.terminate()
             process.join()
     if failure is not None:
