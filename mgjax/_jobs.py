@@ -152,16 +152,18 @@ def error_models_for(cfg: RunConfig, observables) -> dict:
 def base_model_for(cfg: RunConfig) -> Callable:
     """Each subject's fixed parameters: its group's preset (or `model.preset`), covariates,
     then `model.parameters`."""
+    import functools
+
+    return functools.partial(_configured_base_model, cfg.model.preset, dict(cfg.model.parameters))
+
+
+def _configured_base_model(preset, overrides, group, covariates):
+    """`base_model_for`'s model (module level, so batch worker processes can unpickle it)."""
     from ._parameters import set_parameters
     from .batch import default_base_model
 
-    overrides = dict(cfg.model.parameters)
-
-    def base(group, covariates):
-        model = default_base_model(cfg.model.preset or group, covariates)
-        return set_parameters(model, overrides) if overrides else model
-
-    return base
+    model = default_base_model(preset or group, covariates)
+    return set_parameters(model, overrides) if overrides else model
 
 
 def priors_for(cfg: RunConfig) -> dict[str, tuple[float, float]] | None:

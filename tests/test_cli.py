@@ -317,6 +317,21 @@ def test_sweep_2x2_then_shards_and_merge(cohort, tmp_path):
     np.testing.assert_allclose(merged["estimate"], whole["estimate"], rtol=1e-9)
 
 
+@pytest.mark.slow
+def test_fit_with_worker_processes_equals_one_process(cohort, fitted, tmp_path):
+    out = tmp_path / "w2"
+    result = invoke(
+        "fit", "--data", cohort, "--out", out, "--workers", "2", "batch.width=10",
+        "report.enabled=false", "--no-progress",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    mine = pd.read_csv(out / "parameters.csv")
+    alone = pd.read_csv(fitted / "parameters.csv")
+    assert list(mine["subject"]) == list(alone["subject"])
+    np.testing.assert_allclose(mine["estimate"], alone["estimate"], rtol=1e-9)
+    assert json.loads((out / "summary.json").read_text())["workers"] == 2
+
+
 def test_sweep_refuses_a_bad_point_before_running_any(cohort, tmp_path):
     result = invoke(
         "sweep", "--grid", "solver.rtol=1e-6,-1", "--data", cohort, "--out", tmp_path / "s"

@@ -14,6 +14,7 @@ Workers are spawned (not forked: JAX is multithreaded) and run JAX on the CPU on
 from __future__ import annotations
 
 import os
+import pickle
 import queue as queue_module
 import time
 import traceback
@@ -113,7 +114,15 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
             process = context.Process(
                 target=_work, args=(k, cores, cache_dir, messages, job), daemon=True
             )
-            process.start()
+            try:
+                process.start()
+            except (AttributeError, TypeError, pickle.PicklingError) as error:
+                for started in processes:
+                    started.terminate()
+                raise ValueError(
+                    f"workers = {workers}: the arguments must be picklable to reach the worker "
+                    f"processes (a module-level base_model, no lambdas): {error}"
+                ) from None
             processes.append(process)
     finally:
         for key, value in saved.items():
