@@ -297,7 +297,7 @@ def main():
     seconds = time.perf_counter() - t0
     print(f"NLL at the true parameters of {len(truth)} subjects in {seconds:.1f} s")
 
-    rows, results = [], {}
+    rows, results, at_best_by_size = [], {}, {}
     compiled: set[int] = set()
     for n in sizes:
         subset = subjects_all[:n]
@@ -328,6 +328,7 @@ def main():
         at_best = fitted["converged"] & (
             fitted["loss"] <= pd.Series(truth).reindex(fitted.index) + NLL_TOLERANCE
         )
+        at_best_by_size[n] = at_best
         rows.append(
             dict(
                 subjects=n,
@@ -390,10 +391,7 @@ def main():
     table = pd.DataFrame(rows)
     # at each size mgjax's count of converged subjects not above their true parameters' NLL is
     # known for every subject; agreement with SciPy's best on the sample scales it further
-    sample_at_best = results[max(sizes)].subjects.set_index("subject").loc[verdict["subject"]]
-    sample_at_best = sample_at_best["converged"].to_numpy() & (
-        sample_at_best["loss"].to_numpy() <= verdict["truth_nll"].to_numpy() + NLL_TOLERANCE
-    )
+    sample_at_best = at_best_by_size[max(sizes)].loc[verdict["subject"]].to_numpy()
     agreed = int((verdict["mgjax_ok"].to_numpy() & sample_at_best).sum())
     agreement = agreed / max(int(sample_at_best.sum()), 1)
     table["converged_per_second_equal_quality"] = table["converged_per_second"] * agreement

@@ -202,15 +202,12 @@ def _combine(results, shards, out, workers, t0):
         workers=workers,
         shard=[shards[0][0], shards[0][1] // workers],
     )
+    summary = timing
     if out is not None:
         wide = pd.concat([read_parts(out, shard=s) for s in shards], ignore_index=True)
         summary = write_tables(out, wide, timing)
-        subjects = pd.concat([r.subjects for r in results], ignore_index=True)
-        parameters = pd.concat([r.parameters for r in results], ignore_index=True)
-    else:
-        summary = timing
-        subjects = pd.concat([r.subjects for r in results], ignore_index=True)
-        parameters = pd.concat([r.parameters for r in results], ignore_index=True)
+    subjects = pd.concat([r.subjects for r in results], ignore_index=True)
+    parameters = pd.concat([r.parameters for r in results], ignore_index=True)
     subjects = subjects.sort_values("subject", kind="stable").reset_index(drop=True)
     parameters = parameters.sort_values(["subject", "parameter"], kind="stable")
     return BatchResult(subjects, parameters.reset_index(drop=True), summary)
