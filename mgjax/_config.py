@@ -164,10 +164,14 @@ class BatchConfig(_Strict):
     """The batch engine: `width` lanes (subjects in flight; bounds memory), refilled every
     `round_steps` iterations, over `devices` local devices (null = all); `shard` `i/n` fits
     every n-th subject (scheduler job arrays); `workers` CPU processes, one per core, each
-    with its own lanes (the round program uses one core; 1 = this process, on `devices`)."""
+    with its own lanes (the round program uses one core; 1 = this process, on `devices`);
+    `restarts` further starts, with more damping, for a subject whose fit ends implausibly
+    (not converged, at a range's end, or χ² above its 99.9 % quantile; the best start is
+    kept)."""
 
     width: int = Field(64, ge=1, le=1_000_000)
-    round_steps: int = Field(8, ge=1, le=10_000)
+    round_steps: int = Field(2, ge=1, le=10_000)
+    restarts: int = Field(1, ge=0, le=100)
     devices: int | None = Field(None, ge=1)
     workers: int = Field(1, ge=1, le=4096)
     shard: str | None = None

@@ -265,6 +265,7 @@ def fit_job(
         settings = batch.BatchSettings(
             width=width,
             round_steps=cfg.batch.round_steps,
+            restarts=cfg.batch.restarts,
             max_steps=cfg.optimiser.max_steps,
             rtol=cfg.optimiser.rtol,
             atol=cfg.optimiser.atol,

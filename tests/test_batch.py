@@ -3,6 +3,7 @@ and changes nobody else, shards + merge = the whole, resume refuses/continues, c
 
 import functools
 import json
+from dataclasses import replace
 
 import jax
 import jax.numpy as jnp
@@ -140,6 +141,49 @@ def test_shards_and_merge_equal_the_whole(dataset, errors, reference, tmp_path):
     again = first_shard(resume=True)
     assert again.summary["subjects_fitted_now"] == 0
     assert json.loads((runs[0] / "summary.json").read_text())["subjects"] == 2
+
+
+def test_chi2_limit_and_implausible_fits():
+    """The χ² quantile that sends a fit to another start (Wilson–Hilferty) is SciPy's 99.9 %
+    quantile within 2 % (0.2 % from 30 degrees of freedom); a χ² above it, or not finite, is
+    implausible."""
+    from scipy.stats import chi2
+
+    from mgjax.batch._run import chi2_limit, implausible_fit
+
+    dof = np.array([3, 10, 30, 100, 1000])
+    np.testing.assert_allclose(chi2_limit(dof), chi2.ppf(0.999, dof), rtol=2e-2)
+    np.testing.assert_allclose(chi2_limit(dof[2:]), chi2.ppf(0.999, dof[2:]), rtol=2e-3)
+    # 25 observations, 2 free quantities: 23 degrees of freedom, limit ≈ 49.7
+    flags = implausible_fit(np.array([20.0, 49.0, 51.0, np.nan, np.inf]), np.full(5, 25), 2)
+    assert flags.tolist() == [False, False, True, True, True]
+
+
+def test_restarts_keep_the_best_start(dataset, errors, reference, monkeypatch):
+    """A fit judged implausible (here: every fit) gets a second, more damped start; the
+    subject's iterations count both, and the kept fit is the better of the two starts, each
+    run alone (two iterations each, so that they differ)."""
+    from mgjax.batch import _run
+
+    tiny = batch.BatchSettings(width=2, max_steps=2, round_steps=8)
+    fit = functools.partial(
+        batch.fit_batch, dataset, COHORT_PARAMETERS, error_models=errors, subjects=SUBJECTS[:2]
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(_run, "implausible_fit", lambda chi2, n, n_free: True)
+        both = fit(settings=tiny).subjects.set_index("subject")
+    assert (both["starts"] == 2).all() and (both["iterations"] == 4).all(), both
+    assert (both["status"] == "max_steps").all()
+    first = fit(settings=replace(tiny, restarts=0)).subjects.set_index("subject")
+    assert (first["starts"] == 1).all() and (first["iterations"] == 2).all()
+    monkeypatch.setattr(
+        _run, "restart_point", lambda initial, start, settings: (initial, settings.restart_step)
+    )
+    second = fit(settings=replace(tiny, restarts=0)).subjects.set_index("subject")
+    assert not np.allclose(first["loss"], second["loss"])  # the damping changes the path
+    np.testing.assert_allclose(both["loss"], np.minimum(first["loss"], second["loss"]), rtol=1e-12)
+    # plausible fits are not restarted
+    assert (reference.subjects["starts"] == 1).all()
 
 
 @pytest.mark.slow

@@ -131,7 +131,9 @@ def split_tables(wide: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(subjects table, long parameters table) from the wide rows of the parts."""
     wide = wide.sort_values("subject", kind="stable").reset_index(drop=True)
     # the documented columns first (the CLI contract), then the extras
-    subjects = wide[["subject", "loss", "converged", "iterations", "status", "group"]].copy()
+    columns = ["subject", "loss", "converged", "iterations", "status", "group"]
+    extras = [c for c in ("starts", "chi2", "n_observations") if c in wide.columns]
+    subjects = wide[columns + extras].copy()
     names = [c[len("estimate[") : -1] for c in wide.columns if c.startswith("estimate[")]
     infos = parameter_infos()
     frames = []

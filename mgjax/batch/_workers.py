@@ -190,6 +190,8 @@ def _combine(results, shards, out, workers, t0):
         seconds_compile=longest("seconds_compile"),
         programs=[p for s in summaries for p in s.get("programs", [])],
         rounds=total("rounds"),
+        rounds_per_worker=[s.get("rounds") for s in summaries],
+        seconds_per_worker=[s.get("seconds_total") for s in summaries],
         seconds_per_round=longest("seconds_per_round"),
         seconds_compile_estimate=longest("seconds_compile_estimate"),
         seconds_total=time.perf_counter() - t0,
