@@ -170,7 +170,7 @@ class BatchConfig(_Strict):
     kept)."""
 
     width: int = Field(64, ge=1, le=1_000_000)
-    round_steps: int = Field(2, ge=1, le=10_000)
+    round_steps: int = Field(4, ge=1, le=10_000)
     restarts: int = Field(1, ge=0, le=100)
     devices: int | None = Field(None, ge=1)
     workers: int = Field(1, ge=1, le=4096)

@@ -292,7 +292,8 @@ def test_sweep_2x2_then_shards_and_merge(cohort, tmp_path):
     for _, row in table.iterrows():
         assert (out / row["run"] / "parameters.csv").exists()
         assert row["subjects"] == 20
-        assert row["median_iterations"] <= row["optimiser.max_steps"]
+        # max_steps per start; an implausible fit gets one more start (batch.restarts: 1)
+        assert row["median_iterations"] <= 2 * row["optimiser.max_steps"]
         assert "median[egp_max]" in table.columns
     # more iterations never end at a worse median loss
     by = table.set_index(["optimiser.max_steps", "solver.rtol"])["median_loss"]

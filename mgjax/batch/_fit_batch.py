@@ -21,7 +21,8 @@ from ._store import RunStore, check_split, read_parts, shard_subjects, split_tab
 
 @dataclass
 class BatchResult:
-    """Per-subject table (subject, group, loss, converged, iterations, status), long
+    """Per-subject table (subject, group, loss, converged, iterations, status; from the lane
+    engine also starts, chi2, n_observations), long
     parameter table (subject, group, parameter, estimate, se, ci_low, ci_high, se_relative,
     unit, identifiable), and a summary (counts, timings)."""
 

@@ -69,7 +69,7 @@ class BatchSettings:
     """
 
     width: int = 64
-    round_steps: int = 2
+    round_steps: int = 4
     max_steps: int = 100
     rtol: float = 1e-8
     atol: float = 1e-8
