@@ -146,10 +146,10 @@ def test_shards_and_merge_equal_the_whole(dataset, errors, reference, tmp_path):
 def test_chi2_limit_and_implausible_fits():
     """The χ² quantile that sends a fit to another start (Wilson–Hilferty) is SciPy's 99.9 %
     quantile within 2 % (0.2 % from 30 degrees of freedom); a χ² above it, or not finite, is
-    implausible."""
+    implausible; of two starts the lower finite loss is kept."""
     from scipy.stats import chi2
 
-    from mgjax.batch._run import chi2_limit, implausible_fit
+    from mgjax.batch._run import chi2_limit, implausible_fit, lower_loss
 
     dof = np.array([3, 10, 30, 100, 1000])
     np.testing.assert_allclose(chi2_limit(dof), chi2.ppf(0.999, dof), rtol=2e-2)
@@ -157,6 +157,9 @@ def test_chi2_limit_and_implausible_fits():
     # 25 observations, 2 free quantities: 23 degrees of freedom, limit ≈ 49.7
     flags = implausible_fit(np.array([20.0, 49.0, 51.0, np.nan, np.inf]), np.full(5, 25), 2)
     assert flags.tolist() == [False, False, True, True, True]
+    # which start is kept: the lower loss, a non-finite loss counting as +inf
+    assert lower_loss(1.0, 2.0) and not lower_loss(2.0, 1.0) and not lower_loss(1.0, 1.0)
+    assert lower_loss(5.0, np.nan) and not lower_loss(np.nan, 5.0) and not lower_loss(np.inf, 5.0)
 
 
 def test_restarts_keep_the_best_start(dataset, errors, reference, monkeypatch):

@@ -295,6 +295,11 @@ def observation_counts(batch: SubjectBatch) -> np.ndarray:
     return n
 
 
+def lower_loss(loss: float, other: float) -> bool:
+    """Whether `loss` is lower than `other`, a non-finite loss counting as +∞."""
+    return (loss if np.isfinite(loss) else np.inf) < (other if np.isfinite(other) else np.inf)
+
+
 def restart_point(initial: np.ndarray, start: int, settings: BatchSettings):
     """(u, first trust-region step) of a subject's start number `start` (0 = the first):
     every start from its base values, each restart with 1/`settings.restart_step` times the
@@ -405,7 +410,7 @@ def run_batch(
             earlier = best.pop(i, None)
             used = earlier["iterations"] if earlier else 0
             trace = (earlier["trace"] if earlier else []) + [(used + n, x) for n, x in traces[r]]
-            if earlier is not None and not row["loss"] < earlier["loss"]:
+            if earlier is not None and not lower_loss(row["loss"], earlier["loss"]):
                 row = earlier
             row.update(iterations=used + int(spent[r]), trace=trace, starts=int(starts[r]) + 1)
             retry = implausible_fit(row["chi2"], row["n_observations"], len(names))
