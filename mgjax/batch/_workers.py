@@ -93,19 +93,17 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
 
         return _fit_lanes(out=out, shard=shard, progress=progress, settings=settings, **kwargs)
     shards = worker_shards(shard, workers)
-    if out is not None:
-        out = Path(out)
-        if kwargs.get("resume"):
-            check_split(out, shards, shard)
+    out = Path(out) if out is not None else None
     settings = replace(settings, devices=None)  # each worker: its own CPU device
     already = 0
     if out is not None and kwargs.get("resume"):
+        check_split(out, shards, shard)
         already = sum(read_parts(out, shard=s)["subject"].nunique() for s in shards)
     cache_dir = jax.config.jax_compilation_cache_dir
     context = mp.get_context("spawn")
     messages = context.Queue()
     t0 = time.perf_counter()
-    saved = {key: os.environ.get(key) for key in ("JAX_PLATFORMS",)}
+    saved_platforms = os.environ.get("JAX_PLATFORMS")
     os.environ["JAX_PLATFORMS"] = "cpu"  # inherited by the spawned workers
     processes = []
     try:
@@ -125,11 +123,10 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
                 ) from None
             processes.append(process)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if saved_platforms is None:
+            os.environ.pop("JAX_PLATFORMS", None)
+        else:
+            os.environ["JAX_PLATFORMS"] = saved_platforms
     bar = _progress_bar() if progress else None
     task = bar.add_task("fitting", total=total, completed=already) if bar else None
     done = [0] * workers
