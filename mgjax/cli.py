@@ -260,8 +260,20 @@ def petab_command(
     hierarchical: bool = typer.Option(
         True, help="Scaling and noise parameters in closed form (fewer outer parameters)."
     ),
+    optimiser: str = typer.Option(
+        "fides",
+        help="Local optimiser: fides (bounded trust region on the PEtab scale) or "
+        "levenberg_marquardt (Optimistix, through a bound transform).",
+    ),
+    hessian: str = typer.Option(
+        "gauss_newton",
+        help="fides' Hessian: gauss_newton (JᵀJ) or a structured secant update "
+        "(gnsbfgs, tssm, ssm, fx).",
+    ),
     vmap: bool = typer.Option(
-        False, help="All starts in one vmapped program (GPU); default one after another."
+        False,
+        help="All starts in one vmapped program (GPU; Levenberg–Marquardt); default one "
+        "after another.",
     ),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -291,6 +303,8 @@ def petab_command(
                 rtol=rtol,
                 atol=atol,
                 hierarchical=hierarchical,
+                optimiser=optimiser,
+                hessian=hessian,
                 vmap=vmap,
                 force=force,
                 progress=progress,

@@ -249,3 +249,64 @@ def test_hierarchical_parameters_are_the_closed_form_optimum(toy_yaml):
     for factor_s, factor_sigma in [(1.05, 1.0), (0.95, 1.0), (1.0, 1.1), (1.0, 0.9), (1.2, 0.8)]:
         moved = everything * np.array([1, 1, 1, factor_s, factor_sigma])
         assert float(nllh(flat, moved)) > value
+
+
+def _fit_options(rtol=1e-8, atol=1e-10):
+    return SolverOptions(
+        rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0, max_steps=10_000, adjoint=dfx.ForwardMode()
+    )
+
+
+def test_fides_reaches_the_toys_optimum(toy_yaml):
+    """The toy has Laplace noise (not least squares, and not smooth where a residual is 0):
+    fides with the NLLH, its forward-mode gradient and BFGS. No coordinate step from its end
+    point lowers the NLLH."""
+    from mgjax.petab._fides import _compiled, fit_start
+
+    problem = import_problem(toy_yaml, options=_fit_options(), lint=False, hierarchical=True)
+    assert not problem.least_squares and problem.free == ("k1", "k2", "a0")
+    nllh = _compiled()[2]
+
+    def f(x):
+        return float(nllh(problem, np.asarray(x, dtype=float))[0])
+
+    nominal = np.asarray(problem.to_scale(problem.nominal_values()))
+    fit = fit_start(problem, nominal + np.array([0.3, -0.3, 0.4]), max_steps=300)
+    assert fit.converged, fit
+    assert fit.nllh == pytest.approx(f(fit.scaled), rel=1e-12)
+    for i in range(3):
+        for step in (1e-3, -1e-3):
+            assert f(fit.scaled + step * np.eye(3)[i]) >= fit.nllh - 1e-7, (i, step)
+    assert fit.nllh < f(nominal)  # the data's optimum, not the truth
+
+
+def test_fides_gauss_newton_reaches_boehms_optimum_and_stops_on_a_bound():
+    """A least-squares problem (normal noise): fides with the Gauss–Newton Hessian JᵀJ of the
+    residuals from three starts ±0.5 decades around the collection's optimum (138.222); with
+    one upper bound below that optimum the fit ends on the bound, where moving inside raises
+    the NLLH."""
+    from mgjax.petab._fides import _compiled, fit_start
+
+    problem = import_problem(BOEHM, options=_fit_options(), hierarchical=True)
+    assert problem.least_squares
+    nllh = _compiled()[2]
+    nominal = np.asarray(problem.to_scale(problem.nominal_values()))
+    rng = np.random.default_rng(0)
+    starts = [nominal + rng.uniform(-0.5, 0.5, nominal.size) for _ in range(3)]
+    for start in starts:
+        fit = fit_start(problem, start)
+        assert fit.converged, fit
+        assert fit.nllh == pytest.approx(138.22200, abs=5e-3)
+
+    k = 0  # Epo_degradation_BaF3, log10 scale
+    cap = float(nominal[k]) - 0.3
+    capped = eqx.tree_at(lambda p: p.upper, problem, problem.upper.at[k].set(10.0**cap))
+    upper = np.asarray(capped.bounds_on_scale()[1])
+    bounded = fit_start(capped, np.minimum(starts[0], upper - 0.1))
+    assert bounded.converged, bounded
+    # on the bound (fides' reflective steps keep iterates strictly feasible: ≤ 1e-8 inside)
+    assert 0.0 <= upper[k] - bounded.scaled[k] < 1e-8
+    assert np.all(bounded.scaled <= upper)
+    inside = bounded.scaled - 1e-3 * np.eye(nominal.size)[k]
+    assert float(nllh(capped, inside)[0]) > bounded.nllh + 1e-4
+    assert bounded.nllh > 138.22200 + 0.1

@@ -424,10 +424,31 @@ class PetabProblem(eqx.Module):
         """r = (T(m) − T(s))/σ of every measurement, then √(2·log σ + C) per measurement
         (so ½·Σ r² is the negative log-likelihood up to constants), then the prior
         residuals of normal priors."""
+        return self._residual_vector(self.to_values(u), preds, ok)
+
+    def _residual_vector(self, values, preds, ok):
         h, sigma = preds
         r, safe_sigma, _ = self._row_terms(h, sigma, ok)
         noise = jnp.sqrt(jnp.maximum(2.0 * jnp.log(safe_sigma) + NOISE_RESIDUAL_OFFSET, 0.0))
-        return jnp.concatenate([r, noise, self._prior_residuals(self.to_values(u))])
+        return jnp.concatenate([r, noise, self._prior_residuals(values)])
+
+    # --- the PEtab scale (for optimisers that keep the bounds themselves) ---------------
+    def bounds_on_scale(self) -> tuple[Float[Array, " p"], Float[Array, " p"]]:
+        """The bounds of the outer estimated parameters on their PEtab scale."""
+        return self.to_scale(self.lower), self.to_scale(self.upper)
+
+    def residuals_on_scale(self, scaled: Float[Array, " p"]) -> Float[Array, " m"]:
+        """`residuals` as a function of the outer estimated parameters on their PEtab scale
+        (no bound transform: for an optimiser that keeps the bounds itself)."""
+        values = self.from_scale(scaled)
+        h, sigma, ok = self.simulate(values)
+        return self._residual_vector(values, (h, sigma), ok)
+
+    def negative_log_likelihood_on_scale(self, scaled: Float[Array, " p"]) -> Any:
+        """The objective (negative log-likelihood + priors) on the PEtab scale."""
+        values = self.from_scale(scaled)
+        h, sigma, ok = self.simulate(values)
+        return self.data_negative_log_likelihood(h, sigma, ok) + self.prior_term(values)
 
     def residuals(self, u: Float[Array, " p"], args: Any = None) -> Float[Array, " m"]:
         preds, ok = self.predictions(u)
