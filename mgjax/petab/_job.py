@@ -284,13 +284,15 @@ def petab_job(
         raise PetabError(f"unknown optimiser {optimiser!r}; one of {', '.join(OPTIMISERS)}")
     if hessian not in HESSIANS:
         raise PetabError(f"unknown Hessian strategy {hessian!r}; one of {', '.join(HESSIANS)}")
-    if vmap:
-        optimiser = "levenberg_marquardt"  # the vmapped starts run Optimistix in one program
     problem_yaml = Path(problem_yaml)
     if not problem_yaml.is_file():
         raise PetabError(f"{problem_yaml}: no such PEtab problem file")
     out = prepare_run_dir(Path(out), force=force)
     log = log or start_log(out, "mgjax.petab")
+    if vmap and optimiser != "levenberg_marquardt" and not nominal:
+        # fides runs one start at a time on the host; the vmapped starts are one program
+        log.info("--vmap: Levenberg–Marquardt (Optimistix) for all starts in one program")
+        optimiser = "levenberg_marquardt"
     settings = dict(
         problem=str(problem_yaml),
         mode="nominal" if nominal else "fit",
