@@ -218,6 +218,34 @@ def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
     assert list(best["parameterId"]) == ["k1", "k2", "a0", "s", "sigma_a"]
     html = (fit / "report.html").read_text()
     assert "Multistart waterfall" in html and "data:image/png;base64" in html
+    # the engine's Levenberg–Marquardt/L-BFGS path through the bound transform, same contract
+    engine = tmp_path / "engine"
+    result = runner.invoke(
+        app,
+        [
+            "petab",
+            str(toy_yaml),
+            "--starts",
+            "1",
+            "--seed",
+            "2",
+            "--max-steps",
+            "50",
+            "--optimiser",
+            "levenberg_marquardt",
+            "--out",
+            str(engine),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((engine / "summary.json").read_text())
+    assert summary["best_nllh"] < summary_nominal(toy_yaml, tmp_path)
+    assert len(pd.read_csv(engine / "best_parameters.tsv", sep="\t")) == 5
+    result = runner.invoke(
+        app, ["petab", str(toy_yaml), "--optimiser", "simplex", "--out", str(tmp_path / "y")]
+    )
+    assert result.exit_code == 2 and "unknown optimiser 'simplex'" in result.output
     # a bad problem: one message, exit code 2
     result = runner.invoke(
         app, ["petab", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x")]
@@ -261,7 +289,8 @@ def test_fides_reaches_the_toys_optimum(toy_yaml):
     """The toy has Laplace noise (not least squares, and not smooth where a residual is 0):
     fides with the NLLH, its forward-mode gradient and BFGS. No coordinate step from its end
     point lowers the NLLH."""
-    from mgjax.petab._fides import _compiled, fit_start
+    from mgjax.petab import fit_start
+    from mgjax.petab._fides import _compiled
 
     problem = import_problem(toy_yaml, options=_fit_options(), lint=False, hierarchical=True)
     assert not problem.least_squares and problem.free == ("k1", "k2", "a0")
@@ -285,7 +314,8 @@ def test_fides_gauss_newton_reaches_boehms_optimum_and_stops_on_a_bound():
     residuals from three starts ±0.5 decades around the collection's optimum (138.222); with
     one upper bound below that optimum the fit ends on the bound, where moving inside raises
     the NLLH."""
-    from mgjax.petab._fides import _compiled, fit_start
+    from mgjax.petab import fit_start
+    from mgjax.petab._fides import _compiled
 
     problem = import_problem(BOEHM, options=_fit_options(), hierarchical=True)
     assert problem.least_squares

@@ -1,8 +1,11 @@
 """PEtab v1 import: fit any problem of the PEtab benchmark collection with the mgjax engine.
 
-Needs the `petab` extra (`pip install "mgjax[petab]"`: petab, python-libsbml, sbmlmath, sympy).
+Needs the `petab` extra (`pip install "mgjax[petab]"`: petab, python-libsbml, sbmlmath, sympy,
+fides).
 """
 
+from ._fides import LocalFit as LocalFit
+from ._fides import fit_start as fit_start
 from ._import import PetabError as PetabError
 from ._import import import_problem as import_problem
 from ._problem import PetabModel as PetabModel

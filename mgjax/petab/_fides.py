@@ -63,10 +63,10 @@ def _compiled():
         return value, grad
 
     @eqx.filter_jit
-    def nllh(problem, scaled):
-        return problem.negative_log_likelihood_on_scale(scaled), problem.simulate(
-            problem.from_scale(scaled)
-        )[2]
+    def nllh(problem, scaled):  # the objective and whether its simulations succeeded
+        values = problem.from_scale(scaled)
+        h, sigma, ok = problem.simulate(values)
+        return problem.data_negative_log_likelihood(h, sigma, ok) + problem.prior_term(values), ok
 
     return residuals_and_jacobian, nllh_and_gradient, nllh
 

@@ -284,6 +284,14 @@ def petab_job(
         raise PetabError(f"unknown optimiser {optimiser!r}; one of {', '.join(OPTIMISERS)}")
     if hessian not in HESSIANS:
         raise PetabError(f"unknown Hessian strategy {hessian!r}; one of {', '.join(HESSIANS)}")
+    if optimiser == "fides" and not (nominal or vmap):
+        try:
+            import fides  # noqa: F401
+        except ImportError as error:
+            raise PetabError(
+                'fides is missing: install the PEtab extra, pip install "mgjax[petab]" '
+                "(or fit with --optimiser levenberg_marquardt)"
+            ) from error
     problem_yaml = Path(problem_yaml)
     if not problem_yaml.is_file():
         raise PetabError(f"{problem_yaml}: no such PEtab problem file")
