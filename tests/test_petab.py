@@ -340,3 +340,43 @@ def test_fides_gauss_newton_reaches_boehms_optimum_and_stops_on_a_bound():
     inside = bounded.scaled - 1e-3 * np.eye(nominal.size)[k]
     assert float(nllh(capped, inside)[0]) > bounded.nllh + 1e-4
     assert bounded.nllh > 138.22200 + 0.1
+
+
+def test_conservation_laws_are_found(toy_yaml):
+    """The laws the implicit steady-state derivative uses: A + B in the toy (one reversible
+    reaction); Brannmark's receptor (5 forms), IRS1 (2) and X (2) totals."""
+    toy_laws = np.asarray(import_problem(toy_yaml, lint=False).model.conservation)
+    np.testing.assert_allclose(np.abs(toy_laws), [[2**-0.5, 2**-0.5]], rtol=1e-10)
+    problem = import_problem(BRANNMARK, lint=False)
+    assert problem.model.state_ids == (
+        "IR",
+        "IRins",
+        "IRp",
+        "IRiP",
+        "IRi",
+        "IRS",
+        "IRSiP",
+        "X",
+        "Xp",
+    )
+    laws = np.asarray(problem.model.conservation)
+    assert laws.shape == (3, 9)
+    totals = np.array([[1] * 5 + [0] * 4, [0] * 5 + [1, 1, 0, 0], [0] * 7 + [1, 1]], dtype=float)
+    totals /= np.linalg.norm(totals, axis=1, keepdims=True)
+    # every total lies in the span of the laws found (and they span nothing else: 3 = 3)
+    np.testing.assert_allclose(np.linalg.norm(laws @ totals.T, axis=0), 1.0, rtol=1e-10)
+
+
+def test_implicit_steady_state_derivative_matches_the_integrations(toy_yaml):
+    """The pre-equilibrated steady state differentiated implicitly (∂f/∂x·dx* = −∂f/∂p·dp,
+    conserved totals of x0) = differentiated through an integration converged to 1e-12."""
+    options = _fit_options(rtol=1e-10, atol=1e-12)
+    kwargs = dict(options=options, lint=False, steady_state_rtol=1e-12, steady_state_atol=1e-14)
+    implicit = import_problem(toy_yaml, **kwargs)
+    integrated = import_problem(toy_yaml, implicit_steady_state=False, **kwargs)
+    assert implicit.model.conservation and integrated.model.conservation is None
+    jacobian = eqx.filter_jit(lambda p, x: jax.jacfwd(p.residuals_on_scale)(x))
+    x = np.asarray(implicit.to_scale(implicit.nominal_values())) + 0.1
+    a, b = np.asarray(jacobian(implicit, x)), np.asarray(jacobian(integrated, x))
+    assert np.abs(b).max() > 1e-2
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8 * np.abs(b).max())

@@ -16,7 +16,7 @@ import sympy as sp
 
 from .._solve import SolverOptions
 from ._codegen import generate
-from ._problem import PRIOR_TYPES, SCALES, PetabModel, PetabProblem
+from ._problem import PRIOR_TYPES, SCALES, PetabModel, PetabProblem, conservation_laws
 from ._sbml import TIME, SymbolicODE, UnsupportedSBMLError, read_sbml
 
 
@@ -266,6 +266,7 @@ def import_problem(
     steady_state_rtol: float = 1e-8,
     steady_state_atol: float = 1e-16,
     hierarchical: bool = False,
+    implicit_steady_state: bool = True,
 ) -> PetabProblem:
     """Import a PEtab v1 problem (its YAML file) as a `PetabProblem`.
 
@@ -277,7 +278,10 @@ def import_problem(
       atol + rtol·|x_i| (AMICI's defaults);
     - `hierarchical`: estimate scaling factors and noise parameters that occur only as such
       in closed form given each simulation (Loos et al., Bioinformatics 2018), so optimisers
-      move only the others (`free`); `all_estimates` gives every estimated value.
+      move only the others (`free`); `all_estimates` gives every estimated value;
+    - `implicit_steady_state`: differentiate a pre-equilibrated steady state implicitly
+      (∂f/∂x·dx* = −∂f/∂p·dp with the conservation laws, found at import) instead of through
+      the integration to it (autonomous models; the steady state itself is the same).
 
     Unsupported SBML is refused by name (`UnsupportedSBMLError`)."""
     import diffrax as dfx
@@ -510,16 +514,20 @@ def import_problem(
     rhs = generate("rhs", [TIME, x_symbols, p_symbols], ode.rhs)
     initial = generate("initial", [p_symbols], ode.initial)
     switch = generate("switch_times", [p_symbols], ode.switch_times) if ode.switch_times else None
+    time_dependent = any(_has_time_outside_conditions(e) for e in ode.rhs)
     model = PetabModel(
         rhs=rhs,
         initial=initial,
         switch_times=switch,
         measure=measure,
         n_observables=len(observable_ids),
-        time_dependent=any(_has_time_outside_conditions(e) for e in ode.rhs),
+        time_dependent=time_dependent,
         state_ids=tuple(ode.states),
         parameter_ids=tuple(ode.parameters),
         observable_ids=tuple(observable_ids),
+        conservation=None
+        if time_dependent or not implicit_steady_state
+        else conservation_laws(rhs, len(ode.states), len(ode.parameters)),
     )
     if options is None:
         options = SolverOptions(

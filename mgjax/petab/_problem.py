@@ -20,6 +20,7 @@ Semantics follow the reference library (`petab.v1.calculate_llh`):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -67,6 +68,51 @@ class PetabModel(eqx.Module):
     state_ids: tuple[str, ...] = eqx.field(static=True)
     parameter_ids: tuple[str, ...] = eqx.field(static=True)
     observable_ids: tuple[str, ...] = eqx.field(static=True)
+    #: rows w of the conservation laws (wᵀ·dx/dt ≡ 0), for the steady state's implicit
+    #: derivative; None: differentiate through the integration to steady state instead
+    conservation: tuple[tuple[float, ...], ...] | None = eqx.field(static=True, default=None)
+
+
+def conservation_laws(rhs, n_states: int, n_parameters: int, samples: int = 4, seed: int = 0):
+    """The conservation laws of dx/dt = rhs(t, x, p): an orthonormal basis (rows) of the
+    vectors w with wᵀ·∂rhs/∂x = 0 at every state and parameter value, found from the
+    Jacobians at a few random points (x, p uniform in [0.5, 2]); None if a Jacobian there is
+    not finite. A constant state (a zero row of the right-hand side) counts as one law."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for _ in range(samples):
+        x = jnp.asarray(rng.uniform(0.5, 2.0, n_states))
+        p = jnp.asarray(rng.uniform(0.5, 2.0, n_parameters))
+        jacobian = np.asarray(jax.jacfwd(rhs, argnums=1)(0.0, x, p))
+        if not np.all(np.isfinite(jacobian)):
+            return None
+        blocks.append(jacobian.T)  # wᵀJ = 0  ⇔  Jᵀw = 0
+    _, singular, vt = np.linalg.svd(np.concatenate(blocks), full_matrices=True)
+    scale = max(float(singular.max(initial=0.0)), 1e-300)
+    rank = int(np.sum(singular > 1e-9 * scale))
+    return tuple(tuple(float(v) for v in row) for row in vt[rank:])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _at_steady_state(rhs, x, t, p, x0, conservation):
+    """x (a steady state of rhs reached from x0) with the implicit-function derivative."""
+    return x
+
+
+@_at_steady_state.defjvp
+def _at_steady_state_jvp(rhs, primals, tangents):
+    """d x*: ∂f/∂x·dx* = −∂f/∂p·dp on the steady state, and C·dx* = C·dx0 for the
+    conservation laws C (the totals are those of the initial state); least squares on the
+    stacked system, which has full column rank at a hyperbolic steady state."""
+    x, t, p, x0, conservation = primals
+    _, _, p_dot, x0_dot, _ = tangents
+    jacobian = jax.jacfwd(lambda y: rhs(t, y, p))(x)
+    _, f_dot = jax.jvp(lambda q: rhs(t, x, q), (p,), (p_dot,))
+    matrix = jnp.concatenate([jacobian, conservation])
+    vector = jnp.concatenate([-f_dot, conservation @ x0_dot])
+    return x, jnp.linalg.lstsq(matrix, vector)[0]
 
 
 def _scale(x, code):
@@ -244,7 +290,17 @@ class PetabProblem(eqx.Module):
 
     def steady_state(self, p: Any, x0: Any) -> tuple[Any, Any]:
         """Integrate to steady state: max_i |dx_i/dt| / (atol + rtol·|x_i|) < 1 (AMICI's
-        default criterion on the state derivative, with its default tolerances)."""
+        default criterion on the state derivative, with its default tolerances).
+
+        Its derivative (autonomous models with known conservation laws) is the implicit
+        one of the steady state, ∂f/∂x·dx* = −∂f/∂p·dp with the conserved totals of x0
+        (what AMICI's steady-state sensitivities compute), not that of the integration;
+        otherwise the integration is differentiated."""
+        implicit = self.model.conservation is not None and not self.model.time_dependent
+        if implicit:
+            p_end, x0_end = jax.lax.stop_gradient((p, x0))
+        else:
+            p_end, x0_end = p, x0
 
         def reached(t, x, p, **kwargs):
             dx = self.model.rhs(t, x, p)
@@ -257,17 +313,21 @@ class PetabProblem(eqx.Module):
             t0=0.0,
             t1=jnp.inf,
             dt0=None,
-            y0=x0,
-            args=p,
+            y0=x0_end,
+            args=p_end,
             saveat=dfx.SaveAt(t1=True),
-            stepsize_controller=self._controller(p, switches=False),
+            stepsize_controller=self._controller(p_end, switches=False),
             event=dfx.Event(reached),
             adjoint=self.options.adjoint,
             max_steps=self.options.max_steps,
             throw=False,
         )
         ok = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
-        return sol.ys[-1], ok
+        x = sol.ys[-1]
+        if implicit:
+            laws = jnp.asarray(self.model.conservation, dtype=x.dtype).reshape(-1, x.shape[0])
+            x = _at_steady_state(self.model.rhs, x, sol.ts[-1], p, x0, laws)
+        return x, ok
 
     def _simulate_one(self, p, x0):
         sol = dfx.diffeqsolve(
