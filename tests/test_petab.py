@@ -9,6 +9,7 @@ from pathlib import Path
 import diffrax as dfx
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -380,3 +381,21 @@ def test_implicit_steady_state_derivative_matches_the_integrations(toy_yaml):
     a, b = np.asarray(jacobian(implicit, x)), np.asarray(jacobian(integrated, x))
     assert np.abs(b).max() > 1e-2
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8 * np.abs(b).max())
+
+
+def test_conservation_laws_that_depend_on_parameters_are_not_used():
+    """A → B between compartments of sizes V1, V2 (concentrations): V1·a + V2·b is conserved,
+    with weights that depend on the parameters — no fixed law explains the Jacobian's rank
+    deficiency, so the steady state is differentiated through its integration (None). In
+    one compartment the law a + b is found."""
+    from mgjax.petab._problem import conservation_laws
+
+    def between(t, x, p):  # p = (k, V1, V2)
+        flux = p[0] * x[0] * p[1]
+        return jnp.stack([-flux / p[1], flux / p[2]])
+
+    def within(t, x, p):
+        return jnp.stack([-p[0] * x[0], p[0] * x[0]])
+
+    assert conservation_laws(between, 2, 3) is None
+    np.testing.assert_allclose(np.abs(conservation_laws(within, 2, 3)), [[2**-0.5] * 2])

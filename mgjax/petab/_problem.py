@@ -76,23 +76,34 @@ class PetabModel(eqx.Module):
 def conservation_laws(rhs, n_states: int, n_parameters: int, samples: int = 4, seed: int = 0):
     """The conservation laws of dx/dt = rhs(t, x, p): an orthonormal basis (rows) of the
     vectors w with wᵀ·∂rhs/∂x = 0 at every state and parameter value, found from the
-    Jacobians at a few random points (x, p uniform in [0.5, 2]); None if a Jacobian there is
-    not finite. A constant state (a zero row of the right-hand side) counts as one law."""
+    Jacobians at a few random points (x, p uniform in [0.5, 2]). A constant state (a zero
+    row of the right-hand side) counts as one law.
+
+    None — differentiate through the integration instead — if a Jacobian there is not
+    finite, or if the laws found do not explain each Jacobian's rank deficiency (laws whose
+    weights depend on the parameters, e.g. on compartment sizes, or another singularity):
+    the implicit derivative needs rank(J) + laws = states."""
     import numpy as np
 
+    def rank(matrix):
+        singular = np.linalg.svd(matrix, compute_uv=False)
+        return int(np.sum(singular > 1e-9 * max(float(singular.max(initial=0.0)), 1e-300)))
+
     rng = np.random.default_rng(seed)
-    blocks = []
+    jacobians = []
     for _ in range(samples):
         x = jnp.asarray(rng.uniform(0.5, 2.0, n_states))
         p = jnp.asarray(rng.uniform(0.5, 2.0, n_parameters))
         jacobian = np.asarray(jax.jacfwd(rhs, argnums=1)(0.0, x, p))
         if not np.all(np.isfinite(jacobian)):
             return None
-        blocks.append(jacobian.T)  # wᵀJ = 0  ⇔  Jᵀw = 0
-    _, singular, vt = np.linalg.svd(np.concatenate(blocks), full_matrices=True)
-    scale = max(float(singular.max(initial=0.0)), 1e-300)
-    rank = int(np.sum(singular > 1e-9 * scale))
-    return tuple(tuple(float(v) for v in row) for row in vt[rank:])
+        jacobians.append(jacobian)
+    stacked = np.concatenate([j.T for j in jacobians])  # wᵀJ = 0  ⇔  Jᵀw = 0
+    _, _, vt = np.linalg.svd(stacked, full_matrices=True)
+    laws = vt[rank(stacked) :]
+    if any(rank(j) + laws.shape[0] != n_states for j in jacobians):
+        return None
+    return tuple(tuple(float(v) for v in row) for row in laws)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
