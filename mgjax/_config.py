@@ -166,8 +166,7 @@ class BatchConfig(_Strict):
     every n-th subject (scheduler job arrays); `workers` CPU processes, one per core, each
     with its own lanes (the round program uses one core; 1 = this process, on `devices`);
     `restarts` further starts, with more damping, for a subject whose fit ends implausibly
-    (not converged, at a range's end, or χ² above its 99.9 % quantile; the best start is
-    kept)."""
+    (χ² above its 99.9 % quantile; the best start is kept)."""
 
     width: int = Field(64, ge=1, le=1_000_000)
     round_steps: int = Field(4, ge=1, le=10_000)

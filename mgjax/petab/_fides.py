@@ -64,9 +64,7 @@ def _compiled():
 
     @eqx.filter_jit
     def nllh(problem, scaled):  # the objective and whether its simulations succeeded
-        values = problem.from_scale(scaled)
-        h, sigma, ok = problem.simulate(values)
-        return problem.data_negative_log_likelihood(h, sigma, ok) + problem.prior_term(values), ok
+        return problem.objective_on_scale(scaled)
 
     return residuals_and_jacobian, nllh_and_gradient, nllh
 

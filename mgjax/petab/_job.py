@@ -377,9 +377,13 @@ def petab_job(
         )
     )
     # hierarchical parameters start at their closed-form optimum: only the others are taken
-    # from the start
-    u_starts = np.stack(
-        [np.asarray(problem.from_values(unscale(petab_problem, x)[outer])) for x in starts]
+    # from the start (fides takes them on the PEtab scale; the engine in its coordinates u)
+    u_starts = (
+        np.stack(
+            [np.asarray(problem.from_values(unscale(petab_problem, x)[outer])) for x in starts]
+        )
+        if optimiser == "levenberg_marquardt"
+        else None
     )
     compile_events = _compile_events()
     if vmap:
@@ -406,7 +410,6 @@ def petab_job(
         ) as bar:
             task = bar.add_task("fit", total=len(starts), best="–")
             for i in range(len(starts)):
-                u0 = u_starts[i]
                 compiled_before = sum(compile_events)
                 t0 = time.perf_counter()
                 if optimiser == "fides":
@@ -416,7 +419,7 @@ def petab_job(
                     nllh, converged, iterations = local.nllh, local.converged, local.iterations
                     values_i = np.asarray(problem.from_scale(local.scaled))
                 else:
-                    result = jax.block_until_ready(run(problem, u0))
+                    result = jax.block_until_ready(run(problem, u_starts[i]))
                     nllh = float(result.loss) if bool(result.solve_success) else float("inf")
                     converged, iterations = bool(result.converged), int(result.iterations)
                     values_i = np.asarray(problem.to_values(result.u))

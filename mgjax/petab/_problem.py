@@ -515,11 +515,16 @@ class PetabProblem(eqx.Module):
         h, sigma, ok = self.simulate(values)
         return self._residual_vector(values, (h, sigma), ok)
 
-    def negative_log_likelihood_on_scale(self, scaled: Float[Array, " p"]) -> Any:
-        """The objective (negative log-likelihood + priors) on the PEtab scale."""
+    def objective_on_scale(self, scaled: Float[Array, " p"]) -> tuple[Any, Any]:
+        """(negative log-likelihood + priors, whether every simulation succeeded) at the
+        outer estimated parameters on their PEtab scale, from one simulation."""
         values = self.from_scale(scaled)
         h, sigma, ok = self.simulate(values)
-        return self.data_negative_log_likelihood(h, sigma, ok) + self.prior_term(values)
+        return self.data_negative_log_likelihood(h, sigma, ok) + self.prior_term(values), ok
+
+    def negative_log_likelihood_on_scale(self, scaled: Float[Array, " p"]) -> Any:
+        """The objective (negative log-likelihood + priors) on the PEtab scale."""
+        return self.objective_on_scale(scaled)[0]
 
     def residuals(self, u: Float[Array, " p"], args: Any = None) -> Float[Array, " m"]:
         preds, ok = self.predictions(u)
