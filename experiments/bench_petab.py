@@ -2,7 +2,7 @@
 mgjax and with pyPESTO + AMICI (+ fides), in one run.
 
     python experiments/bench_petab.py [PROBLEM.yaml] [--starts 20] [--seed 1] [--target 141.835]
-        [--optimisers fides,levenberg_marquardt]
+        [--optimisers fides,levenberg_marquardt] [--restarts 10]
 
 The starts are drawn uniformly within the bounds on each parameter's PEtab scale (log10 for
 Brannmark), written to a .npy file and given to both tools verbatim. The peer runs in its own
@@ -68,6 +68,7 @@ def run_mgjax(
     atol: float,
     max_steps: int,
     optimiser: str,
+    restarts: int = 10,
 ):
     from mgjax.petab._job import petab_job
 
@@ -79,6 +80,7 @@ def run_mgjax(
         atol=atol,
         max_steps=max_steps,
         optimiser=optimiser,
+        restarts=restarts,
         force=True,
         progress=False,
     )
@@ -124,6 +126,12 @@ def main() -> None:
         default="fides",
         help="mgjax's local optimisers, one row each: fides and/or levenberg_marquardt",
     )
+    parser.add_argument(
+        "--restarts",
+        type=int,
+        default=10,
+        help="fides restarts from each start's end point (mgjax petab --restarts; 0: off)",
+    )
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--jax-peer", action="store_true", help="also AMICI's JAX backend")
     args = parser.parse_args()
@@ -142,7 +150,10 @@ def main() -> None:
     np.save(starts_file, starts)
 
     rows, runs = [], []
-    names = {"fides": "fides (bounded, Gauss–Newton)", "levenberg_marquardt": "Levenberg–Marquardt"}
+    names = {
+        "fides": f"fides (bounded, Gauss–Newton, ≤ {args.restarts} restarts)",
+        "levenberg_marquardt": "Levenberg–Marquardt",
+    }
     for optimiser in args.optimisers.split(","):
         table, summary = run_mgjax(
             problem,
@@ -152,6 +163,7 @@ def main() -> None:
             args.atol,
             args.max_steps,
             optimiser,
+            args.restarts,
         )
         runs.append((table["nllh"], table["seconds"]))
         rows.append(

@@ -270,6 +270,11 @@ def petab_command(
         help="fides' Hessian: gauss_newton (JᵀJ) or a structured secant update "
         "(gnsbfgs, tssm, ssm, fx).",
     ),
+    restarts: int = typer.Option(
+        10,
+        help="fides: restart each start's fit from its end point (a fresh trust region) up "
+        "to this many times while each restart lowers the NLLH by >= 1e-3 (0: off).",
+    ),
     vmap: bool = typer.Option(
         False,
         help="All starts in one vmapped program (GPU; Levenberg–Marquardt); default one "
@@ -305,6 +310,7 @@ def petab_command(
                 hierarchical=hierarchical,
                 optimiser=optimiser,
                 hessian=hessian,
+                restarts=restarts,
                 vmap=vmap,
                 force=force,
                 progress=progress,

@@ -247,6 +247,10 @@ def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
         app, ["petab", str(toy_yaml), "--optimiser", "simplex", "--out", str(tmp_path / "y")]
     )
     assert result.exit_code == 2 and "unknown optimiser 'simplex'" in result.output
+    result = runner.invoke(
+        app, ["petab", str(toy_yaml), "--restarts", "-1", "--out", str(tmp_path / "z")]
+    )
+    assert result.exit_code == 2 and "restarts must be >= 0" in result.output
     # a bad problem: one message, exit code 2
     result = runner.invoke(
         app, ["petab", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x")]
@@ -427,3 +431,30 @@ def test_brannmark_best_known_optimum():
     assert float(nllh(problem, nominal)[0]) == pytest.approx(141.889, abs=1e-3)
     ridge = max(float(nllh(problem, nominal + a * (best - nominal))[0]) for a in (0.7, 0.8, 0.9))
     assert ridge > 142.3
+
+
+def test_fides_restarts_finish_in_a_narrow_valley():
+    """Inside the best basin of Brannmark, fides stops on its function tolerance short of the
+    floor's minimum; restarting from its own end point (a fresh trust region) goes on down.
+    From points ±0.5 decades around the best known optimum (hierarchical): restarts never end
+    higher, add up their iterations, and lower at least one end point by ≥ 5e-3."""
+    from mgjax.petab import fit_start
+
+    table = pd.read_csv(PETAB / "Brannmark_JBC2010_best_known.tsv", sep="\t")
+    problem = import_problem(BRANNMARK, options=_fit_options(1e-6, 1e-10), hierarchical=True)
+    estimate = table.set_index("parameterId").loc[list(problem.estimated_ids), "estimate"]
+    best = np.log10(estimate.to_numpy())
+    lower, upper = (np.asarray(b) for b in problem.bounds_on_scale())
+    outer = [problem.estimated_ids.index(p) for p in problem.free]
+    rng = np.random.default_rng(5)
+    points = [np.clip(best + rng.uniform(-0.5, 0.5, best.size), -99, 99) for _ in range(7)]
+    gains = []
+    for start in (points[5], points[6]):
+        start = np.clip(start[outer], lower, upper)
+        once = fit_start(problem, start)
+        again = fit_start(problem, start, restarts=10)
+        assert once.restarts == 0 and again.restarts >= 1
+        assert again.iterations > once.iterations
+        assert again.nllh <= once.nllh + 1e-9
+        gains.append(once.nllh - again.nllh)
+    assert max(gains) >= 5e-3, gains

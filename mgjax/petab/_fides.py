@@ -25,13 +25,15 @@ HESSIANS = ("gauss_newton", "gnsbfgs", "tssm", "ssm", "fx")
 
 class LocalFit(NamedTuple):
     """One local fit: the end point on the PEtab scale, its NLLH (+∞ if its simulation
-    failed), whether fides reported convergence, its iterations and fides' exit flag."""
+    failed), whether fides reported convergence, its iterations (all runs), fides' exit flag
+    and how many times fides was restarted from its own end point."""
 
     scaled: np.ndarray
     nllh: float
     converged: bool
     iterations: int
     exit_flag: str
+    restarts: int = 0
 
 
 @functools.cache
@@ -100,12 +102,36 @@ def fit_start(
     max_steps: int = 1000,
     hessian: str = "gauss_newton",
     options: dict | None = None,
+    restarts: int = 0,
+    restart_tolerance: float = 1e-3,
 ) -> LocalFit:
     """One local fit of `problem` (a `PetabProblem`) from `scaled_start` (its outer estimated
     parameters on their PEtab scale, inside the bounds) with fides.
 
     `options`: fides options by name (`fatol`, `frtol`, `gatol`, `xtol`, …; fides' defaults
-    otherwise, as pyPESTO uses them); `max_steps` is fides' `maxiter`."""
+    otherwise, as pyPESTO uses them); `max_steps`: fides iterations in all, restarts included.
+
+    `restarts`: fides stops on its function tolerance when an accepted step lowers the NLLH
+    by less than ~1e-8·|f|, which in a narrow curved valley happens far from its floor's
+    minimum, with a large gradient, once the trust region has shrunk. Up to `restarts` times
+    the fit is run again from its own end point (a fresh trust region) while each run lowers
+    the NLLH by at least `restart_tolerance`; the lowest end point is kept."""
+    x = np.asarray(scaled_start, dtype=float)
+    fit = _fides_run(problem, x, max_steps, hessian, options)
+    used, done = fit.iterations, 0
+    while done < restarts and fit.converged and used < max_steps:
+        again = _fides_run(problem, fit.scaled, max_steps - used, hessian, options)
+        used, done = used + again.iterations, done + 1
+        gain = fit.nllh - again.nllh
+        if again.nllh < fit.nllh:
+            fit = again
+        if not gain >= restart_tolerance:  # also when both are +inf
+            break
+    return fit._replace(iterations=used, restarts=done)
+
+
+def _fides_run(problem, scaled_start, max_steps: int, hessian: str, options) -> LocalFit:
+    """One fides run (see `fit_start`)."""
     import logging
 
     import fides

@@ -261,6 +261,7 @@ def petab_job(
     hierarchical: bool = True,
     optimiser: str = "fides",
     hessian: str = "gauss_newton",
+    restarts: int = 10,
     vmap: bool = False,
     force: bool = False,
     progress: bool = True,
@@ -282,6 +283,8 @@ def petab_job(
 
     if optimiser not in OPTIMISERS:
         raise PetabError(f"unknown optimiser {optimiser!r}; one of {', '.join(OPTIMISERS)}")
+    if restarts < 0:
+        raise PetabError(f"restarts must be >= 0, got {restarts}")
     if hessian not in HESSIANS:
         raise PetabError(f"unknown Hessian strategy {hessian!r}; one of {', '.join(HESSIANS)}")
     if optimiser == "fides" and not (nominal or vmap):
@@ -308,7 +311,8 @@ def petab_job(
         seed=seed,
         starts_file=str(starts_file) if starts_file else None,
         optimiser=(
-            f"fides (bounded trust region, Hessian {hessian}), forward-mode Jacobian"
+            f"fides (bounded trust region, Hessian {hessian}, up to {restarts} restarts from "
+            "its end point while each lowers the NLLH by >= 1e-3), forward-mode Jacobian"
             if optimiser == "fides"
             else "levenberg_marquardt (Optimistix), forward-mode Jacobian"
         ),
@@ -414,7 +418,11 @@ def petab_job(
                 t0 = time.perf_counter()
                 if optimiser == "fides":
                     local = fit_start(
-                        problem, starts[i][outer], max_steps=max_steps, hessian=hessian
+                        problem,
+                        starts[i][outer],
+                        max_steps=max_steps,
+                        hessian=hessian,
+                        restarts=restarts,
                     )
                     nllh, converged, iterations = local.nllh, local.converged, local.iterations
                     values_i = np.asarray(problem.from_scale(local.scaled))
