@@ -405,6 +405,12 @@ def test_conservation_laws_that_depend_on_parameters_are_not_used():
     np.testing.assert_allclose(np.abs(conservation_laws(within, 2, 3)), [[2**-0.5] * 2])
 
 
+def _best_known(problem) -> np.ndarray:
+    """Brannmark's best known optimum (vendored), linear values in `estimated_ids` order."""
+    table = pd.read_csv(PETAB / "Brannmark_JBC2010_best_known.tsv", sep="\t")
+    return table.set_index("parameterId").loc[list(problem.estimated_ids), "estimate"].to_numpy()
+
+
 def test_brannmark_best_known_optimum():
     """Brannmark's best known optimum (tests/data/petab/Brannmark_JBC2010_best_known.tsv: the
     end point of pyPESTO + AMICI + fides from one uniform random start, AMICI's NLLH 141.825267
@@ -416,13 +422,11 @@ def test_brannmark_best_known_optimum():
     from mgjax.petab import fit_start
     from mgjax.petab._fides import _compiled
 
-    table = pd.read_csv(PETAB / "Brannmark_JBC2010_best_known.tsv", sep="\t")
     nllh = _compiled()[2]
     for hierarchical in (False, True):
         problem = import_problem(BRANNMARK, options=_fit_options(), hierarchical=hierarchical)
-        estimate = table.set_index("parameterId").loc[list(problem.estimated_ids), "estimate"]
         outer = [problem.estimated_ids.index(p) for p in problem.free]
-        best = np.asarray(problem.to_scale(jnp.asarray(estimate.to_numpy()[outer])))
+        best = np.asarray(problem.to_scale(jnp.asarray(_best_known(problem)[outer])))
         value, ok = nllh(problem, best)
         assert bool(ok) and float(value) == pytest.approx(141.825267, abs=1e-3), hierarchical
     fit = fit_start(problem, best)  # hierarchical
@@ -440,10 +444,8 @@ def test_fides_restarts_finish_in_a_narrow_valley():
     higher, add up their iterations, and lower at least one end point by ≥ 5e-3."""
     from mgjax.petab import fit_start
 
-    table = pd.read_csv(PETAB / "Brannmark_JBC2010_best_known.tsv", sep="\t")
     problem = import_problem(BRANNMARK, options=_fit_options(1e-6, 1e-10), hierarchical=True)
-    estimate = table.set_index("parameterId").loc[list(problem.estimated_ids), "estimate"]
-    best = np.log10(estimate.to_numpy())
+    best = np.log10(_best_known(problem))  # every Brannmark parameter is on the log10 scale
     lower, upper = (np.asarray(b) for b in problem.bounds_on_scale())
     outer = [problem.estimated_ids.index(p) for p in problem.free]
     rng = np.random.default_rng(5)

@@ -22,6 +22,9 @@ import numpy as np
 #: forward sensitivities) or a structured secant correction of it for non-zero residuals.
 HESSIANS = ("gauss_newton", "gnsbfgs", "tssm", "ssm", "fx")
 
+#: `fit_start` restarts fides from its end point while a run lowers the NLLH by at least this.
+RESTART_TOLERANCE = 1e-3
+
 
 class LocalFit(NamedTuple):
     """One local fit: the end point on the PEtab scale, its NLLH (+∞ if its simulation
@@ -103,7 +106,7 @@ def fit_start(
     hessian: str = "gauss_newton",
     options: dict | None = None,
     restarts: int = 0,
-    restart_tolerance: float = 1e-3,
+    restart_tolerance: float = RESTART_TOLERANCE,
 ) -> LocalFit:
     """One local fit of `problem` (a `PetabProblem`) from `scaled_start` (its outer estimated
     parameters on their PEtab scale, inside the bounds) with fides.

@@ -278,7 +278,7 @@ def petab_job(
     from .._solve import SolverOptions
     from ..fit import laplace
     from ..fit._optimise import optimise
-    from ._fides import HESSIANS, compile_for, fit_start
+    from ._fides import HESSIANS, RESTART_TOLERANCE, compile_for, fit_start
     from ._import import PetabError, import_problem
 
     if optimiser not in OPTIMISERS:
@@ -312,7 +312,8 @@ def petab_job(
         starts_file=str(starts_file) if starts_file else None,
         optimiser=(
             f"fides (bounded trust region, Hessian {hessian}, up to {restarts} restarts from "
-            "its end point while each lowers the NLLH by >= 1e-3), forward-mode Jacobian"
+            f"its end point while each lowers the NLLH by >= {RESTART_TOLERANCE:g}), "
+            "forward-mode Jacobian"
             if optimiser == "fides"
             else "levenberg_marquardt (Optimistix), forward-mode Jacobian"
         ),
