@@ -2,7 +2,7 @@
 mgjax and with pyPESTO + AMICI (+ fides), in one run.
 
     python experiments/bench_petab.py [PROBLEM.yaml] [--starts 20] [--seed 1] [--target 141.835]
-        [--optimisers fides,levenberg_marquardt] [--restarts 10]
+        [--optimisers fides,levenberg_marquardt] [--restarts 10] [--no-explore]
 
 The starts are drawn uniformly within the bounds on each parameter's PEtab scale (log10 for
 Brannmark), written to a .npy file and given to both tools verbatim. The peer runs in its own
@@ -69,6 +69,7 @@ def run_mgjax(
     max_steps: int,
     optimiser: str,
     restarts: int = 10,
+    explore: bool = True,
 ):
     from mgjax.petab._job import petab_job
 
@@ -81,6 +82,7 @@ def run_mgjax(
         max_steps=max_steps,
         optimiser=optimiser,
         restarts=restarts,
+        explore=explore,
         force=True,
         progress=False,
     )
@@ -132,6 +134,11 @@ def main() -> None:
         default=10,
         help="fides restarts from each start's end point (mgjax petab --restarts; 0: off)",
     )
+    parser.add_argument(
+        "--no-explore",
+        action="store_true",
+        help="mgjax petab --no-explore: no search along the flat directions of new bests",
+    )
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--jax-peer", action="store_true", help="also AMICI's JAX backend")
     args = parser.parse_args()
@@ -151,7 +158,9 @@ def main() -> None:
 
     rows, runs = [], []
     names = {
-        "fides": f"fides (bounded, Gauss–Newton, ≤ {args.restarts} restarts)",
+        "fides": f"fides (bounded, Gauss–Newton, ≤ {args.restarts} restarts"
+        + ("" if args.no_explore else ", flat directions of new bests explored")
+        + ")",
         "levenberg_marquardt": "Levenberg–Marquardt",
     }
     for optimiser in args.optimisers.split(","):
@@ -164,6 +173,7 @@ def main() -> None:
             args.max_steps,
             optimiser,
             args.restarts,
+            not args.no_explore,
         )
         runs.append((table["nllh"], table["seconds"]))
         rows.append(

@@ -275,6 +275,12 @@ def petab_command(
         help="fides: restart each start's fit from its end point (a fresh trust region) up "
         "to this many times while each restart lowers the NLLH by >= 1e-3 (0: off).",
     ),
+    explore: bool = typer.Option(
+        True,
+        help="fides: from each start that lowers the run's best NLLH, walk its flattest "
+        "directions (practically non-identifiable combinations) to where the NLLH rises by 1 "
+        "and fit again from there, keeping a lower optimum.",
+    ),
     vmap: bool = typer.Option(
         False,
         help="All starts in one vmapped program (GPU; Levenberg–Marquardt); default one "
@@ -311,6 +317,7 @@ def petab_command(
                 optimiser=optimiser,
                 hessian=hessian,
                 restarts=restarts,
+                explore=explore,
                 vmap=vmap,
                 force=force,
                 progress=progress,

@@ -214,6 +214,12 @@ def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
     summary = json.loads((fit / "summary.json").read_text())
     assert summary["best_nllh"] == pytest.approx(starts["nllh"].min())
     assert summary["best_nllh"] < summary_nominal(toy_yaml, tmp_path) - 1.0
+    # the first start is a new best: its flat directions were explored, never for the worse
+    explored = summary["explorations"]
+    assert explored and explored[0]["start"] == 0
+    for row in explored:
+        assert row["nllh_after"] <= row["nllh_before"]
+        assert row["nllh_after"] == pytest.approx(starts.loc[row["start"], "nllh"])
     best = pd.read_csv(fit / "best_parameters.tsv", sep="\t")
     assert list(best.columns) == ["parameterId", "estimate"]
     assert list(best["parameterId"]) == ["k1", "k2", "a0", "s", "sigma_a"]
@@ -417,8 +423,8 @@ def test_brannmark_best_known_optimum():
     at rtol 1e-8 / atol 1e-16): mgjax's NLLH there agrees within 1e-3 with all 22 parameters
     and with the hierarchical ones in closed form; fides from it converges at ≤ 141.8253; the
     straight line from the nominal point (141.889) to it crosses a ridge (142.44 at 0.8 of the
-    way, hierarchical parameters in closed form) — separate basins, which is why random starts
-    rarely reach it."""
+    way, hierarchical parameters in closed form): the way between them is a curved flat valley
+    (see the flat-direction tests), not a straight line."""
     from mgjax.petab import fit_start
     from mgjax.petab._fides import _compiled
 
@@ -460,3 +466,49 @@ def test_fides_restarts_finish_in_a_narrow_valley():
         assert again.nllh <= once.nllh + 1e-9
         gains.append(once.nllh - again.nllh)
     assert max(gains) >= 5e-3, gains
+
+
+def test_flat_directions_of_brannmarks_nominal_fit():
+    """At Brannmark's nominal point (a fit: 141.889) the two flattest directions of the
+    Gauss–Newton Hessian are k1g alone and k21 up with k22 down (their product kept), with
+    eigenvalues ~1e-14 and ~1e-10 against > 1e4; along the second the NLLH stays within 0.002
+    for 4 scale units (k21 2.8 decades up, k22 as much down: a practically non-identifiable
+    plateau), then rises by 1 within 8 units."""
+    from mgjax.petab._explore import _curvature, edge_of_flat_region, flat_directions
+
+    problem = import_problem(BRANNMARK, options=_fit_options(1e-6, 1e-10), hierarchical=True)
+    nominal = np.asarray(problem.to_scale(problem.nominal_values()))
+    lower, upper = (np.asarray(b) for b in problem.bounds_on_scale())
+    inside = (nominal > lower + 1e-6) & (nominal < upper - 1e-6)
+    eigenvalues = np.linalg.eigvalsh(_curvature(problem, nominal)[np.ix_(inside, inside)])
+    assert eigenvalues[1] < 1e-6 < 1.0 < eigenvalues[2] and eigenvalues[-1] > 1e4, eigenvalues
+    first, second = flat_directions(problem, nominal, 2)
+    named = dict(zip(problem.free, second))
+    assert abs(first[problem.free.index("k1g")]) > 0.99
+    assert abs(named["k21"] + named["k22"]) < 1e-3 and abs(named["k21"]) > 0.7
+    second = second if named["k21"] > 0 else -second  # k21 up
+    plateau = edge_of_flat_region(
+        problem, nominal, 141.8893, second, rise=0.002, step=0.5, max_distance=12.0
+    )
+    assert plateau is not None and np.linalg.norm(plateau[0] - nominal) >= 4.0
+    edge = edge_of_flat_region(
+        problem, nominal, 141.8893, second, rise=1.0, step=0.5, max_distance=12.0
+    )
+    assert edge is not None and np.linalg.norm(edge[0] - nominal) < 8.0 and edge[1] > 142.0
+
+
+def test_exploring_flat_directions_reaches_brannmarks_best_optimum():
+    """fides from Brannmark's nominal point stays there (141.889); exploring the flat
+    directions of that fit ends at the best known optimum (≤ 141.835), which its Laplace
+    curvature does not see."""
+    from mgjax.petab import explore_flat_directions, fit_start
+
+    problem = import_problem(BRANNMARK, options=_fit_options(1e-6, 1e-10), hierarchical=True)
+    nominal = np.asarray(problem.to_scale(problem.nominal_values()))
+    fit = fit_start(problem, nominal, restarts=10)
+    assert fit.nllh == pytest.approx(141.889, abs=2e-3)
+    found = explore_flat_directions(problem, fit.scaled, fit.nllh, restarts=10)
+    assert found.nllh <= 141.835 and found.rounds >= 1 and found.fits >= found.rounds, found
+    assert list(found.trail) == sorted(found.trail, reverse=True) and found.trail[-1] == found.nllh
+    best = np.log10(_best_known(problem))[[problem.estimated_ids.index(p) for p in problem.free]]
+    assert abs(found.scaled[problem.free.index("k21")] - best[problem.free.index("k21")]) < 1.0

@@ -4,6 +4,8 @@ Needs the `petab` extra (`pip install "mgjax[petab]"`: petab, python-libsbml, sb
 fides).
 """
 
+from ._explore import Exploration as Exploration
+from ._explore import explore_flat_directions as explore_flat_directions
 from ._fides import LocalFit as LocalFit
 from ._fides import fit_start as fit_start
 from ._import import PetabError as PetabError

@@ -262,6 +262,7 @@ def petab_job(
     optimiser: str = "fides",
     hessian: str = "gauss_newton",
     restarts: int = 10,
+    explore: bool = True,
     vmap: bool = False,
     force: bool = False,
     progress: bool = True,
@@ -278,6 +279,7 @@ def petab_job(
     from .._solve import SolverOptions
     from ..fit import laplace
     from ..fit._optimise import optimise
+    from ._explore import explore_flat_directions
     from ._fides import HESSIANS, RESTART_TOLERANCE, compile_for, fit_start
     from ._import import PetabError, import_problem
 
@@ -317,6 +319,7 @@ def petab_job(
             if optimiser == "fides"
             else "levenberg_marquardt (Optimistix), forward-mode Jacobian"
         ),
+        explore_flat_directions=explore and optimiser == "fides",
         max_steps=max_steps,
         solver=dict(name="Rodas4", rtol=rtol, atol=atol, max_steps=10_000),
         optimiser_tolerance=(
@@ -391,6 +394,7 @@ def petab_job(
         else None
     )
     compile_events = _compile_events()
+    explorations: list[dict[str, Any]] = []
     if vmap:
         rows, best, compile_seconds = _vmapped_starts(
             problem, u_starts, max_steps, log, compile_events
@@ -425,8 +429,44 @@ def petab_job(
                         hessian=hessian,
                         restarts=restarts,
                     )
+                    scaled_i = local.scaled
                     nllh, converged, iterations = local.nllh, local.converged, local.iterations
-                    values_i = np.asarray(problem.from_scale(local.scaled))
+                    if (
+                        explore
+                        and np.isfinite(nllh)
+                        and (best is None or nllh <= best[0] - RESTART_TOLERANCE)
+                    ):
+                        # a new best: look along its flat directions for a lower optimum
+                        t_explore = time.perf_counter()
+                        found = explore_flat_directions(
+                            problem,
+                            scaled_i,
+                            nllh,
+                            max_steps=max_steps,
+                            hessian=hessian,
+                            restarts=restarts,
+                        )
+                        explorations.append(
+                            dict(
+                                start=i,
+                                nllh_before=nllh,
+                                nllh_after=found.nllh,
+                                fits=found.fits,
+                                rounds=found.rounds,
+                                seconds=round(time.perf_counter() - t_explore, 3),
+                            )
+                        )
+                        log.info(
+                            "start %d: explored its flat directions, nllh %.4f -> %.4f "
+                            "(%d fits, %.1f s)",
+                            i,
+                            nllh,
+                            found.nllh,
+                            found.fits,
+                            explorations[-1]["seconds"],
+                        )
+                        scaled_i, nllh = found.scaled, found.nllh
+                    values_i = np.asarray(problem.from_scale(scaled_i))
                 else:
                     result = jax.block_until_ready(run(problem, u_starts[i]))
                     nllh = float(result.loss) if bool(result.solve_success) else float("inf")
@@ -511,6 +551,7 @@ def petab_job(
             2,
         ),
         starts_per_minute=round(60.0 * len(table) / max(float(table["seconds"].sum()), 1e-9), 2),
+        explorations=explorations,
         seconds_total=round(time.perf_counter() - t_start, 2),
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,162 @@
+"""Exploring a fit's flat directions: the practically non-identifiable parameter combinations
+along which the NLLH hardly changes, and along which a local optimiser has nothing to follow.
+
+At Brannmark_JBC2010's published nominal point two eigenvalues of the Gauss–Newton Hessian
+are ~1e-14 and ~3e-10 against 2.9e4 (k1g alone; k21 up with k22 down, the product that sets
+IRS1 phosphorylation by the internalised receptor kept): the NLLH stays within 0.002 of
+141.889 for four decades along the second, then the route through the surface receptor (k21)
+starts to matter, and a local fit from the edge of that flat region goes down to the best
+known optimum, 141.825. Local fits from random starts stop anywhere on such a plateau; this
+walks each flat direction to where the NLLH has risen by `rise` and fits again from there, a
+cheap version of following the profile likelihood of that combination (as Data2Dynamics and
+PESTO report when a profile finds a better optimum).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._fides import RESTART_TOLERANCE, _compiled, fit_start
+
+
+class Exploration(NamedTuple):
+    """The end point of `explore_flat_directions` on the PEtab scale, its NLLH, the local
+    fits it ran, the rounds that lowered the NLLH and the NLLH after each of them."""
+
+    scaled: np.ndarray
+    nllh: float
+    fits: int
+    rounds: int
+    trail: tuple[float, ...]
+
+
+def _curvature(problem, scaled: np.ndarray) -> np.ndarray:
+    """The NLLH's curvature on the PEtab scale (per scale unit²): Gauss–Newton JᵀJ of the
+    residuals for least-squares problems, else the exact Hessian (forward over forward)."""
+    residuals_and_jacobian, _, _ = _compiled()
+    if problem.least_squares:
+        _, jacobian = residuals_and_jacobian(problem, scaled)
+        jacobian = np.asarray(jacobian)
+        return jacobian.T @ jacobian
+    return np.asarray(_hessian()(problem, scaled))
+
+
+@functools.cache
+def _hessian():
+    """The compiled exact Hessian of the NLLH on the PEtab scale."""
+    import equinox as eqx
+    import jax
+
+    return eqx.filter_jit(
+        lambda problem, x: jax.jacfwd(
+            jax.jacfwd(type(problem).negative_log_likelihood_on_scale, 1), 1
+        )(problem, x)
+    )
+
+
+def flat_directions(problem, scaled: Any, count: int) -> list[np.ndarray]:
+    """The `count` unit directions of least curvature at `scaled` (eigenvectors of the
+    curvature, smallest eigenvalue first), in the coordinates that are not on a bound (the
+    others keep their value)."""
+    x = np.asarray(scaled, dtype=float)
+    lower, upper = (np.asarray(b, dtype=float) for b in problem.bounds_on_scale())
+    margin = 1e-9 * (upper - lower)
+    inside = (x > lower + margin) & (x < upper - margin)
+    if not inside.any():
+        return []
+    curvature = _curvature(problem, x)[np.ix_(inside, inside)]
+    _, vectors = np.linalg.eigh(0.5 * (curvature + curvature.T))
+    directions = []
+    for j in range(min(count, vectors.shape[1])):
+        v = np.zeros_like(x)
+        v[inside] = vectors[:, j]
+        directions.append(v)
+    return directions
+
+
+def edge_of_flat_region(
+    problem,
+    scaled: Any,
+    nllh: float,
+    direction: np.ndarray,
+    *,
+    rise: float,
+    step: float,
+    max_distance: float,
+) -> tuple[np.ndarray, float] | None:
+    """Walk from `scaled` along `direction` in steps of `step` (scale units, clipped to the
+    bounds) while the NLLH stays ≤ `nllh` + `rise`; the last such point and its NLLH, or None
+    when the first step already rises further (or fails)."""
+    _, _, evaluate = _compiled()
+    lower, upper = (np.asarray(b, dtype=float) for b in problem.bounds_on_scale())
+    x = np.asarray(scaled, dtype=float)
+    edge, previous = None, x
+    for t in np.arange(step, max_distance + 0.5 * step, step):
+        point = np.clip(x + t * direction, lower, upper)
+        if np.allclose(point, previous, rtol=0.0, atol=1e-12):
+            break  # every coordinate it moves is on its bound
+        value, ok = evaluate(problem, point)
+        value = float(value)
+        if not (bool(ok) and np.isfinite(value) and value <= nllh + rise):
+            break
+        edge, previous = (point, value), point
+    return edge
+
+
+def explore_flat_directions(
+    problem,
+    scaled: Any,
+    nllh: float,
+    *,
+    directions: int = 3,
+    rise: float = 1.0,
+    step: float = 0.5,
+    max_distance: float = 12.0,
+    min_distance: float = 1.0,
+    rounds: int = 8,
+    max_fits: int = 20,
+    tolerance: float = RESTART_TOLERANCE,
+    **fit_options: Any,
+) -> Exploration:
+    """Look for a lower optimum along the flat directions of the fit at `scaled` (PEtab
+    scale, NLLH `nllh`).
+
+    Each round takes the `directions` directions of least curvature (`flat_directions`,
+    flattest first) and walks each way along them to the edge of the flat region
+    (`edge_of_flat_region`: the NLLH within `rise` of the current point, up to `max_distance`
+    scale units — decades for log10 parameters). From the first edge at least `min_distance`
+    away whose local fit (`fit_start` with `fit_options`) lowers the NLLH by ≥ `tolerance`,
+    the next round starts; a round without one ends the search (at most `rounds` rounds and
+    `max_fits` fits). Taking the first improvement rather than the best of a round halved
+    the fits on Brannmark's plateau points (docs/petab.md).
+    """
+    x = np.asarray(scaled, dtype=float)
+    value = float(nllh)
+    fits, trail = 0, []
+    for _ in range(rounds):
+        moved = False
+        candidates = (
+            sign * direction
+            for direction in flat_directions(problem, x, directions)
+            for sign in (1.0, -1.0)
+        )
+        for direction in candidates:
+            if fits >= max_fits:
+                break
+            edge = edge_of_flat_region(
+                problem, x, value, direction, rise=rise, step=step, max_distance=max_distance
+            )
+            if edge is None or np.linalg.norm(edge[0] - x) < min_distance:
+                continue
+            fit = fit_start(problem, edge[0], **fit_options)
+            fits += 1
+            if value - fit.nllh >= tolerance:
+                x, value, moved = fit.scaled, fit.nllh, True
+                trail.append(value)
+                break
+        if not moved:
+            break
+    return Exploration(scaled=x, nllh=value, fits=fits, rounds=len(trail), trail=tuple(trail))
