@@ -220,6 +220,7 @@ def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
     for row in explored:
         assert row["nllh_after"] <= row["nllh_before"]
         assert row["nllh_after"] == pytest.approx(starts.loc[row["start"], "nllh"])
+        assert starts.loc[row["start"], "iterations"] >= row["iterations"] >= 0
     best = pd.read_csv(fit / "best_parameters.tsv", sep="\t")
     assert list(best.columns) == ["parameterId", "estimate"]
     assert list(best["parameterId"]) == ["k1", "k2", "a0", "s", "sigma_a"]

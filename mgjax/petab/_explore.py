@@ -24,11 +24,13 @@ from ._fides import RESTART_TOLERANCE, _compiled, fit_start
 
 class Exploration(NamedTuple):
     """The end point of `explore_flat_directions` on the PEtab scale, its NLLH, the local
-    fits it ran, the rounds that lowered the NLLH and the NLLH after each of them."""
+    fits it ran and their iterations, the rounds that lowered the NLLH and the NLLH after
+    each of them."""
 
     scaled: np.ndarray
     nllh: float
     fits: int
+    iterations: int
     rounds: int
     trail: tuple[float, ...]
 
@@ -152,7 +154,7 @@ def explore_flat_directions(
     """
     x = np.asarray(scaled, dtype=float)
     value = float(nllh)
-    fits, trail = 0, []
+    fits, iterations, trail = 0, 0, []
     for _ in range(rounds):
         moved = False
         candidates = (
@@ -176,11 +178,18 @@ def explore_flat_directions(
             if edge is None or np.linalg.norm(edge[0] - x) < min_distance:
                 continue
             fit = fit_start(problem, edge[0], **fit_options)
-            fits += 1
+            fits, iterations = fits + 1, iterations + fit.iterations
             if value - fit.nllh >= tolerance:
                 x, value, moved = fit.scaled, fit.nllh, True
                 trail.append(value)
                 break
         if not moved:
             break
-    return Exploration(scaled=x, nllh=value, fits=fits, rounds=len(trail), trail=tuple(trail))
+    return Exploration(
+        scaled=x,
+        nllh=value,
+        fits=fits,
+        iterations=iterations,
+        rounds=len(trail),
+        trail=tuple(trail),
+    )

@@ -4,7 +4,8 @@ into a run directory (the contract other tools read):
 - `simulations.tsv`: PEtab's simulation table — the measurement table's rows and columns in
   its order, `simulation` in place of `measurement`;
 - `summary.json`: `nllh` (negative log-likelihood, constants included) and `chi2`; after a
-  fit also `best_nllh`, the number of starts, converged starts and starts at the best optimum;
+  fit also `best_nllh`, the number of starts, converged starts and starts at the best optimum,
+  and the explorations of the flat directions of new bests (`explore`, `_explore.py`);
 - after a fit: `multistart.csv` (start, nllh, converged, iterations, seconds),
   `best_parameters.tsv` (parameterId, estimate; linear scale), `parameters.csv` (estimate,
   Laplace SE and 95 % interval), `starts.tsv` (the starting points on the PEtab scale), a
@@ -247,6 +248,35 @@ def _with_vmapped_conditions(problem):
     return _replace_static(problem, sequential_simulations=False)
 
 
+def _explore_new_best(problem, start: int, local, log, max_steps, hessian, restarts) -> dict:
+    """`explore_flat_directions` from start `start`'s fit `local` (a new best of the run),
+    with the run's fides settings: its end point (`scaled`) and what summary.json records."""
+    from ._explore import explore_flat_directions
+
+    t0 = time.perf_counter()
+    found = explore_flat_directions(
+        problem, local.scaled, local.nllh, max_steps=max_steps, hessian=hessian, restarts=restarts
+    )
+    record = dict(
+        start=start,
+        nllh_before=local.nllh,
+        nllh_after=found.nllh,
+        fits=found.fits,
+        iterations=found.iterations,
+        rounds=found.rounds,
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    log.info(
+        "start %d: explored its flat directions, nllh %.4f -> %.4f (%d fits, %.1f s)",
+        start,
+        local.nllh,
+        found.nllh,
+        found.fits,
+        record["seconds"],
+    )
+    return dict(record, scaled=found.scaled)
+
+
 def petab_job(
     problem_yaml: Path,
     out: Path,
@@ -279,7 +309,6 @@ def petab_job(
     from .._solve import SolverOptions
     from ..fit import laplace
     from ..fit._optimise import optimise
-    from ._explore import explore_flat_directions
     from ._fides import HESSIANS, RESTART_TOLERANCE, compile_for, fit_start
     from ._import import PetabError, import_problem
 
@@ -435,37 +464,13 @@ def petab_job(
                         explore
                         and np.isfinite(nllh)
                         and (best is None or nllh <= best[0] - RESTART_TOLERANCE)
-                    ):
-                        # a new best: look along its flat directions for a lower optimum
-                        t_explore = time.perf_counter()
-                        found = explore_flat_directions(
-                            problem,
-                            scaled_i,
-                            nllh,
-                            max_steps=max_steps,
-                            hessian=hessian,
-                            restarts=restarts,
+                    ):  # a new best: look along its flat directions for a lower optimum
+                        found = _explore_new_best(
+                            problem, i, local, log, max_steps, hessian, restarts
                         )
-                        explorations.append(
-                            dict(
-                                start=i,
-                                nllh_before=nllh,
-                                nllh_after=found.nllh,
-                                fits=found.fits,
-                                rounds=found.rounds,
-                                seconds=round(time.perf_counter() - t_explore, 3),
-                            )
-                        )
-                        log.info(
-                            "start %d: explored its flat directions, nllh %.4f -> %.4f "
-                            "(%d fits, %.1f s)",
-                            i,
-                            nllh,
-                            found.nllh,
-                            found.fits,
-                            explorations[-1]["seconds"],
-                        )
-                        scaled_i, nllh = found.scaled, found.nllh
+                        explorations.append(found)
+                        scaled_i, nllh = found.pop("scaled"), found["nllh_after"]
+                        iterations += found["iterations"]
                     values_i = np.asarray(problem.from_scale(scaled_i))
                 else:
                     result = jax.block_until_ready(run(problem, u_starts[i]))
