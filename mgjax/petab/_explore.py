@@ -4,12 +4,12 @@ along which the NLLH hardly changes, and along which a local optimiser has nothi
 At Brannmark_JBC2010's published nominal point two eigenvalues of the Gauss–Newton Hessian
 are ~1e-14 and ~3e-10 against 2.9e4 (k1g alone; k21 up with k22 down, the product that sets
 IRS1 phosphorylation by the internalised receptor kept): the NLLH stays within 0.002 of
-141.889 for four decades along the second, then the route through the surface receptor (k21)
-starts to matter, and a local fit from the edge of that flat region goes down to the best
-known optimum, 141.825. Local fits from random starts stop anywhere on such a plateau; this
-walks each flat direction to where the NLLH has risen by `rise` and fits again from there, a
-cheap version of following the profile likelihood of that combination (as Data2Dynamics and
-PESTO report when a profile finds a better optimum).
+141.889 along the second while k21 rises three decades, then the route through the surface
+receptor (k21) starts to matter, and a local fit from the edge of that flat region goes
+down to the best known optimum, 141.825. Local fits from random starts stop anywhere on such
+a plateau; this walks each flat direction to where the NLLH has risen by `rise` and fits
+again from there, a cheap version of following the profile likelihood of that combination
+(as Data2Dynamics and PESTO report when a profile finds a better optimum).
 """
 
 from __future__ import annotations
