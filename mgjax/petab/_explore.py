@@ -24,15 +24,18 @@ from ._fides import RESTART_TOLERANCE, _compiled, fit_start
 
 class Exploration(NamedTuple):
     """The end point of `explore_flat_directions` on the PEtab scale, its NLLH, the local
-    fits it ran and their iterations, the rounds that lowered the NLLH and the NLLH after
-    each of them."""
+    fits it ran and their iterations, and the NLLH after each round that lowered it."""
 
     scaled: np.ndarray
     nllh: float
     fits: int
     iterations: int
-    rounds: int
     trail: tuple[float, ...]
+
+    @property
+    def rounds(self) -> int:
+        """The rounds that lowered the NLLH."""
+        return len(self.trail)
 
 
 def _curvature(problem, scaled: np.ndarray) -> np.ndarray:
@@ -190,6 +193,5 @@ def explore_flat_directions(
         nllh=value,
         fits=fits,
         iterations=iterations,
-        rounds=len(trail),
         trail=tuple(trail),
     )

@@ -248,9 +248,9 @@ def _with_vmapped_conditions(problem):
     return _replace_static(problem, sequential_simulations=False)
 
 
-def _explore_new_best(problem, start: int, local, log, max_steps, hessian, restarts) -> dict:
+def _explore_new_best(problem, start: int, local, log, max_steps, hessian, restarts):
     """`explore_flat_directions` from start `start`'s fit `local` (a new best of the run),
-    with the run's fides settings: its end point (`scaled`) and what summary.json records."""
+    with the run's fides settings: its end point, and what summary.json records of it."""
     from ._explore import explore_flat_directions
 
     t0 = time.perf_counter()
@@ -274,7 +274,7 @@ def _explore_new_best(problem, start: int, local, log, max_steps, hessian, resta
         found.fits,
         record["seconds"],
     )
-    return dict(record, scaled=found.scaled)
+    return found.scaled, record
 
 
 def petab_job(
@@ -465,12 +465,11 @@ def petab_job(
                         and np.isfinite(nllh)
                         and (best is None or nllh <= best[0] - RESTART_TOLERANCE)
                     ):  # a new best: look along its flat directions for a lower optimum
-                        found = _explore_new_best(
+                        scaled_i, found = _explore_new_best(
                             problem, i, local, log, max_steps, hessian, restarts
                         )
                         explorations.append(found)
-                        scaled_i, nllh = found.pop("scaled"), found["nllh_after"]
-                        iterations += found["iterations"]
+                        nllh, iterations = found["nllh_after"], iterations + found["iterations"]
                     values_i = np.asarray(problem.from_scale(scaled_i))
                 else:
                     result = jax.block_until_ready(run(problem, u_starts[i]))
