@@ -48,11 +48,11 @@ import pandas as pd
 
 import mgjax
 from mgjax import batch
-from mgjax._cohort import COHORT_PARAMETERS, cohort_error_models, synthesize
-from mgjax._parameters import _owner
 from mgjax.fit._experiment import INTERVAL_OBSERVABLES
 from mgjax.model import ACCUMULATOR_STATES
 from mgjax.model._numpy import scalar_math, to_numpy
+from mgjax.model._parameters import _owner
+from mgjax.synth._cohort import COHORT_PARAMETERS, cohort_error_models, synthesize
 
 NLL_TOLERANCE = 0.05
 STATE_NAMES = mgjax.MgT2DModel.state_names()

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import mgjax
-from mgjax._reference import jax_jacobian, scipy_solve
+from mgjax.solve._reference import jax_jacobian, scipy_solve
 
 WEEK = 7 * 1440.0
 PROTOCOLS = {

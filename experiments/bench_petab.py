@@ -71,7 +71,7 @@ def run_mgjax(
     restarts: int = 10,
     explore: bool = True,
 ):
-    from mgjax.petab._job import petab_job
+    from mgjax.app._petab_job import petab_job
 
     summary = petab_job(
         problem,
@@ -148,7 +148,7 @@ def main() -> None:
     jax.config.update("jax_enable_x64", True)
     import petab.v1 as petab
 
-    from mgjax.petab._job import sample_starts
+    from mgjax.app._petab_job import sample_starts
 
     problem = Path(args.problem)
     work = Path(tempfile.mkdtemp(prefix="bench_petab_"))

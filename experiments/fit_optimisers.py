@@ -30,7 +30,7 @@ import pandas as pd
 
 import mgjax
 from mgjax import fit
-from mgjax._synth import observe_protocol
+from mgjax.synth._observations import observe_protocol
 
 FREE = ("signalling_capacity", "egp_max", "insulin_clearance_rate", "hepatic_insulin_ec50")
 TIMES = np.arange(0.0, 121.0, 10.0)

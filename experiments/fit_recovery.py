@@ -21,7 +21,7 @@ import pandas as pd
 
 import mgjax
 from mgjax import fit
-from mgjax._synth import observe_protocol, perturb
+from mgjax.synth._observations import observe_protocol, perturb
 
 FREE = (
     "egp_max",

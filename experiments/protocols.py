@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 import mgjax
-from mgjax._published import published
+from mgjax.data._published import published
 
 #: one compilation per protocol structure, shared by the presets (same PyTree structure)
 simulate = eqx.filter_jit(mgjax.simulate)

@@ -1,5 +1,5 @@
 """`python -m mgjax …` = the `mgjax` command."""
 
-from .cli import main
+from .app.cli import main
 
 main()

@@ -33,7 +33,7 @@ def _release_compiled_programs():
     the whole suite they exceed the kernel's limit (vm.max_map_count, 65530) and the next
     compilation segfaults. Each test module releases its programs when it ends."""
     yield
-    from mgjax import _program_cache
+    from mgjax.runtime import _programs as _program_cache
 
     _program_cache._IN_MEMORY.clear()  # compiled batch/report programs kept by the runner
     jax.clear_caches()

@@ -13,8 +13,8 @@ import pytest
 
 import mgjax
 from mgjax import batch
-from mgjax._cohort import COHORT_PARAMETERS, cohort_error_models, synthesize
-from mgjax.cli import default_cohort_path
+from mgjax.app.cli import default_cohort_path
+from mgjax.synth._cohort import COHORT_PARAMETERS, cohort_error_models, synthesize
 
 #: two healthy and two t2dm subjects of the bundled cohort
 SUBJECTS = ["s0000", "s0001", "s0008", "s0009"]

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from mgjax import batch
-from mgjax.cli import default_cohort_path
+from mgjax.app.cli import default_cohort_path
 
 SUBJECTS = ["s0000", "s0001", "s0008", "s0009"]
 # Opt-in for now (MGJAX_PROCESS_TESTS=1): with these subprocess tests the suite ran 16.5 min
@@ -78,8 +78,8 @@ def reference(data, cache, tmp_path_factory):
         f"""
         import jax, mgjax
         from mgjax import batch
-        from mgjax._cohort import COHORT_PARAMETERS, cohort_error_models
-        from mgjax._compilation_cache import enable_compilation_cache
+        from mgjax.synth._cohort import COHORT_PARAMETERS, cohort_error_models
+        from mgjax.runtime._compilation_cache import enable_compilation_cache
         enable_compilation_cache()
         assert len(jax.local_devices()) == 4, jax.local_devices()
         ds = mgjax.load_dataset({str(data)!r})

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mgjax._config import ConfigError, RunConfig, grid_points, load_config, to_yaml
-from mgjax.cli import app
+from mgjax.app._config import ConfigError, RunConfig, grid_points, load_config, to_yaml
+from mgjax.app.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -428,15 +428,15 @@ def test_per_subject_engine_with_multistart_writes_the_waterfall(cohort, tmp_pat
 
 
 def test_stored_program_is_reused_by_a_new_process(tmp_path):
-    """`mgjax._program_cache`: the second process reads the exported program back (no trace)
+    """`mgjax.runtime._programs`: the second process reads the exported program back (no trace)
     and gets the same numbers."""
     script = textwrap.dedent(
         f"""
         import json, sys
         import jax, jax.numpy as jnp, numpy as np
         import mgjax
-        from mgjax._compilation_cache import enable_compilation_cache
-        from mgjax._program_cache import compile_program
+        from mgjax.runtime._compilation_cache import enable_compilation_cache
+        from mgjax.runtime._programs import compile_program
         from mgjax import steady_state, preset
         enable_compilation_cache({str(tmp_path / "cache")!r}, min_compile_seconds=0.0)
 

@@ -2,7 +2,7 @@
 
 import pathlib
 
-from mgjax._docs import render
+from mgjax.model._docs import render
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -10,7 +10,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_model_docs_are_current():
     path = ROOT / "docs" / "model.md"
     text = path.read_text(encoding="utf-8")
-    assert render(text) == text, "docs/model.md is stale: run python -m mgjax._docs docs/model.md"
+    assert render(text) == text, "docs/model.md is stale: run python -m mgjax.model._docs docs/model.md"
 
 
 def test_architecture_names_every_module():

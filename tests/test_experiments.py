@@ -51,7 +51,7 @@ def test_bench_model_quick_runs(tmp_path):
 
 
 def test_cli_does_not_overwrite_a_run(tmp_path):
-    from mgjax.cli import app
+    from mgjax.app.cli import app
 
     out = tmp_path / "run"
     out.mkdir()

@@ -18,9 +18,9 @@ pytest.importorskip("petab")
 import petab.v1 as petab  # noqa: E402
 import petab_toy as toy  # noqa: E402
 
-from mgjax._solve import SolverOptions  # noqa: E402
+from mgjax.app._petab_job import simulation_table  # noqa: E402
 from mgjax.petab import PetabError, UnsupportedSBMLError, import_problem  # noqa: E402
-from mgjax.petab._job import simulation_table  # noqa: E402
+from mgjax.solve._solve import SolverOptions  # noqa: E402
 
 PETAB = Path(__file__).parent / "data" / "petab"
 BRANNMARK = PETAB / "Brannmark_JBC2010" / "Brannmark_JBC2010.yaml"
@@ -176,7 +176,7 @@ def test_benchmark_problems_match_the_collection_at_the_nominal_parameters(yaml_
 def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
     from typer.testing import CliRunner
 
-    from mgjax.cli import app
+    from mgjax.app.cli import app
 
     runner = CliRunner()
     out = tmp_path / "nominal"

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import mgjax
-from mgjax._published import published
-from mgjax._reference import scipy_solve
+from mgjax.data._published import published
+from mgjax.solve._reference import scipy_solve
 
 TIGHT = mgjax.SolverOptions(rtol=1e-10, atol=1e-12, max_steps=100_000)
 

@@ -6,7 +6,7 @@ import pytest
 from helpers import WEEK
 
 import mgjax
-from mgjax._reference import scipy_solve
+from mgjax.solve._reference import scipy_solve
 
 TIGHT = mgjax.SolverOptions(rtol=1e-10, atol=1e-12, max_steps=100_000)
 

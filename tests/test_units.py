@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mgjax
-from mgjax._units import UNITS
+from mgjax.data._units import UNITS
 
 # (observable, value in the given unit, unit, value in the model's unit)
 CASES = [

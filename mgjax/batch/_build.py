@@ -16,13 +16,13 @@ import jax
 import numpy as np
 import pandas as pd
 
-from .._dataset import Dataset, DatasetError
-from .._parameters import set_parameters
-from .._presets import PRESET_CHANGES, preset
-from .._solve import SolverOptions
+from ..data._dataset import Dataset, DatasetError
 from ..fit._experiment import INTERVAL_OBSERVABLES, experiments_from_records
 from ..fit._objective import ErrorModel, FitProblem, make_problem
 from ..model import MgT2DModel
+from ..model._parameters import set_parameters
+from ..model._presets import PRESET_CHANGES, preset
+from ..solve._solve import SolverOptions
 
 
 @dataclass

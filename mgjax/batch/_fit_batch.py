@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._dataset import Dataset
-from .._solve import SolverOptions
+from ..data._dataset import Dataset
 from ..fit._objective import ErrorModel
 from ..model import MgT2DModel
+from ..solve._solve import SolverOptions
 from ._build import build_batches, default_base_model
 from ._run import BatchSettings, run_batch
 from ._store import RunStore, check_split, read_parts, shard_subjects, split_tables, write_tables

@@ -202,8 +202,8 @@ def _state_shapes(one: FitProblem, rtol: float, atol: float) -> list[tuple[tuple
 def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, sharding):
     """The compiled round of `width` lanes for `batch`'s structure, on flat inputs
     (problem leaves, u, optimiser-state leaves, fresh) → (outputs, new state leaves); stored
-    and reused by later runs (`mgjax._program_cache`). Returns (program, state template)."""
-    from .._program_cache import compile_program, stored_json
+    and reused by later runs (`mgjax.runtime._programs`). Returns (program, state template)."""
+    from ..runtime._programs import compile_program, stored_json
 
     one = batch.one(0)
     one_leaves, one_tree = jax.tree.flatten(one)

@@ -56,7 +56,7 @@ def _work(k: int, cores, cache_dir, messages, kwargs) -> None:
         if cores is not None:
             os.sched_setaffinity(0, cores)
         if cache_dir:
-            from .._compilation_cache import enable_compilation_cache
+            from ..runtime._compilation_cache import enable_compilation_cache
 
             enable_compilation_cache(Path(cache_dir))
         from ._fit_batch import _fit_lanes

@@ -13,12 +13,12 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, Bool, Float, Int
 
-from .._dataset import Dataset, DatasetError
-from .._records import protocol_from_records
-from .._simulate import simulate
-from .._solve import SolverOptions
+from ..data._dataset import Dataset, DatasetError
+from ..data._records import protocol_from_records
 from ..model import MgT2DModel
 from ..protocols import AbstractProtocol
+from ..solve._simulate import simulate
+from ..solve._solve import SolverOptions
 
 #: Observables measured over an interval [t, t + 1 day] (the value is a difference of a
 #: cumulative state), with the state they difference.

@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._parameters import get_parameters, parameter_infos, set_parameters
-from .._solve import SolverOptions
 from ..model import MgT2DModel
+from ..model._parameters import get_parameters, parameter_infos, set_parameters
+from ..solve._solve import SolverOptions
 from ._experiment import Experiment
 
 #: Residual given to each observation of a failed solve (in standard deviations).

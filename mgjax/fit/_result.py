@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._parameters import parameter_infos
+from ..model._parameters import parameter_infos
 
 
 @dataclass

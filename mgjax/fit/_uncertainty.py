@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._parameters import set_parameters
+from ..model._parameters import set_parameters
 from ._objective import FitProblem
 from ._optimise import VMAPPED_METHOD, optimise
 

@@ -11,6 +11,17 @@ from ._inputs import Inputs as Inputs
 from ._insulin_signalling import InsulinSignalling as InsulinSignalling
 from ._intestinal_magnesium import IntestinalMagnesium as IntestinalMagnesium
 from ._magnesium_pools import MagnesiumPools as MagnesiumPools
+from ._mechanisms import mechanisms as mechanisms
+from ._mechanisms import replace_mechanism as replace_mechanism
 from ._parameter import ParameterInfo as ParameterInfo
 from ._parameter import parameter as parameter
+from ._parameters import get_parameter as get_parameter
+from ._parameters import get_parameters as get_parameters
+from ._parameters import parameter_infos as parameter_infos
+from ._parameters import parameter_names as parameter_names
+from ._parameters import parameter_table as parameter_table
+from ._parameters import set_parameters as set_parameters
+from ._presets import PRESET_CHANGES as PRESET_CHANGES
+from ._presets import preset as preset
+from ._presets import preset_names as preset_names
 from ._renal_magnesium import RenalMagnesium as RenalMagnesium

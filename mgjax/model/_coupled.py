@@ -48,13 +48,13 @@ class MgT2DModel(eqx.Module):
     field and the observables unpack it by name.
     """
 
-    glucose_insulin: GlucoseInsulin = GlucoseInsulin()
-    insulin_signalling: InsulinSignalling = InsulinSignalling()
-    beta_cell: BetaCell = BetaCell()
-    intestinal_magnesium: IntestinalMagnesium = IntestinalMagnesium()
-    magnesium_pools: MagnesiumPools = MagnesiumPools()
-    renal_magnesium: RenalMagnesium = RenalMagnesium()
-    glycation: Glycation = Glycation()
+    glucose_insulin: GlucoseInsulin = eqx.field(default_factory=GlucoseInsulin)
+    insulin_signalling: InsulinSignalling = eqx.field(default_factory=InsulinSignalling)
+    beta_cell: BetaCell = eqx.field(default_factory=BetaCell)
+    intestinal_magnesium: IntestinalMagnesium = eqx.field(default_factory=IntestinalMagnesium)
+    magnesium_pools: MagnesiumPools = eqx.field(default_factory=MagnesiumPools)
+    renal_magnesium: RenalMagnesium = eqx.field(default_factory=RenalMagnesium)
+    glycation: Glycation = eqx.field(default_factory=Glycation)
 
     submodel_classes: ClassVar[dict[str, type[AbstractSubmodel]]] = {
         "glucose_insulin": GlucoseInsulin,

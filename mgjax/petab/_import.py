@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import sympy as sp
 
-from .._solve import SolverOptions
+from ..solve._solve import SolverOptions
 from ._codegen import generate
 from ._problem import PRIOR_TYPES, SCALES, PetabModel, PetabProblem, conservation_laws
 from ._sbml import TIME, SymbolicODE, UnsupportedSBMLError, read_sbml

@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .._rosenbrock import Rodas4
-from .._solve import SolverOptions
+from ..solve._rosenbrock import Rodas4
+from ..solve._solve import SolverOptions
 
 #: Residual given to each measurement of a failed simulation (in standard deviations).
 FAILED_RESIDUAL = 1e3

@@ -178,7 +178,7 @@ class HyperinsulinemicClamp(_AbstractClamp):
     target_glucose: Any = eqx.field(default=float("nan"), converter=_as_array)
     duration: float = eqx.field(default=120.0, static=True)
     m_window: float = eqx.field(default=30.0, static=True)
-    controller: GlucoseController = GlucoseController()
+    controller: GlucoseController = eqx.field(default_factory=GlucoseController)
     measured_gir: PiecewiseConstant | None = None
 
     def _target(self, model, y0):
@@ -235,7 +235,7 @@ class HyperglycemicClamp(_AbstractClamp):
     prime_duration: Any = eqx.field(default=2.0, converter=_as_array)
     duration: float = eqx.field(default=120.0, static=True)
     first_phase_end: float = eqx.field(default=10.0, static=True)
-    controller: GlucoseController = GlucoseController()
+    controller: GlucoseController = eqx.field(default_factory=GlucoseController)
     measured_gir: PiecewiseConstant | None = None
 
     def _target(self, model, y0):

@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._parameters import get_parameters, parameter_infos, set_parameters
-from ._presets import preset
-from .fit._experiment import make_experiment
-from .fit._objective import ErrorModel, combined, proportional
-from .protocols import HyperinsulinemicClamp, fasting
+from ..fit._experiment import make_experiment
+from ..fit._objective import ErrorModel, combined, proportional
+from ..model._parameters import get_parameters, parameter_infos, set_parameters
+from ..model._presets import preset
+from ..protocols import HyperinsulinemicClamp, fasting
 
 #: The parameters that differ between subjects of the default cohort: hepatic and peripheral
 #: insulin sensitivity, insulin clearance, and the two sides of the Mg²⁺ balance (intake and

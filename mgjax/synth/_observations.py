@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._simulate import simulate
-from .fit._experiment import INTERVAL_OBSERVABLES
-from .model import MgT2DModel
-from .protocols import AbstractProtocol
+from ..fit._experiment import INTERVAL_OBSERVABLES
+from ..model import MgT2DModel
+from ..protocols import AbstractProtocol
+from ..solve._simulate import simulate
 
 
 def observe_protocol(
@@ -56,7 +56,7 @@ def perturb(
 ) -> tuple[MgT2DModel, dict[str, float]]:
     """`model` with the named parameters multiplied by log-normal factors of coefficient of
     variation ≈ `cv`; returns (model, the new values)."""
-    from ._parameters import get_parameters, set_parameters
+    from ..model._parameters import get_parameters, set_parameters
 
     base = get_parameters(model, tuple(names))
     values = {n: float(v) * float(np.exp(cv * rng.standard_normal())) for n, v in base.items()}

@@ -10,10 +10,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ..model import MgT2DModel
+from ..protocols import AbstractProtocol
 from ._rosenbrock import Rodas4
 from ._vector_field import vector_field
-from .model import MgT2DModel
-from .protocols import AbstractProtocol
 
 
 def _as_array(x: Any) -> Any:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .model import OBSERVABLE_UNITS
-from .model._coupled import GLUCOSE_MG_PER_MMOL, PMOL_PER_MICROUNIT
+from ..model import OBSERVABLE_UNITS
+from ..model._coupled import GLUCOSE_MG_PER_MMOL, PMOL_PER_MICROUNIT
 
 MG_PER_MMOL_MAGNESIUM = 24.305
 #: C-peptide molar mass (g/mol): 1 ng/mL = 0.3311 nmol/L.

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from .model import ACCUMULATOR_STATES, Inputs, MgT2DModel
+from ..model import ACCUMULATOR_STATES, Inputs, MgT2DModel
 
 
 class State(eqx.Module):

@@ -6,8 +6,8 @@ changes and their evidence are listed here and in docs/model.md ("Presets").
 
 from __future__ import annotations
 
+from ._coupled import MgT2DModel
 from ._parameters import set_parameters
-from .model import MgT2DModel
 
 #: Changes from the healthy reference, by preset. Values in each parameter's own unit.
 PRESET_CHANGES: dict[str, dict[str, float]] = {

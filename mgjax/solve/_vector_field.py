@@ -6,8 +6,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from .model import MgT2DModel
-from .protocols import AbstractProtocol
+from ..model import MgT2DModel
+from ..protocols import AbstractProtocol
 
 N_MODEL_STATES = len(MgT2DModel.state_names())
 

@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..model import MgT2DModel
+from ..model._numpy import scalar_math, to_numpy
+from ..protocols import AbstractProtocol, fasting
 from ._steady_state import State, steady_state
 from ._vector_field import N_MODEL_STATES, coupled_rates
-from .model import MgT2DModel
-from .model._numpy import scalar_math, to_numpy
-from .protocols import AbstractProtocol, fasting
 
 
 def numpy_vector_field(model: MgT2DModel, protocol: AbstractProtocol):

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from ..model import OBSERVABLE_UNITS, Inputs, MgT2DModel
+from ..protocols import AbstractProtocol, fasting
 from ._solve import SolverOptions, solve
 from ._steady_state import State, steady_state
 from ._vector_field import coupled_rates, split, state_names
-from .model import OBSERVABLE_UNITS, Inputs, MgT2DModel
-from .protocols import AbstractProtocol, fasting
 
 
 class Trajectory(eqx.Module):

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..model import OBSERVABLE_UNITS
 from ._units import UNITS, UnitError, to_model_units
-from .model import OBSERVABLE_UNITS
 
 PROTOCOLS = ("fasting", "hyperinsulinemic_clamp", "hyperglycemic_clamp", "ivgtt", "mg_trial")
 TIME_UNITS = {

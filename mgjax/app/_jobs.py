@@ -65,7 +65,7 @@ def environment() -> dict[str, Any]:
     import jax
     import jaxlib
 
-    from . import __version__
+    from .. import __version__
 
     return dict(
         mgjax=__version__,
@@ -113,8 +113,8 @@ def write_run_header(run_dir: Path, cfg: RunConfig) -> None:
 def solver_options(cfg: RunConfig, method: str):
     import diffrax as dfx
 
-    from ._rosenbrock import Rodas4
-    from ._solve import SolverOptions
+    from ..solve._rosenbrock import Rodas4
+    from ..solve._solve import SolverOptions
 
     solvers = dict(rodas4=Rodas4, kvaerno5=dfx.Kvaerno5, kvaerno3=dfx.Kvaerno3, tsit5=dfx.Tsit5)
     adjoint = cfg.solver.adjoint
@@ -140,8 +140,8 @@ def solver_options(cfg: RunConfig, method: str):
 
 
 def error_models_for(cfg: RunConfig, observables) -> dict:
-    from ._cohort import cohort_error_models
-    from .fit._objective import ErrorModel
+    from ..fit._objective import ErrorModel
+    from ..synth._cohort import cohort_error_models
 
     models = cohort_error_models(list(observables))
     for name, em in cfg.fit.error_model.items():
@@ -159,8 +159,8 @@ def base_model_for(cfg: RunConfig) -> Callable:
 
 def _configured_base_model(preset, overrides, group, covariates):
     """`base_model_for`'s model (module level, so batch worker processes can unpickle it)."""
-    from ._parameters import set_parameters
-    from .batch import default_base_model
+    from ..batch import default_base_model
+    from ..model._parameters import set_parameters
 
     model = default_base_model(preset or group, covariates)
     return set_parameters(model, overrides) if overrides else model
@@ -169,7 +169,7 @@ def _configured_base_model(preset, overrides, group, covariates):
 def priors_for(cfg: RunConfig) -> dict[str, tuple[float, float]] | None:
     import math
 
-    from .fit import range_priors
+    from ..fit import range_priors
 
     priors = cfg.fit.priors
     if priors == "none":
@@ -188,7 +188,7 @@ def priors_for(cfg: RunConfig) -> dict[str, tuple[float, float]] | None:
 
 
 def load_data(path: Path):
-    from ._dataset import load_dataset
+    from ..data._dataset import load_dataset
 
     if not Path(path).is_dir():
         raise JobError(f"{path}: no such dataset folder (it must hold observations.csv)")
@@ -213,8 +213,8 @@ def fit_job(
     """Fit every subject of the dataset; write the run directory and its report. Returns the
     summary (also `summary.json`). `shared_directory`: several processes of one
     `jax.distributed` job write into `out` (each its own parts; process 0 the header)."""
-    from . import batch
-    from ._dataset import DatasetError
+    from .. import batch
+    from ..data._dataset import DatasetError
 
     data = Path(data or cfg.data.path or bundled_cohort())
     cfg = cfg.model_copy(deep=True)
@@ -341,7 +341,7 @@ def fit_job(
 
 
 def synth_job(cfg: RunConfig, out: Path, *, force: bool = False) -> dict:
-    from ._cohort import synthesize
+    from ..synth._cohort import synthesize
 
     out = prepare_run_dir(out, force=force)
     groups = cfg.synth.groups
@@ -364,7 +364,7 @@ def synth_job(cfg: RunConfig, out: Path, *, force: bool = False) -> dict:
 
 def _protocol(spec) -> tuple[Any, np.ndarray]:
     """(protocol, sampling times in min) of a protocol config."""
-    from .protocols import (
+    from ..protocols import (
         IVGTT,
         HyperglycemicClamp,
         HyperinsulinemicClamp,
@@ -400,13 +400,13 @@ def simulate_job(cfg: RunConfig, out: Path, *, force: bool = False) -> pd.DataFr
     `trajectories.csv` in the long observation format."""
     import jax.numpy as jnp
 
-    from ._cohort import _REPORT_UNITS
-    from ._parameters import set_parameters
-    from ._presets import preset
-    from ._simulate import simulate
-    from ._units import MODEL_UNITS, from_model_units
-    from .fit._experiment import INTERVAL_OBSERVABLES
-    from .model import OBSERVABLE_UNITS
+    from ..data._units import MODEL_UNITS, from_model_units
+    from ..fit._experiment import INTERVAL_OBSERVABLES
+    from ..model import OBSERVABLE_UNITS
+    from ..model._parameters import set_parameters
+    from ..model._presets import preset
+    from ..solve._simulate import simulate
+    from ..synth._cohort import _REPORT_UNITS
 
     out = prepare_run_dir(out, force=force)
     write_run_header(out, cfg)
@@ -493,7 +493,7 @@ def _simulate_plot(frame: pd.DataFrame, path: Path) -> None:
 
 def check_job(data: Path) -> dict:
     """Validate a dataset without fitting; a summary of what it holds."""
-    from ._dataset import DatasetError
+    from ..data._dataset import DatasetError
 
     try:
         dataset = load_data(data)

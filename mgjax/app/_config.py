@@ -1,7 +1,7 @@
 """Run configurations: YAML files validated by pydantic, command-line overrides and sweeps.
 
 The numerical core never reads a config; the command line turns one into objects
-(`mgjax._jobs`). One schema serves every command: each reads the sections it needs.
+(`mgjax.app._jobs`). One schema serves every command: each reads the sections it needs.
 
 - `load_config(path, overrides)`: safe-load the YAML, apply `key.sub=value` overrides, validate;
   any problem is one `ConfigError` naming the file, the key, the bad value and what is allowed.
@@ -33,7 +33,7 @@ class _Strict(BaseModel):
 
 
 def _known_parameter(name: str) -> str:
-    from ._parameters import parameter_infos
+    from ..model._parameters import parameter_infos
 
     infos = parameter_infos()
     if name not in infos:
@@ -44,8 +44,8 @@ def _known_parameter(name: str) -> str:
 
 
 def _known_observable(name: str) -> str:
-    from .fit._experiment import INTERVAL_OBSERVABLES
-    from .model import OBSERVABLE_UNITS
+    from ..fit._experiment import INTERVAL_OBSERVABLES
+    from ..model import OBSERVABLE_UNITS
 
     known = set(OBSERVABLE_UNITS) | set(INTERVAL_OBSERVABLES)
     if name not in known:
@@ -179,7 +179,7 @@ class BatchConfig(_Strict):
     @classmethod
     def _shard(cls, v: str | None) -> str | None:
         if v is not None:
-            from .batch._store import parse_shard
+            from ..batch._store import parse_shard
 
             parse_shard(v)
         return v
@@ -243,7 +243,7 @@ class OralMagnesiumTrialConfig(_Protocol):
     @field_validator("salt")
     @classmethod
     def _salt(cls, v: str) -> str:
-        from .protocols import SALT_BIOAVAILABILITY
+        from ..protocols import SALT_BIOAVAILABILITY
 
         if v not in SALT_BIOAVAILABILITY:
             raise ValueError(f"unknown salt; known: {', '.join(SALT_BIOAVAILABILITY)}")

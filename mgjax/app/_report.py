@@ -7,7 +7,7 @@ data with `truth.csv`), the identifiability summary, and where each subject sits
 circle (fitted fasting serum Mg²⁺ vs clamp insulin sensitivity M/I).
 
 The fitted curves come from one vmapped simulation per problem structure, stored like the
-fitting program (`mgjax._program_cache`), so a second report does not compile again.
+fitting program (`mgjax.runtime._programs`), so a second report does not compile again.
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
     import jax
     import jax.numpy as jnp
 
-    from ._program_cache import compile_program
-    from ._simulate import simulate
-    from .batch._run import errors_as_nan
-    from .fit._experiment import INTERVAL_OBSERVABLES
-    from .protocols import HyperinsulinemicClamp
+    from ..batch._run import errors_as_nan
+    from ..fit._experiment import INTERVAL_OBSERVABLES
+    from ..protocols import HyperinsulinemicClamp
+    from ..runtime._programs import compile_program
+    from ..solve._simulate import simulate
 
     one = batch.one(0)
     _, tree = jax.tree.flatten(one)
@@ -380,10 +380,10 @@ def _pick(subjects: pd.DataFrame, n: int) -> list[str]:
 
 def _model_data(cfg, dataset, subjects, parameters, log):
     """(fits items, fasting rows, vicious-circle points) from one simulation per structure."""
+    from ..batch import build_batches
+    from ..data._units import MODEL_UNITS
+    from ..fit._experiment import INTERVAL_OBSERVABLES
     from ._jobs import base_model_for, error_models_for, priors_for, solver_options
-    from ._units import MODEL_UNITS
-    from .batch import build_batches
-    from .fit._experiment import INTERVAL_OBSERVABLES
 
     ok = subjects[subjects["status"] == "converged"]
     shown = set(_pick(ok, cfg.report.max_subjects))
@@ -521,9 +521,9 @@ def write_report(
 ) -> Path:
     """Figures and `report.html` for the fit run in `run_dir` (reads its config and tables;
     the dataset from the config's data path unless given)."""
+    from ..batch._store import side_tables
     from ._config import load_config
     from ._jobs import load_data
-    from .batch._store import side_tables
 
     run_dir = Path(run_dir)
     log = log or logging.getLogger("mgjax.report")
@@ -536,7 +536,7 @@ def write_report(
     dataset = dataset or load_data(cfg.data.path)
     truth_path = Path(cfg.data.path) / "truth.csv" if cfg.data.path else None
     truth = pd.read_csv(truth_path) if truth_path and truth_path.exists() else None
-    from .batch import read_parts
+    from ..batch import read_parts
 
     wide = read_parts(run_dir)
     history, starts = side_tables(wide) if len(wide) else (pd.DataFrame(), pd.DataFrame())

@@ -2,7 +2,7 @@
 
 The tables are generated from the parameter metadata so that the documentation cannot drift
 from the code; `tests/test_docs.py` fails if docs/model.md is stale.
-Regenerate with `python -m mgjax._docs docs/model.md`.
+Regenerate with `python -m mgjax.model._docs docs/model.md`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ._coupled import OBSERVABLE_UNITS, MgT2DModel
 from ._presets import PRESET_CHANGES
-from .model import OBSERVABLE_UNITS, MgT2DModel
 
 BEGIN = "<!-- BEGIN GENERATED: {name} -->"
 END = "<!-- END GENERATED: {name} -->"

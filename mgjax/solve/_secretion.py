@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from ..model import BetaCell, Inputs, MgT2DModel
+from ..protocols._base import _as_array, body_surface_area
 from ._rosenbrock import Rodas4
 from ._solve import SolverOptions
 from ._steady_state import steady_state
-from .model import BetaCell, Inputs, MgT2DModel
-from .protocols._base import _as_array, body_surface_area
 
 
 class Series(eqx.Module):

@@ -13,7 +13,8 @@ import equinox as eqx
 import jax.numpy as jnp
 import pandas as pd
 
-from .model import MgT2DModel, ParameterInfo
+from ._coupled import MgT2DModel
+from ._parameter import ParameterInfo
 
 
 def parameter_infos() -> dict[str, ParameterInfo]:

@@ -20,8 +20,8 @@ from typing import Any
 
 import equinox as eqx
 
-from .model import MgT2DModel
-from .model._base import AbstractSubmodel
+from ._base import AbstractSubmodel
+from ._coupled import MgT2DModel
 
 # one subclass per (submodel class, method): the same replacement *type* never makes a new
 # class, so jitted functions of such models are traced once

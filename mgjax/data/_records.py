@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._dataset import DatasetError
-from .model import MgT2DModel
-from .protocols import (
+from ..model import MgT2DModel
+from ..protocols import (
     IVGTT,
     SALT_BIOAVAILABILITY,
     AbstractProtocol,
@@ -24,7 +23,8 @@ from .protocols import (
     PiecewiseConstant,
     fasting,
 )
-from .protocols._trial import MG_PER_MMOL_MAGNESIUM
+from ..protocols._trial import MG_PER_MMOL_MAGNESIUM
+from ._dataset import DatasetError
 
 MINUTES_PER_DAY = 1440.0
 

@@ -1,6 +1,6 @@
 """The `mgjax` command line (typer + rich).
 
-Every command reads one YAML run config (`configs/*.yaml`; schema in `mgjax._config`, keys in
+Every command reads one YAML run config (`configs/*.yaml`; schema in `mgjax.app._config`, keys in
 docs/cli.md) with `key.sub=value` overrides after it. Errors end with exit code 2 and one
 message naming the file, key or row and what to do; `mgjax --debug …` shows the traceback.
 
@@ -21,6 +21,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from . import _distributed
 
 app = typer.Typer(
     add_completion=False,
@@ -46,11 +48,11 @@ def _fail(message: str) -> None:
 @contextlib.contextmanager
 def _errors():
     """One clear message and exit code 2 for anything the user can fix."""
+    from ..batch import RunDirectoryError
+    from ..data._dataset import DatasetError
+    from ..data._units import UnitError
     from ._config import ConfigError
-    from ._dataset import DatasetError
     from ._jobs import JobError
-    from ._units import UnitError
-    from .batch import RunDirectoryError
 
     try:
         yield
@@ -70,7 +72,7 @@ def _errors():
 
 def _cache() -> None:
     """JAX's persistent compilation cache for command-line runs (off: MGJAX_COMPILATION_CACHE=0)."""
-    from ._compilation_cache import enable_compilation_cache
+    from ..runtime._compilation_cache import enable_compilation_cache
 
     if os.environ.get("MGJAX_COMPILATION_CACHE", "1") != "0":
         enable_compilation_cache()
@@ -185,7 +187,7 @@ def fit_command(
     --out runs/c1000`
     """
     with _errors():
-        from . import batch
+        from .. import batch
         from ._jobs import fit_job
 
         extra = []
@@ -206,17 +208,18 @@ def fit_command(
                 _fail("--shard and --distributed both split the cohort; use one")
             if cfg.batch.workers > 1:
                 _fail("--distributed and batch.workers both split the cohort; use one")
-            if os.environ.get("MGJAX_DISTRIBUTED") != "1":
-                # jax.distributed must start before any JAX array exists: restart with it on
-                env = dict(os.environ, MGJAX_DISTRIBUTED="1")
-                for key, value in (
-                    ("JAX_COORDINATOR_ADDRESS", coordinator),
-                    ("MGJAX_NUM_PROCESSES", num_processes),
-                    ("MGJAX_PROCESS_ID", process_id),
-                ):
-                    if value is not None:
-                        env[key] = str(value)
-                os.execvpe(sys.executable, [sys.executable, "-m", "mgjax", *sys.argv[1:]], env)
+            if not _distributed.joined():
+                # jax.distributed must start before any JAX array exists: restart joined
+                settings = {
+                    key: str(value)
+                    for key, value in (
+                        ("JAX_COORDINATOR_ADDRESS", coordinator),
+                        ("MGJAX_NUM_PROCESSES", num_processes),
+                        ("MGJAX_PROCESS_ID", process_id),
+                    )
+                    if value is not None
+                }
+                _distributed.restart_joined(sys.argv[1:], settings)
             import jax
 
             shard_pair = (jax.process_index(), jax.process_count())
@@ -297,8 +300,8 @@ def petab_command(
     """
     with _errors():
         try:
-            from .petab import PetabError, UnsupportedSBMLError
-            from .petab._job import petab_job
+            from ..petab import PetabError, UnsupportedSBMLError
+            from ._petab_job import petab_job
         except ImportError as e:
             _fail(f'{e.name} is missing: install the PEtab extra, pip install "mgjax[petab]"')
         _cache()
@@ -496,7 +499,7 @@ def merge(
     Example: `mgjax merge runs/shard0 runs/shard1 --out runs/all`
     """
     with _errors():
-        from . import batch
+        from .. import batch
 
         summary = batch.merge(runs, out)
         first = runs[0] / "config.yaml"
@@ -513,7 +516,7 @@ def params(
 
     Example: `mgjax params mg`
     """
-    from ._parameters import parameter_infos
+    from ..model._parameters import parameter_infos
 
     table = Table(title="parameters (model units)")
     for c in ("name", "unit", "default", "lower", "upper"):
@@ -528,7 +531,7 @@ def params(
 @app.command()
 def version() -> None:
     """Print the package version."""
-    from . import __version__
+    from .. import __version__
 
     console.print(__version__)
 

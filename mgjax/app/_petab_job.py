@@ -118,7 +118,7 @@ def simulation_table(problem, petab_problem, values) -> tuple[pd.DataFrame, dict
 
 
 def _fits_figure(table: pd.DataFrame, measurements: pd.DataFrame, path: Path) -> bool:
-    from .._report import _plt
+    from ._report import _plt
 
     plt = _plt()
     groups = list(table.groupby(["observableId", "simulationConditionId"], sort=False))
@@ -150,7 +150,7 @@ def _fits_figure(table: pd.DataFrame, measurements: pd.DataFrame, path: Path) ->
 
 
 def _waterfall(starts: pd.DataFrame, path: Path) -> bool:
-    from .._report import _plt
+    from ._report import _plt
 
     finite = starts["nllh"].to_numpy(dtype=float)
     finite = np.sort(finite[np.isfinite(finite)])
@@ -175,7 +175,7 @@ def _waterfall(starts: pd.DataFrame, path: Path) -> bool:
 
 
 def _report(out: Path, summary: dict, figures: list[tuple[str, str]], tables: dict) -> Path:
-    from .._report import STYLE, _img, _table
+    from ._report import STYLE, _img, _table
 
     env = json.loads((out / "environment.json").read_text())
     facts = pd.DataFrame(
@@ -243,7 +243,7 @@ def _vmapped_starts(problem, u_starts, max_steps: int, log, compile_events):
 
 
 def _with_vmapped_conditions(problem):
-    from ._problem import _replace_static
+    from ..petab._problem import _replace_static
 
     return _replace_static(problem, sequential_simulations=False)
 
@@ -251,7 +251,7 @@ def _with_vmapped_conditions(problem):
 def _explore_new_best(problem, start: int, local, log, max_steps, hessian, restarts):
     """`explore_flat_directions` from start `start`'s fit `local` (a new best of the run),
     with the run's fides settings: its end point, and what summary.json records of it."""
-    from ._explore import explore_flat_directions
+    from ..petab._explore import explore_flat_directions
 
     t0 = time.perf_counter()
     found = explore_flat_directions(
@@ -305,12 +305,12 @@ def petab_job(
     import petab.v1 as petab_lib
     import yaml
 
-    from .._jobs import environment, prepare_run_dir, start_log
-    from .._solve import SolverOptions
     from ..fit import laplace
     from ..fit._optimise import optimise
-    from ._fides import HESSIANS, RESTART_TOLERANCE, compile_for, fit_start
-    from ._import import PetabError, import_problem
+    from ..petab._fides import HESSIANS, RESTART_TOLERANCE, compile_for, fit_start
+    from ..petab._import import PetabError, import_problem
+    from ..solve._solve import SolverOptions
+    from ._jobs import environment, prepare_run_dir, start_log
 
     if optimiser not in OPTIMISERS:
         raise PetabError(f"unknown optimiser {optimiser!r}; one of {', '.join(OPTIMISERS)}")
