@@ -14,6 +14,8 @@ os.environ.setdefault(
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+# float64 throughout. Strict dtype promotion (as Diffrax's tests) is not on yet: optax's L-BFGS,
+# numpyro and the worked examples still mix int and float implicitly under it.
 jax.config.update("jax_enable_x64", True)
 
 import mgjax  # noqa: E402

@@ -2,8 +2,8 @@ import importlib.util
 import pathlib
 import sys
 
-import jax
 import jax.numpy as jnp
+import matplotlib.image
 import numpy as np
 
 import mgjax
@@ -16,28 +16,31 @@ def observables_at_steady_state(model, inputs=None):
     return {k: float(v) for k, v in obs.items()}
 
 
-def relative_error(a, b, floor=0.0):
-    a, b = np.asarray(a), np.asarray(b)
-    return np.abs(a - b) / np.maximum(np.abs(b), floor)
-
-
-def tree_allclose(x, y, rtol=1e-7, atol=1e-9):
-    return all(
-        np.allclose(a, b, rtol=rtol, atol=atol)
-        for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(y))
-    )
-
-
 WEEK = 7 * 1440.0
 
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_experiment(name):
-    """The module `experiments/<name>.py` (experiments are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+def load_experiment(path):
+    """The module `experiments/<path>.py`, e.g. `load_experiment("examples/vicious_circle")`
+    (experiments are scripts, not a package)."""
+    file = ROOT / "experiments" / f"{path}.py"
+    name = file.stem
+    spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def assert_png_shows_data(path, min_data_fraction=1e-3):
+    """The PNG at `path` is a drawn figure, not blank axes: some of it is inked (axes, text)
+    and more than `min_data_fraction` of its pixels are coloured (lines, markers, bars, images
+    in matplotlib's colours, which axes, ticks and text in greys never are)."""
+    rgb = np.asarray(matplotlib.image.imread(str(path)), dtype=float)[..., :3]  # [0, 1]
+    assert rgb.shape[0] >= 200 and rgb.shape[1] >= 200, (path, rgb.shape)
+    inked = float(np.mean(rgb.min(axis=-1) < 0.9))
+    coloured = float(np.mean(np.ptp(rgb, axis=-1) > 0.25))
+    assert inked > 0.01, f"{path}: {inked:.2%} of the pixels inked (a blank figure)"
+    assert coloured > min_data_fraction, f"{path}: {coloured:.3%} coloured (no data drawn)"

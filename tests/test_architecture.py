@@ -137,24 +137,61 @@ def test_the_circle_finder_finds_circles():
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("layer", sorted(LAYERS))
-def test_library_layers_touch_no_private_attribute_of_another_library(layer):
-    """No `eqx._…`, `optx._…` or similar: private state of Equinox, Optimistix, Diffrax…"""
-    offenders = []
-    for path in sorted((PACKAGE / layer).rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.Attribute)
-                and node.attr.startswith("_")
-                and not node.attr.startswith("__")
-                and isinstance(node.value, ast.Name)
-                and node.value.id in {"eqx", "equinox", "optx", "optimistix", "dfx", "diffrax",
-                                      "lx", "lineax", "optax", "jax"}
+LIBRARIES = {"equinox", "optimistix", "diffrax", "lineax", "optax", "jax", "jaxlib"}
+ALIASES = {"eqx", "optx", "dfx", "lx", "jax"} | LIBRARIES
+
+
+def _private(dotted: str) -> bool:
+    parts = dotted.split(".")
+    return parts[0] in LIBRARIES and any(
+        p.startswith("_") and not p.startswith("__") for p in parts[1:]
+    )
+
+
+def private_uses(path: pathlib.Path) -> list[str]:
+    """Private modules or attributes of JAX and its libraries that `path` touches."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if _private(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            if _private(node.module) or any(
+                _private(f"{node.module}.{a.name}") for a in node.names
             ):
-                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.value.id}.{node.attr}")
-            if isinstance(node, ast.ImportFrom) and node.module and any(
-                part.startswith("_") and not part.startswith("__")
-                for part in node.module.split(".")
-            ) and node.module.split(".")[0] in {"equinox", "optimistix", "diffrax", "lineax", "optax"}:
-                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} from {node.module}")
+                found.append(f"from {node.module}")
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ALIASES
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        ):
+            found.append(f"{node.value.id}.{node.attr}")
+    return [f"{path.name}: {f}" for f in found]
+
+
+#: The known exception, one place: the batch round is traced with Equinox's runtime checks
+#: returning NaN (one subject's failure must not raise for all; a program without the checks'
+#: host callbacks can be stored). Equinox's only public switch is an environment variable read
+#: once at its import, so `errors_as_nan` sets the module setting for the trace. Any new use fails.
+KNOWN_PRIVATE = {"batch/_run.py: equinox._errors"}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_no_private_parts_of_other_libraries(layer):
+    """No `equinox._errors`, `jax._src`, `eqx._…`: other libraries' private modules and state."""
+    offenders = [
+        f"{layer}/{f}" for p in sorted((PACKAGE / layer).rglob("*.py")) for f in private_uses(p)
+    ]
+    offenders = [f for f in offenders if f not in KNOWN_PRIVATE]
     assert not offenders, offenders
+
+
+def test_the_private_finder_finds_private_parts(tmp_path):
+    path = tmp_path / "probe.py"
+    path.write_text(
+        "import equinox._errors as errors\nfrom jax._src import core\n"
+        "import equinox as eqx\nx = eqx._module\nfrom jax import numpy\n"
+    )
+    found = private_uses(path)
+    assert len(found) == 3, found

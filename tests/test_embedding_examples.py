@@ -2,12 +2,12 @@
 in docs/embedding.md): each prints its result and writes its PNG."""
 
 import pytest
-from helpers import load_experiment
+from helpers import assert_png_shows_data, load_experiment
 
 
 def _run(name, tmp_path):
-    result = load_experiment(name).main(["--quick", "--out", str(tmp_path)])
-    assert (tmp_path / f"{name.removeprefix('embed_')}.png").stat().st_size > 10_000
+    result = load_experiment(f"examples/{name}").main(["--quick", "--out", str(tmp_path)])
+    assert_png_shows_data(tmp_path / f"{name.removeprefix('embed_')}.png")
     return result
 
 

@@ -162,7 +162,7 @@ def test_multistart_waterfall_and_profile(clamp_problem, clamp_fit):
     assert float(best.loss) == pytest.approx(table["loss"].iloc[0])
     assert table["converged"].sum() >= 2
     # Levenberg–Marquardt (the vmapped default) holds σ(f) per iteration: its optimum sits
-    # ~0.01 above the likelihood's (experiments/fit_optimisers.py)
+    # ~0.01 above the likelihood's (experiments/studies/fit_optimisers.py)
     assert float(best.loss) <= clamp_fit.loss + 0.05
     frame = clamp_fit.to_dataframe().set_index("parameter")
     name = "signalling_capacity"

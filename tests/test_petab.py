@@ -220,7 +220,10 @@ def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
     for row in explored:
         assert row["nllh_after"] <= row["nllh_before"]
         assert row["nllh_after"] == pytest.approx(starts.loc[row["start"], "nllh"])
-        assert starts.loc[row["start"], "iterations"] >= row["iterations"] >= 0
+        # the start's count is its own fit's (at least one step) plus the exploration's fits'
+        assert starts.loc[row["start"], "iterations"] > row["iterations"] >= row["fits"]
+        assert row["fits"] >= row["rounds"]  # a round that lowered the NLLH ran a fit
+        assert (row["rounds"] > 0) == (row["nllh_after"] < row["nllh_before"])
     best = pd.read_csv(fit / "best_parameters.tsv", sep="\t")
     assert list(best.columns) == ["parameterId", "estimate"]
     assert list(best["parameterId"]) == ["k1", "k2", "a0", "s", "sigma_a"]

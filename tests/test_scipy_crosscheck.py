@@ -31,5 +31,5 @@ def test_3_hour_infusion_matches_radau(presets, preset):
 
 def test_16_week_supplementation_matches_radau(presets):
     protocol = mgjax.ConstantInputs(oral_mg=26.0)
-    ref = _compare(presets["t2dm_hypomagnesemia"], protocol, jnp.arange(17) * WEEK)
+    ref = _compare(presets["t2dm_hypomagnesemia"], protocol, jnp.arange(17.0) * WEEK)
     assert np.ptp(ref[:, mgjax.MgT2DModel.state_names().index("ecf_mg")]) > 1.0

@@ -1,7 +1,8 @@
 """Run configurations: YAML files validated by pydantic, command-line overrides and sweeps.
 
 The numerical core never reads a config; the command line turns one into objects
-(`mgjax.app._jobs`). One schema serves every command: each reads the sections it needs.
+(`mgjax.app._resolve`). One schema serves every command: each reads the sections it needs
+(`mgjax petab` its `petab:` section, whose keys its command-line options set).
 
 - `load_config(path, overrides)`: safe-load the YAML, apply `key.sub=value` overrides, validate;
   any problem is one `ConfigError` naming the file, the key, the bad value and what is allowed.
@@ -12,16 +13,29 @@ from __future__ import annotations
 
 import difflib
 import itertools
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..batch._store import parse_shard
+from ..fit._experiment import INTERVAL_OBSERVABLES
+from ..model import OBSERVABLE_UNITS
+from ..model._parameters import parameter_infos
+from ..protocols import SALT_BIOAVAILABILITY
+
 PresetName = Literal["healthy", "t2dm", "t2dm_hypomagnesemia"]
 GROUP_NAMES = ("healthy", "t2dm", "t2dm_hypomagnesemia")
 SOLVERS = ("rodas4", "kvaerno5", "kvaerno3", "tsit5")
 OPTIMISERS = ("levenberg_marquardt", "lbfgs", "bfgs", "adam")
+#: Local optimisers of `mgjax petab`: fides keeps the bounds itself on the PEtab scale;
+#: Optimistix's Levenberg–Marquardt moves through MINUIT's sine transform of the bounds.
+PETAB_OPTIMISERS = ("fides", "levenberg_marquardt")
+#: fides' Hessian strategies (`mgjax.petab._fides.HESSIANS`; named here so the schema loads
+#: without the `petab` extra).
+PETAB_HESSIANS = ("gauss_newton", "gnsbfgs", "tssm", "ssm", "fx")
 
 
 class ConfigError(ValueError):
@@ -33,8 +47,6 @@ class _Strict(BaseModel):
 
 
 def _known_parameter(name: str) -> str:
-    from ..model._parameters import parameter_infos
-
     infos = parameter_infos()
     if name not in infos:
         close = difflib.get_close_matches(name, list(infos), n=3)
@@ -44,9 +56,6 @@ def _known_parameter(name: str) -> str:
 
 
 def _known_observable(name: str) -> str:
-    from ..fit._experiment import INTERVAL_OBSERVABLES
-    from ..model import OBSERVABLE_UNITS
-
     known = set(OBSERVABLE_UNITS) | set(INTERVAL_OBSERVABLES)
     if name not in known:
         close = difflib.get_close_matches(name, sorted(known), n=3)
@@ -179,8 +188,6 @@ class BatchConfig(_Strict):
     @classmethod
     def _shard(cls, v: str | None) -> str | None:
         if v is not None:
-            from ..batch._store import parse_shard
-
             parse_shard(v)
         return v
 
@@ -243,8 +250,6 @@ class OralMagnesiumTrialConfig(_Protocol):
     @field_validator("salt")
     @classmethod
     def _salt(cls, v: str) -> str:
-        from ..protocols import SALT_BIOAVAILABILITY
-
         if v not in SALT_BIOAVAILABILITY:
             raise ValueError(f"unknown salt; known: {', '.join(SALT_BIOAVAILABILITY)}")
         return v
@@ -283,8 +288,54 @@ class ReportConfig(_Strict):
     enabled: bool = True
 
 
+class PetabConfig(_Strict):
+    """`mgjax petab`: evaluate a PEtab v1 problem at its nominal parameters (`nominal`) or fit it
+    from `starts` random starts within the bounds (or the starts of `starts_file`, on the PEtab
+    scale). Each start is a local fit by fides (bounded trust region on the PEtab scale; Hessian
+    `hessian`, up to `restarts` restarts from its end point, `explore` the flat directions of a
+    new best) or by Levenberg–Marquardt (Optimistix, through a bound transform); `vmap` fits all
+    starts in one program. `rtol`/`atol`: the ODE solver's tolerances; `hierarchical`: scaling
+    and noise parameters in closed form."""
+
+    problem: Path | None = None
+    nominal: bool = False
+    starts: int = 20
+    seed: int = 0
+    starts_file: Path | None = None
+    max_steps: int = 1000
+    rtol: float = 1e-6
+    atol: float = 1e-10
+    hierarchical: bool = True
+    optimiser: str = "fides"
+    hessian: str = "gauss_newton"
+    restarts: int = 10
+    explore: bool = True
+    vmap: bool = False
+
+    @field_validator("optimiser")
+    @classmethod
+    def _optimiser(cls, v: str) -> str:
+        if v not in PETAB_OPTIMISERS:
+            raise ValueError(f"unknown optimiser {v!r}; one of {', '.join(PETAB_OPTIMISERS)}")
+        return v
+
+    @field_validator("hessian")
+    @classmethod
+    def _hessian(cls, v: str) -> str:
+        if v not in PETAB_HESSIANS:
+            raise ValueError(f"unknown Hessian strategy {v!r}; one of {', '.join(PETAB_HESSIANS)}")
+        return v
+
+    @field_validator("restarts")
+    @classmethod
+    def _restarts(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError(f"restarts must be >= 0, got {v}")
+        return v
+
+
 class RunConfig(_Strict):
-    """One config for every command (`mgjax run | fit | synth | simulate | sweep`)."""
+    """One config for every command (`mgjax run | fit | synth | simulate | sweep | petab`)."""
 
     seed: int = Field(0, ge=0)
     output_dir: Path = Path("runs")
@@ -298,6 +349,7 @@ class RunConfig(_Strict):
     synth: SynthConfig = SynthConfig()
     simulate: SimulateConfig = SimulateConfig()
     report: ReportConfig = ReportConfig()
+    petab: PetabConfig = PetabConfig()
 
 
 # --- loading, overrides, errors ----------------------------------------------------------------
@@ -350,6 +402,15 @@ def validate(raw: dict, source: str = "config") -> RunConfig:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_message(source, e.errors()[0])) from None
+
+
+def with_values(section: BaseModel, values: dict[str, Any]) -> BaseModel:
+    """`section` with `values` set (command-line options), validated; a bad value is one
+    `ConfigError` with the validator's own message."""
+    try:
+        return type(section).model_validate(section.model_dump() | values)
+    except ValidationError as e:
+        raise ConfigError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -418,14 +479,19 @@ def apply_override(raw: dict, keys: list[str], value: Any, text: str = "") -> di
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    values: Mapping[str, Any] | None = None,
 ) -> RunConfig:
-    """Read, override and validate a run config (`None`: the built-in defaults)."""
+    """Read, override and validate a run config (`None`: the built-in defaults); `values`
+    ({"key.sub": value}, command-line options) are set last."""
     raw = read_yaml(path) if path is not None else {}
     source = str(path) if path is not None else "config"
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(raw, keys, value, text)
+    for key, value in (values or {}).items():
+        apply_override(raw, key.split("."), value, key)
     if overrides:
         source += f" (with overrides {' '.join(overrides)})"
     return validate(raw, source)

@@ -1,201 +1,61 @@
 """The jobs behind the command line: a validated `RunConfig` plus paths → files.
 
-Each job writes one run directory: the resolved config (`config.yaml`), `environment.json`
-(package and JAX versions, backend, devices), `run.log`, its tables and, for fits, plots and
-`report.html`. Nothing is overwritten without `force`.
+Each job writes one run directory (`_run_dir`): the resolved config (`config.yaml`),
+`environment.json` (package and JAX versions, backend, devices), `run.log`, its tables and, for
+fits, plots and `report.html`. Nothing is overwritten without `force`.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
+import copy
 import logging
-import platform
-import shutil
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._config import ConfigError, RunConfig, to_yaml
-
-#: Files that mark a folder as one of our run directories (safe to clear with `force`).
-RUN_MARKERS = ("config.yaml", "parts", "summary.json", "trajectories.csv", "sweep.csv")
-
-
-class JobError(RuntimeError):
-    """A job that cannot run as asked (the message says what to do)."""
-
-
-def bundled_cohort() -> Path:
-    """The bundled virtual cohort (24 subjects; the main job's default data)."""
-    return Path(__file__).parent / "data" / "cohort"
-
-
-def default_run_dir(cfg: RunConfig) -> Path:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return cfg.output_dir / stamp
-
-
-def prepare_run_dir(out: Path, *, force: bool = False, resume: bool = False) -> Path:
-    """Create `out`; refuse a non-empty folder unless resuming or `force` (which clears a
-    previous run directory, never a folder that is not one)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise JobError(f"{out} is a file; choose a folder for --out")
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not force:
-            raise JobError(
-                f"{out} exists and is not empty; choose another --out, pass --resume to "
-                "continue its job, or --force to replace it"
-            )
-        if not any((out / m).exists() for m in RUN_MARKERS):
-            raise JobError(f"{out} is not an mgjax run directory; --force will not clear it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def environment() -> dict[str, Any]:
-    """Versions, backend and devices: what a result depends on besides config and data."""
-    import jax
-    import jaxlib
-
-    from .. import __version__
-
-    return dict(
-        mgjax=__version__,
-        jax=jax.__version__,
-        jaxlib=jaxlib.__version__,
-        python=sys.version.split()[0],
-        platform=platform.platform(),
-        backend=jax.default_backend(),
-        devices=[str(d) for d in jax.local_devices()],
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        x64=bool(jax.config.jax_enable_x64),
-        compilation_cache=jax.config.jax_compilation_cache_dir,
-        command=sys.argv,
-        started=_dt.datetime.now().isoformat(timespec="seconds"),
-    )
-
-
-def start_log(run_dir: Path, name: str = "mgjax") -> logging.Logger:
-    """A logger writing to `run_dir/run.log` (and to the console through rich)."""
-    from rich.logging import RichHandler
-
-    logger = logging.getLogger(f"{name}.{run_dir.resolve()}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    file = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
-    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger.addHandler(file)
-    console = RichHandler(show_path=False, show_time=False, markup=False)
-    console.setLevel(logging.INFO)
-    logger.addHandler(console)
-    return logger
-
-
-def write_run_header(run_dir: Path, cfg: RunConfig) -> None:
-    (run_dir / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
-    (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2))
-
-
-# --- config → objects ---------------------------------------------------------------------------
-
-
-def solver_options(cfg: RunConfig, method: str):
-    import diffrax as dfx
-
-    from ..solve._rosenbrock import Rodas4
-    from ..solve._solve import SolverOptions
-
-    solvers = dict(rodas4=Rodas4, kvaerno5=dfx.Kvaerno5, kvaerno3=dfx.Kvaerno3, tsit5=dfx.Tsit5)
-    adjoint = cfg.solver.adjoint
-    if adjoint == "auto":
-        adjoint = "forward" if method == "levenberg_marquardt" else "checkpoint"
-    if method == "levenberg_marquardt" and adjoint != "forward":
-        raise ConfigError(
-            "solver.adjoint = 'checkpoint' with optimiser.name = 'levenberg_marquardt': "
-            "Levenberg–Marquardt needs forward-mode Jacobians; use 'auto' or 'forward'"
-        )
-    if method != "levenberg_marquardt" and adjoint != "checkpoint":
-        raise ConfigError(
-            f"solver.adjoint = 'forward' with optimiser.name = '{method}': gradient optimisers "
-            "need reverse mode; use 'auto' or 'checkpoint'"
-        )
-    return SolverOptions(
-        solver=solvers[cfg.solver.type](),
-        rtol=cfg.solver.rtol,
-        atol=cfg.solver.atol,
-        max_steps=cfg.solver.max_steps,
-        adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(),
-    )
-
-
-def error_models_for(cfg: RunConfig, observables) -> dict:
-    from ..fit._objective import ErrorModel
-    from ..synth._cohort import cohort_error_models
-
-    models = cohort_error_models(list(observables))
-    for name, em in cfg.fit.error_model.items():
-        models[name] = ErrorModel(additive=em.additive, proportional=em.proportional)
-    return models
-
-
-def base_model_for(cfg: RunConfig) -> Callable:
-    """Each subject's fixed parameters: its group's preset (or `model.preset`), covariates,
-    then `model.parameters`."""
-    import functools
-
-    return functools.partial(_configured_base_model, cfg.model.preset, dict(cfg.model.parameters))
-
-
-def _configured_base_model(preset, overrides, group, covariates):
-    """`base_model_for`'s model (module level, so batch worker processes can unpickle it)."""
-    from ..batch import default_base_model
-    from ..model._parameters import set_parameters
-
-    model = default_base_model(preset or group, covariates)
-    return set_parameters(model, overrides) if overrides else model
-
-
-def priors_for(cfg: RunConfig) -> dict[str, tuple[float, float]] | None:
-    import math
-
-    from ..fit import range_priors
-
-    priors = cfg.fit.priors
-    if priors == "none":
-        return None
-    if priors == "range":
-        model = base_model_for(cfg)(cfg.model.preset or "healthy", {})
-        return range_priors(model, cfg.fit.free)
-    unknown = [p for p in priors if p not in cfg.fit.free]
-    if unknown:
-        raise ConfigError(
-            f"fit.priors: {unknown} are not in fit.free; priors are for free parameters"
-        )
-    return {
-        name: (p.median, math.exp(math.sqrt(math.log1p(p.cv**2)))) for name, p in priors.items()
-    }
-
-
-def load_data(path: Path):
-    from ..data._dataset import load_dataset
-
-    if not Path(path).is_dir():
-        raise JobError(f"{path}: no such dataset folder (it must hold observations.csv)")
-    return load_dataset(path)
-
+from ..batch import BatchResult, BatchSettings, fit_batch, fit_each, parse_shard
+from ..data._dataset import Dataset, DatasetError
+from ..data._units import MODEL_UNITS, from_model_units
+from ..model import OBSERVABLE_UNITS, sampling_times, source_observable
+from ..model._parameters import set_parameters
+from ..model._presets import preset
+from ..protocols import (
+    IVGTT,
+    HyperglycemicClamp,
+    HyperinsulinemicClamp,
+    OralMagnesiumTrial,
+    fasting,
+)
+from ..solve._simulate import observed_values, simulate
+from ..synth._cohort import _REPORT_UNITS, synthesize
+from ._config import RunConfig, apply_override, grid_points, to_yaml, validate
+from ._html import pyplot
+from ._report import write_report
+from ._resolve import (
+    base_model_for,
+    bundled_cohort,
+    error_models_for,
+    load_data,
+    priors_for,
+    solver_options,
+)
+from ._run_dir import JobError, prepare_run_dir, start_log, write_run_header
 
 # --- fit ------------------------------------------------------------------------------------------
+
+#: How the run log names each way a compiled program was obtained.
+PROGRAM_SOURCES = {
+    "stored": "program read back from the cache",
+    "traced": "traced and stored for the next run",
+    "uncached": "compiled, not stored",
+    "memory": "compiled earlier in this process",
+}
 
 
 def fit_job(
@@ -213,17 +73,8 @@ def fit_job(
     """Fit every subject of the dataset; write the run directory and its report. Returns the
     summary (also `summary.json`). `shared_directory`: several processes of one
     `jax.distributed` job write into `out` (each its own parts; process 0 the header)."""
-    from .. import batch
-    from ..data._dataset import DatasetError
-
-    data = Path(data or cfg.data.path or bundled_cohort())
-    cfg = cfg.model_copy(deep=True)
-    cfg.data.path = data
-    if shard is None and cfg.batch.shard:
-        shard = batch.parse_shard(cfg.batch.shard)
-    shard = shard or (0, 1)
-    method = cfg.optimiser.name
-    options = solver_options(cfg, method)  # config errors before anything is written
+    cfg, shard = _resolve_fit(cfg, data, shard)
+    options = solver_options(cfg, cfg.optimiser.name)  # config errors before anything is written
     priors = priors_for(cfg)
     out = prepare_run_dir(
         out, force=force and not shared_directory, resume=resume or shared_directory
@@ -231,15 +82,10 @@ def fit_job(
     if not shared_directory or shard[0] == 0:
         write_run_header(out, cfg)
     log = start_log(out)
-    log.info("fit: data %s → %s (shard %d/%d%s)", data, out, *shard, ", resume" if resume else "")
-    try:
-        dataset = load_data(data)
-    except DatasetError as e:
-        raise JobError(str(e)) from None
+    resuming = ", resume" if resume else ""
+    log.info("fit: data %s → %s (shard %d/%d%s)", cfg.data.path, out, *shard, resuming)
+    dataset = _load_fit_data(cfg, log)
     observables = sorted(dataset.observations["observable"].unique())
-    unknown_em = sorted(set(cfg.fit.error_model) - set(observables))
-    if unknown_em:
-        log.warning("fit.error_model lists %s, which the data do not observe", unknown_em)
     common = dict(
         shard=shard,
         resume=resume,
@@ -249,8 +95,44 @@ def fit_job(
         base_model=base_model_for(cfg),
         progress=progress,
     )
-    import jax
+    devices = _devices(cfg)
+    t0 = time.perf_counter()
+    engine, result = _run_fit(cfg, dataset, out, devices, common, log)
+    _log_fit(log, engine, result.summary, t0)
+    if report if report is not None else cfg.report.enabled:
+        _report_fit(out, cfg, dataset, log)
+    return result.summary
 
+
+def _resolve_fit(
+    cfg: RunConfig, data: Path | None, shard: tuple[int, int] | None
+) -> tuple[RunConfig, tuple[int, int]]:
+    """A copy of `cfg` with the data path resolved (`data`, `data.path`, else the bundled
+    cohort), and the shard (`shard`, `batch.shard`, else all of it)."""
+    data = Path(data or cfg.data.path or bundled_cohort())
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.path = data
+    if shard is None and cfg.batch.shard:
+        shard = parse_shard(cfg.batch.shard)
+    return cfg, shard or (0, 1)
+
+
+def _load_fit_data(cfg: RunConfig, log: logging.Logger) -> Dataset:
+    """The dataset of `data.path` (a `JobError` for a bad one); warns of error models for
+    observables the data do not hold."""
+    try:
+        dataset = load_data(cfg.data.path)
+    except DatasetError as e:
+        raise JobError(str(e)) from None
+    observables = sorted(dataset.observations["observable"].unique())
+    unknown_em = sorted(set(cfg.fit.error_model) - set(observables))
+    if unknown_em:
+        log.warning("fit.error_model lists %s, which the data do not observe", unknown_em)
+    return dataset
+
+
+def _devices(cfg: RunConfig) -> list:
+    """The local devices the batch engine uses (`batch.devices`, null = all)."""
     devices = jax.local_devices()
     if cfg.batch.devices is not None:
         if cfg.batch.devices > len(devices):
@@ -258,11 +140,18 @@ def fit_job(
                 f"batch.devices = {cfg.batch.devices} but only {len(devices)} local device(s)"
             )
         devices = devices[: cfg.batch.devices]
-    t0 = time.perf_counter()
+    return devices
+
+
+def _run_fit(
+    cfg: RunConfig, dataset: Dataset, out: Path, devices: list, common: dict, log: logging.Logger
+) -> tuple[str, BatchResult]:
+    """(engine description, result): the vmapped batch engine for single-start
+    Levenberg–Marquardt, else subject by subject."""
+    method = cfg.optimiser.name
     if method == "levenberg_marquardt" and cfg.multistart.starts == 1:
-        engine = "batch (vmapped Levenberg–Marquardt lanes)"
         width = max(len(devices), cfg.batch.width - cfg.batch.width % len(devices))
-        settings = batch.BatchSettings(
+        settings = BatchSettings(
             width=width,
             round_steps=cfg.batch.round_steps,
             restarts=cfg.batch.restarts,
@@ -271,44 +160,39 @@ def fit_job(
             atol=cfg.optimiser.atol,
             devices=tuple(devices),
         )
-        result = batch.fit_batch(
+        result = fit_batch(
             dataset, cfg.fit.free, out, settings=settings, workers=cfg.batch.workers, **common
         )
-    else:
-        engine = f"per subject ({method}, {cfg.multistart.starts} start(s))"
-        if cfg.batch.workers > 1:
-            log.warning("batch.workers applies to the batch engine only; fitting in this process")
-        result = batch.fit_each(
-            dataset,
-            cfg.fit.free,
-            out,
-            method=method,
-            n_starts=cfg.multistart.starts,
-            seed=cfg.seed,
-            spread=cfg.multistart.spread,
-            max_steps=cfg.optimiser.max_steps,
-            rtol=cfg.optimiser.rtol,
-            atol=cfg.optimiser.atol,
-            learning_rate=cfg.optimiser.learning_rate,
-            schedule=cfg.optimiser.schedule,
-            **common,
-        )
-    s = result.summary
+        return "batch (vmapped Levenberg–Marquardt lanes)", result
+    if cfg.batch.workers > 1:
+        log.warning("batch.workers applies to the batch engine only; fitting in this process")
+    result = fit_each(
+        dataset,
+        cfg.fit.free,
+        out,
+        method=method,
+        n_starts=cfg.multistart.starts,
+        seed=cfg.seed,
+        spread=cfg.multistart.spread,
+        max_steps=cfg.optimiser.max_steps,
+        rtol=cfg.optimiser.rtol,
+        atol=cfg.optimiser.atol,
+        learning_rate=cfg.optimiser.learning_rate,
+        schedule=cfg.optimiser.schedule,
+        **common,
+    )
+    return f"per subject ({method}, {cfg.multistart.starts} start(s))", result
+
+
+def _log_fit(log: logging.Logger, engine: str, s: dict, t0: float) -> None:
+    """The engine, compile time and outcome of a fit, in the run log."""
     compile_s = s.get("seconds_compile")
     log.info("engine: %s", engine)
     if compile_s is not None:
         log.info(
             "compile time: %.2f s (%s)",
             compile_s,
-            ", ".join(
-                {
-                    "stored": "program read back from the cache",
-                    "traced": "traced and stored for the next run",
-                    "uncached": "compiled, not stored",
-                    "memory": "compiled earlier in this process",
-                }.get(p, p)
-                for p in s.get("programs", [])
-            )
+            ", ".join(PROGRAM_SOURCES.get(p, p) for p in s.get("programs", []))
             or "nothing to compile",
         )
     log.info(
@@ -319,30 +203,29 @@ def fit_job(
         s.get("status"),
         time.perf_counter() - t0,
     )
-    if report if report is not None else cfg.report.enabled:
-        from ._report import write_report
 
-        t1 = time.perf_counter()
-        try:
-            path = write_report(out, cfg=cfg, dataset=dataset, log=log)
-            log.info("report: %s (%.1f s)", path, time.perf_counter() - t1)
-        except Exception as e:  # the fit is saved; a failed figure must not fail the run
-            log.error(
-                "report not written (%s: %s); the tables are complete — retry with "
-                "`mgjax report %s` (or `mgjax --debug report …` for the traceback)",
-                type(e).__name__,
-                e,
-                out,
-            )
-    return s
+
+def _report_fit(out: Path, cfg: RunConfig, dataset: Dataset, log: logging.Logger) -> None:
+    """The report of a finished fit; a failure is logged, never raised (the tables are saved)."""
+    t1 = time.perf_counter()
+    try:
+        path = write_report(out, cfg=cfg, dataset=dataset, log=log)
+        log.info("report: %s (%.1f s)", path, time.perf_counter() - t1)
+    except Exception as e:  # the fit is saved; a failed figure must not fail the run
+        log.error(
+            "report not written (%s: %s); the tables are complete — retry with "
+            "`mgjax report %s` (or `mgjax --debug report …` for the traceback)",
+            type(e).__name__,
+            e,
+            out,
+        )
 
 
 # --- synth, simulate, check ---------------------------------------------------------------------
 
 
 def synth_job(cfg: RunConfig, out: Path, *, force: bool = False) -> dict:
-    from ..synth._cohort import synthesize
-
+    """Sample the virtual cohort of `synth:` into `out` (the dataset format plus truth.csv)."""
     out = prepare_run_dir(out, force=force)
     groups = cfg.synth.groups
     if isinstance(groups, dict):
@@ -364,14 +247,6 @@ def synth_job(cfg: RunConfig, out: Path, *, force: bool = False) -> dict:
 
 def _protocol(spec) -> tuple[Any, np.ndarray]:
     """(protocol, sampling times in min) of a protocol config."""
-    from ..protocols import (
-        IVGTT,
-        HyperglycemicClamp,
-        HyperinsulinemicClamp,
-        OralMagnesiumTrial,
-        fasting,
-    )
-
     if spec.kind == "hyperinsulinemic_clamp":
         protocol = HyperinsulinemicClamp(
             insulin_rate=spec.insulin_rate,
@@ -398,79 +273,72 @@ def _protocol(spec) -> tuple[Any, np.ndarray]:
 def simulate_job(cfg: RunConfig, out: Path, *, force: bool = False) -> pd.DataFrame:
     """Simulate each preset of `simulate.presets` under each protocol; write
     `trajectories.csv` in the long observation format."""
-    import jax.numpy as jnp
-
-    from ..data._units import MODEL_UNITS, from_model_units
-    from ..fit._experiment import INTERVAL_OBSERVABLES
-    from ..model import OBSERVABLE_UNITS
-    from ..model._parameters import set_parameters
-    from ..model._presets import preset
-    from ..solve._simulate import simulate
-    from ..synth._cohort import _REPORT_UNITS
-
     out = prepare_run_dir(out, force=force)
     write_run_header(out, cfg)
     options = solver_options(cfg, "lbfgs")
     rows = []
     for k, spec in enumerate(cfg.simulate.protocols):
         protocol, times = _protocol(spec)
-        name = (
-            spec.name or spec.kind
-            if sum(p.kind == spec.kind for p in cfg.simulate.protocols) == 1
-            else (spec.name or f"{spec.kind}_{k}")
-        )
-        # interval observables (24-h urine) need the state a day later
-        extra = times + 1440.0 if any(o in INTERVAL_OBSERVABLES for o in spec.observables) else []
-        grid = np.unique(np.concatenate([times, extra]))
+        name = _protocol_name(cfg, k, spec)
         for preset_name in cfg.simulate.presets:
             model = preset(preset_name)
             if cfg.model.parameters:
                 model = set_parameters(model, dict(cfg.model.parameters))
-            traj = simulate(model, protocol, jnp.asarray(grid), options=options, throw=False)
-            if not bool(traj.success):
-                raise JobError(
-                    f"the {name} simulation of preset {preset_name} failed; loosen "
-                    "solver.rtol or raise solver.max_steps"
-                )
-            index = {float(t): i for i, t in enumerate(grid)}
-            for obs in spec.observables:
-                source = INTERVAL_OBSERVABLES.get(obs, obs)
-                series = np.asarray(traj[source])
-                unit_model = MODEL_UNITS.get(obs, OBSERVABLE_UNITS.get(source, ""))
-                unit = _REPORT_UNITS.get(obs, unit_model)
-                weight = float(model.glucose_insulin.body_weight)
-                for t in times:
-                    value = float(series[index[float(t)]])
-                    if obs in INTERVAL_OBSERVABLES:
-                        value = float(series[index[float(t) + 1440.0]]) - value
-                    if unit != unit_model:
-                        value = float(from_model_units(obs, value, unit, body_weight=weight))
-                    rows.append(
-                        dict(
-                            subject=preset_name,
-                            protocol=name,
-                            time=float(t),
-                            time_unit="min",
-                            observable=obs,
-                            value=value,
-                            unit=unit,
-                        )
-                    )
+            rows += _simulated_rows(model, preset_name, name, protocol, spec, times, options)
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "trajectories.csv", index=False)
     _simulate_plot(frame, out / "trajectories.png")
     return frame
 
 
+def _protocol_name(cfg: RunConfig, k: int, spec) -> str:
+    """The k-th protocol's name in trajectories.csv: its `name`, else its kind (numbered when
+    the kind occurs more than once)."""
+    if sum(p.kind == spec.kind for p in cfg.simulate.protocols) == 1:
+        return spec.name or spec.kind
+    return spec.name or f"{spec.kind}_{k}"
+
+
+def _simulated_rows(model, subject, name, protocol, spec, times, options) -> list[dict]:
+    """The observation rows (report units) of one preset under one protocol."""
+    # interval observables (24-h urine) need the state a day later
+    grid = np.union1d(times, sampling_times((o, t) for o in spec.observables for t in times))
+    traj = simulate(model, protocol, jnp.asarray(grid), options=options, throw=False)
+    if not bool(traj.success):
+        raise JobError(
+            f"the {name} simulation of preset {subject} failed; loosen "
+            "solver.rtol or raise solver.max_steps"
+        )
+    weight = float(model.glucose_insulin.body_weight)
+    rows = []
+    for obs in spec.observables:
+        source = source_observable(obs)
+        unit_model = MODEL_UNITS.get(obs, OBSERVABLE_UNITS.get(source, ""))
+        unit = _REPORT_UNITS.get(obs, unit_model)
+        for t, value in zip(times, observed_values(traj, obs, times)):
+            value = float(value)
+            if unit != unit_model:
+                value = float(from_model_units(obs, value, unit, body_weight=weight))
+            rows.append(
+                dict(
+                    subject=subject,
+                    protocol=name,
+                    time=float(t),
+                    time_unit="min",
+                    observable=obs,
+                    value=value,
+                    unit=unit,
+                )
+            )
+    return rows
+
+
 def _simulate_plot(frame: pd.DataFrame, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One panel per (protocol, observable), a line per preset."""
     panels = list(frame.groupby(["protocol", "observable"], sort=False))
     if not panels:
         return
+    plt = pyplot()
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
@@ -493,8 +361,6 @@ def _simulate_plot(frame: pd.DataFrame, path: Path) -> None:
 
 def check_job(data: Path) -> dict:
     """Validate a dataset without fitting; a summary of what it holds."""
-    from ..data._dataset import DatasetError
-
     try:
         dataset = load_data(data)
     except DatasetError as e:
@@ -530,10 +396,6 @@ def sweep_job(
     """One fit per grid point (`key=v1,v2` axes, their product) in `out/point-k/`, and
     `out/sweep.csv`: the point's values, then converged subjects, median loss, median
     estimate per free parameter, compile and total seconds."""
-    import copy
-
-    from ._config import apply_override, grid_points, validate
-
     points = grid_points(grid)
     configs = []
     for point in points:  # validate every point before running any

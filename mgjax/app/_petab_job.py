@@ -14,24 +14,45 @@ into a run directory (the contract other tools read):
 
 Each start is a local fit by fides inside the bounds on the PEtab scale (`_fides.py`; the
 default) or by Optimistix's Levenberg–Marquardt through the sine transform of the bounds
-(`optimiser="levenberg_marquardt"`, and always with `vmap`, all starts in one program).
+(`petab.optimiser: levenberg_marquardt`, and always with `petab.vmap`, all starts in one
+program). The settings are the `petab:` section of the run config (`_config.PetabConfig`).
 """
 
 from __future__ import annotations
 
-import functools
-import html
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import diffrax as dfx
+import equinox as eqx
+import jax
 import numpy as np
 import pandas as pd
+import petab.v1 as petab_lib
+import yaml
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-#: Local optimisers of `mgjax petab`: fides keeps the bounds itself on the PEtab scale;
-#: Optimistix's Levenberg–Marquardt moves through MINUIT's sine transform of the bounds.
-OPTIMISERS = ("fides", "levenberg_marquardt")
+from ..fit import laplace, multistart
+from ..fit._optimise import optimise
+from ..petab._explore import explore_flat_directions
+from ..petab._fides import RESTART_TOLERANCE, compile_for, fit_start
+from ..petab._import import PetabError, import_problem
+from ..petab._problem import _replace_static
+from ..solve._solve import SolverOptions
+from ._config import PetabConfig, RunConfig
+from ._html import (
+    environment_html,
+    figure_html,
+    page_head,
+    pyplot,
+    section_html,
+    table_html,
+    write_page,
+)
+from ._run_dir import prepare_run_dir, start_log, write_environment
 
 #: A start "reached the best optimum" when its NLLH is within this of the best (PEtab
 #: benchmark convention for counting successful starts).
@@ -98,18 +119,14 @@ def _evaluate(problem, values):
     return h, ok, nllh, problem.chi2(h, sigma, ok), problem.all_estimates(values)
 
 
-@functools.cache
-def _evaluate_jitted():
-    """`_evaluate` under `eqx.filter_jit`, built once (Equinox imported on first use)."""
-    import equinox as eqx
-
-    return eqx.filter_jit(_evaluate)
+#: `_evaluate` under `eqx.filter_jit` (compiled once per problem structure).
+_evaluate_jitted = eqx.filter_jit(_evaluate)
 
 
 def simulation_table(problem, petab_problem, values) -> tuple[pd.DataFrame, dict[str, float]]:
     """PEtab's simulation table at estimated values `values` (linear) and the likelihood
     (`stats["estimates"]`: every estimated parameter, `problem.estimated_ids`)."""
-    h, ok, nllh, chi2, estimates = _evaluate_jitted()(problem, np.asarray(values, dtype=float))
+    h, ok, nllh, chi2, estimates = _evaluate_jitted(problem, np.asarray(values, dtype=float))
     table = petab_problem.measurement_df.reset_index(drop=True).copy()
     table.insert(list(table.columns).index("measurement"), "simulation", np.asarray(h))
     table = table.drop(columns=["measurement"])
@@ -118,9 +135,7 @@ def simulation_table(problem, petab_problem, values) -> tuple[pd.DataFrame, dict
 
 
 def _fits_figure(table: pd.DataFrame, measurements: pd.DataFrame, path: Path) -> bool:
-    from ._report import _plt
-
-    plt = _plt()
+    plt = pyplot()
     groups = list(table.groupby(["observableId", "simulationConditionId"], sort=False))
     if not groups:
         return False
@@ -150,13 +165,11 @@ def _fits_figure(table: pd.DataFrame, measurements: pd.DataFrame, path: Path) ->
 
 
 def _waterfall(starts: pd.DataFrame, path: Path) -> bool:
-    from ._report import _plt
-
     finite = starts["nllh"].to_numpy(dtype=float)
     finite = np.sort(finite[np.isfinite(finite)])
     if finite.size == 0:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     ax.plot(np.arange(1, finite.size + 1), finite - finite[0] + 1e-3, "o-", ms=4, lw=0.8)
     ax.axhline(AT_BEST_TOLERANCE, color="#999", ls=":", lw=0.8)
@@ -174,36 +187,8 @@ def _waterfall(starts: pd.DataFrame, path: Path) -> bool:
     return True
 
 
-def _report(out: Path, summary: dict, figures: list[tuple[str, str]], tables: dict) -> Path:
-    from ._report import STYLE, _img, _table
-
-    env = json.loads((out / "environment.json").read_text())
-    facts = pd.DataFrame(
-        [(k, v) for k, v in summary.items() if not isinstance(v, dict | list)],
-        columns=["", "value"],
-    )
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>mgjax petab {html.escape(out.name)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>mgjax petab: {html.escape(str(summary.get('problem', '')))}</h1>",
-        "<h2>Summary</h2>",
-        _table(facts),
-    ]
-    for name, caption in figures:
-        parts += [f"<h2>{html.escape(caption)}</h2>", _img(out / name, caption)]
-    for caption, frame in tables.items():
-        parts += [f"<h2>{html.escape(caption)}</h2>", _table(frame, rows=100)]
-    parts += ["<h2>Environment</h2>", f"<pre>{html.escape(json.dumps(env, indent=1))}</pre>"]
-    parts += ["</body></html>"]
-    path = out / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
-
-
 def _compile_events() -> list[float]:
     """A list JAX appends the duration (s) of every XLA compilation to, from now on."""
-    import jax
-
     events: list[float] = []
 
     def listener(name, duration, **kwargs):
@@ -217,8 +202,6 @@ def _compile_events() -> list[float]:
 def _vmapped_starts(problem, u_starts, max_steps: int, log, compile_events):
     """All starts in one vmapped program (GPU): each start's `seconds` is the program's
     wall time (they run together, each as long as the slowest)."""
-    from ..fit import multistart
-
     problem = _with_vmapped_conditions(problem)
     method = "levenberg_marquardt" if problem.least_squares else "lbfgs"
     t0 = time.perf_counter()
@@ -243,16 +226,12 @@ def _vmapped_starts(problem, u_starts, max_steps: int, log, compile_events):
 
 
 def _with_vmapped_conditions(problem):
-    from ..petab._problem import _replace_static
-
     return _replace_static(problem, sequential_simulations=False)
 
 
 def _explore_new_best(problem, start: int, local, log, max_steps, hessian, restarts):
     """`explore_flat_directions` from start `start`'s fit `local` (a new best of the run),
     with the run's fides settings: its end point, and what summary.json records of it."""
-    from ..petab._explore import explore_flat_directions
-
     t0 = time.perf_counter()
     found = explore_flat_directions(
         problem, local.scaled, local.nllh, max_steps=max_steps, hessian=hessian, restarts=restarts
@@ -278,94 +257,124 @@ def _explore_new_best(problem, start: int, local, log, max_steps, hessian, resta
 
 
 def petab_job(
-    problem_yaml: Path,
+    cfg: RunConfig,
     out: Path,
     *,
-    nominal: bool = False,
-    n_starts: int = 20,
-    seed: int = 0,
-    starts_file: Path | None = None,
-    max_steps: int = 1000,
-    rtol: float = 1e-6,
-    atol: float = 1e-10,
-    hierarchical: bool = True,
-    optimiser: str = "fides",
-    hessian: str = "gauss_newton",
-    restarts: int = 10,
-    explore: bool = True,
-    vmap: bool = False,
     force: bool = False,
     progress: bool = True,
-    log=None,
+    log: logging.Logger | None = None,
 ) -> dict[str, Any]:
-    """Run `mgjax petab` (see the module docstring); returns the summary."""
-    import diffrax as dfx
-    import equinox as eqx
-    import jax
-    import petab.v1 as petab_lib
-    import yaml
+    """Run `mgjax petab` with the `petab:` section of `cfg` (see the module docstring); returns
+    the summary."""
+    settings = cfg.petab
+    problem_yaml = _check_ready(settings)
+    out = prepare_run_dir(Path(out), force=force)
+    log = log or start_log(out, "mgjax.petab")
+    optimiser = _optimiser(settings, log)
+    _write_header(out, settings, problem_yaml, optimiser)
+    t_start = time.perf_counter()
+    petab_problem, problem = _import(problem_yaml, settings, log, t_start)
+    summary: dict[str, Any] = dict(
+        problem=problem.name,
+        estimated_parameters=len(problem.estimated_ids),
+        hierarchical_parameters=list(problem.inner_ids),
+    )
+    if settings.nominal:
+        return _nominal(out, problem, petab_problem, summary, log)
+    starts = (
+        read_starts(settings.starts_file, problem)
+        if settings.starts_file
+        else sample_starts(petab_problem, settings.starts, settings.seed)
+    )
+    pd.DataFrame(starts, columns=list(problem.estimated_ids)).to_csv(
+        out / "starts.tsv", sep="\t", index=False
+    )
+    fit = _multistart(problem, petab_problem, starts, settings, optimiser, progress, log)
+    table, parameters, stats, sims = _write_fit_tables(out, problem, petab_problem, fit, log)
+    summary.update(_fit_summary(table, stats, fit, t_start))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    measurements = petab_problem.measurement_df.reset_index(drop=True)
+    _write_fit_report(out, summary, table, parameters, sims, measurements)
+    log.info(
+        "best NLLH %.6f (%d of %d starts within %.2f); report %s",
+        summary["best_nllh"],
+        summary["starts_at_best"],
+        len(table),
+        AT_BEST_TOLERANCE,
+        out / "report.html",
+    )
+    return summary
 
-    from ..fit import laplace
-    from ..fit._optimise import optimise
-    from ..petab._fides import HESSIANS, RESTART_TOLERANCE, compile_for, fit_start
-    from ..petab._import import PetabError, import_problem
-    from ..solve._solve import SolverOptions
-    from ._jobs import environment, prepare_run_dir, start_log
 
-    if optimiser not in OPTIMISERS:
-        raise PetabError(f"unknown optimiser {optimiser!r}; one of {', '.join(OPTIMISERS)}")
-    if restarts < 0:
-        raise PetabError(f"restarts must be >= 0, got {restarts}")
-    if hessian not in HESSIANS:
-        raise PetabError(f"unknown Hessian strategy {hessian!r}; one of {', '.join(HESSIANS)}")
-    if optimiser == "fides" and not (nominal or vmap):
+def _check_ready(settings: PetabConfig) -> Path:
+    """The problem file, once it exists and the optimiser's package is installed."""
+    if settings.optimiser == "fides" and not (settings.nominal or settings.vmap):
         try:
-            import fides  # noqa: F401
+            import fides  # noqa: F401  (lazy: only to say which extra is missing)
         except ImportError as error:
             raise PetabError(
                 'fides is missing: install the PEtab extra, pip install "mgjax[petab]" '
                 "(or fit with --optimiser levenberg_marquardt)"
             ) from error
-    problem_yaml = Path(problem_yaml)
+    if settings.problem is None:
+        raise PetabError("no PEtab problem file given (petab.problem)")
+    problem_yaml = Path(settings.problem)
     if not problem_yaml.is_file():
         raise PetabError(f"{problem_yaml}: no such PEtab problem file")
-    out = prepare_run_dir(Path(out), force=force)
-    log = log or start_log(out, "mgjax.petab")
-    if vmap and optimiser != "levenberg_marquardt" and not nominal:
+    return problem_yaml
+
+
+def _optimiser(settings: PetabConfig, log: logging.Logger) -> str:
+    """The local optimiser that runs: `vmap` fits need Levenberg–Marquardt."""
+    if settings.vmap and settings.optimiser != "levenberg_marquardt" and not settings.nominal:
         # fides runs one start at a time on the host; the vmapped starts are one program
         log.info("--vmap: Levenberg–Marquardt (Optimistix) for all starts in one program")
-        optimiser = "levenberg_marquardt"
-    settings = dict(
+        return "levenberg_marquardt"
+    return settings.optimiser
+
+
+def _write_header(out: Path, settings: PetabConfig, problem_yaml: Path, optimiser: str) -> None:
+    """`config.yaml` (the settings of the run, described) and `environment.json`."""
+    fides = optimiser == "fides"
+    described = dict(
         problem=str(problem_yaml),
-        mode="nominal" if nominal else "fit",
-        starts=None if nominal else n_starts,
-        seed=seed,
-        starts_file=str(starts_file) if starts_file else None,
+        mode="nominal" if settings.nominal else "fit",
+        starts=None if settings.nominal else settings.starts,
+        seed=settings.seed,
+        starts_file=str(settings.starts_file) if settings.starts_file else None,
         optimiser=(
-            f"fides (bounded trust region, Hessian {hessian}, up to {restarts} restarts from "
-            f"its end point while each lowers the NLLH by >= {RESTART_TOLERANCE:g}), "
-            "forward-mode Jacobian"
-            if optimiser == "fides"
+            f"fides (bounded trust region, Hessian {settings.hessian}, up to "
+            f"{settings.restarts} restarts from its end point while each lowers the NLLH by "
+            f">= {RESTART_TOLERANCE:g}), forward-mode Jacobian"
+            if fides
             else "levenberg_marquardt (Optimistix), forward-mode Jacobian"
         ),
-        explore_flat_directions=explore and optimiser == "fides",
-        max_steps=max_steps,
-        solver=dict(name="Rodas4", rtol=rtol, atol=atol, max_steps=10_000),
+        explore_flat_directions=settings.explore and fides,
+        max_steps=settings.max_steps,
+        solver=dict(name="Rodas4", rtol=settings.rtol, atol=settings.atol, max_steps=10_000),
         optimiser_tolerance=(
             "fides defaults (fatol 1e-8, frtol 1e-8, gatol 1e-6)"
-            if optimiser == "fides"
+            if fides
             else dict(rtol=1e-8, atol=1e-8)
         ),
     )
-    (out / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
-    (out / "environment.json").write_text(json.dumps(environment(), indent=2))
-    t_start = time.perf_counter()
+    (out / "config.yaml").write_text(yaml.safe_dump(described, sort_keys=False), encoding="utf-8")
+    write_environment(out)
+
+
+def _import(problem_yaml: Path, settings: PetabConfig, log: logging.Logger, t_start: float):
+    """(petab's problem, mgjax's `PetabProblem`) of the problem file."""
     petab_problem = petab_lib.Problem.from_yaml(str(problem_yaml))
     options = SolverOptions(
-        rtol=rtol, atol=atol, pcoeff=0.0, icoeff=1.0, max_steps=10_000, adjoint=dfx.ForwardMode()
+        rtol=settings.rtol,
+        atol=settings.atol,
+        pcoeff=0.0,
+        icoeff=1.0,
+        max_steps=10_000,
+        adjoint=dfx.ForwardMode(),
     )
     problem = import_problem(
-        problem_yaml, options=options, hierarchical=hierarchical and not nominal
+        problem_yaml, options=options, hierarchical=settings.hierarchical and not settings.nominal
     )
     log.info(
         "imported %s: %d states, %d estimated parameters (%d in closed form: %s), "
@@ -378,41 +387,35 @@ def petab_job(
         problem.measurements.shape[0],
         time.perf_counter() - t_start,
     )
-    measurements = petab_problem.measurement_df.reset_index(drop=True)
-    summary: dict[str, Any] = dict(
-        problem=problem.name,
-        estimated_parameters=len(problem.estimated_ids),
-        hierarchical_parameters=list(problem.inner_ids),
-    )
-    if nominal:
-        t0 = time.perf_counter()
-        table, stats = simulation_table(problem, petab_problem, problem.nominal_values())
-        stats.pop("estimates")
-        table.to_csv(out / "simulations.tsv", sep="\t", index=False)
-        summary.update(stats, seconds_total=round(time.perf_counter() - t0, 3))
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        log.info("nominal parameters: nllh %.6f, chi2 %.6f", stats["nllh"], stats["chi2"])
-        return summary
+    return petab_problem, problem
 
-    starts = (
-        read_starts(starts_file, problem)
-        if starts_file
-        else sample_starts(petab_problem, n_starts, seed)
-    )
+
+def _nominal(out: Path, problem, petab_problem, summary: dict, log: logging.Logger) -> dict:
+    """`--nominal`: the simulation table and likelihood at the nominal parameters."""
+    t0 = time.perf_counter()
+    table, stats = simulation_table(problem, petab_problem, problem.nominal_values())
+    stats.pop("estimates")
+    table.to_csv(out / "simulations.tsv", sep="\t", index=False)
+    summary.update(stats, seconds_total=round(time.perf_counter() - t0, 3))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("nominal parameters: nllh %.6f, chi2 %.6f", stats["nllh"], stats["chi2"])
+    return summary
+
+
+class _Multistart(eqx.Module):
+    """What a multistart fit found: one row per start (start, nllh, converged, iterations,
+    seconds), the best (NLLH, linear values of `problem.free`), compile seconds and the
+    explorations of flat directions."""
+
+    rows: list[dict[str, Any]]
+    best: tuple[float, np.ndarray]
+    compile_seconds: float | None
+    explorations: list[dict[str, Any]]
+
+
+def _multistart(problem, petab_problem, starts, settings, optimiser, progress, log) -> _Multistart:
+    """Fit from every start: in one vmapped program, or one start after another."""
     outer = [problem.estimated_ids.index(p) for p in problem.free]
-    pd.DataFrame(starts, columns=list(problem.estimated_ids)).to_csv(
-        out / "starts.tsv", sep="\t", index=False
-    )
-    run = eqx.filter_jit(
-        lambda p, u0: optimise(
-            p,
-            u0,
-            method="levenberg_marquardt" if p.least_squares else "lbfgs",
-            max_steps=max_steps,
-            rtol=1e-8,
-            atol=1e-8,
-        )
-    )
     # hierarchical parameters start at their closed-form optimum: only the others are taken
     # from the start (fides takes them on the PEtab scale; the engine in its coordinates u)
     u_starts = (
@@ -423,92 +426,157 @@ def petab_job(
         else None
     )
     compile_events = _compile_events()
-    explorations: list[dict[str, Any]] = []
-    if vmap:
+    if settings.vmap:
         rows, best, compile_seconds = _vmapped_starts(
-            problem, u_starts, max_steps, log, compile_events
+            problem, u_starts, settings.max_steps, log, compile_events
         )
-    else:
-        rows, best = [], None
-        compile_seconds = None
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        return _Multistart(rows, best, compile_seconds, [])
+    return _sequential_starts(
+        problem,
+        [x[outer] for x in starts] if optimiser == "fides" else list(u_starts),
+        settings,
+        optimiser,
+        progress,
+        log,
+        compile_events,
+    )
 
-        if optimiser == "fides" and len(starts):
-            # tracing + compiling the evaluations is compile time, not the first start's
+
+def _engine_run(max_steps: int):
+    """One start's fit by the engine (Levenberg–Marquardt, or L-BFGS for a problem that is not
+    least squares), jitted."""
+    return eqx.filter_jit(
+        lambda p, u0: optimise(
+            p,
+            u0,
+            method="levenberg_marquardt" if p.least_squares else "lbfgs",
+            max_steps=max_steps,
+            rtol=1e-8,
+            atol=1e-8,
+        )
+    )
+
+
+def _sequential_starts(
+    problem, starts, settings, optimiser, progress, log, compile_events
+) -> _Multistart:
+    """One start after another (`starts`: fides' on the PEtab scale, else the engine's u);
+    each start's `seconds` excludes its compilation (JAX's compile events split that off)."""
+    fit_one = (
+        _FidesStart(problem, settings, log)
+        if optimiser == "fides"
+        else _EngineStart(problem, _engine_run(settings.max_steps))
+    )
+    compile_seconds = fit_one.compile(starts)
+    rows, best = [], None
+    with _progress_bar(progress) as bar:
+        task = bar.add_task("fit", total=len(starts), best="–")
+        for i, start in enumerate(starts):
+            compiled_before = sum(compile_events)
             t0 = time.perf_counter()
-            compile_for(problem, starts[0][outer])
-            compile_seconds = time.perf_counter() - t0
-            log.info("compiled the evaluations (%.1f s)", compile_seconds)
-        with Progress(
-            TextColumn("[bold]multistart"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} starts · best NLLH {task.fields[best]}"),
-            TimeElapsedColumn(),
-            disable=not progress,
-        ) as bar:
-            task = bar.add_task("fit", total=len(starts), best="–")
-            for i in range(len(starts)):
-                compiled_before = sum(compile_events)
-                t0 = time.perf_counter()
-                if optimiser == "fides":
-                    local = fit_start(
-                        problem,
-                        starts[i][outer],
-                        max_steps=max_steps,
-                        hessian=hessian,
-                        restarts=restarts,
-                    )
-                    scaled_i = local.scaled
-                    nllh, converged, iterations = local.nllh, local.converged, local.iterations
-                    if (
-                        explore
-                        and np.isfinite(nllh)
-                        and (best is None or nllh <= best[0] - RESTART_TOLERANCE)
-                    ):  # a new best: look along its flat directions for a lower optimum
-                        scaled_i, found = _explore_new_best(
-                            problem, i, local, log, max_steps, hessian, restarts
-                        )
-                        explorations.append(found)
-                        nllh, iterations = found["nllh_after"], iterations + found["iterations"]
-                    values_i = np.asarray(problem.from_scale(scaled_i))
-                else:
-                    result = jax.block_until_ready(run(problem, u_starts[i]))
-                    nllh = float(result.loss) if bool(result.solve_success) else float("inf")
-                    converged, iterations = bool(result.converged), int(result.iterations)
-                    values_i = np.asarray(problem.to_values(result.u))
-                # the first start also compiles: JAX's compile events split that off
-                compiling = sum(compile_events) - compiled_before
-                seconds = time.perf_counter() - t0 - compiling
-                compile_seconds = (compile_seconds or 0.0) + compiling
-                rows.append(
-                    dict(
-                        start=i,
-                        nllh=nllh,
-                        converged=converged,
-                        iterations=iterations,
-                        seconds=round(seconds, 3),
-                    )
+            nllh, converged, iterations, values_i = fit_one(i, start, best)
+            compiling = sum(compile_events) - compiled_before
+            seconds = time.perf_counter() - t0 - compiling
+            compile_seconds = (compile_seconds or 0.0) + compiling
+            rows.append(
+                dict(
+                    start=i,
+                    nllh=nllh,
+                    converged=converged,
+                    iterations=iterations,
+                    seconds=round(seconds, 3),
                 )
-                if best is None or nllh < best[0]:
-                    best = (nllh, values_i)
-                bar.update(task, advance=1, best=f"{best[0]:.4f}")
-                log.info(
-                    "start %d: nllh %.4f, %d iterations, %.1f s",
-                    i,
-                    nllh,
-                    rows[-1]["iterations"],
-                    seconds,
-                )
-    table = pd.DataFrame(rows)
+            )
+            if best is None or nllh < best[0]:
+                best = (nllh, values_i)
+            bar.update(task, advance=1, best=f"{best[0]:.4f}")
+            log.info("start %d: nllh %.4f, %d iterations, %.1f s", i, nllh, iterations, seconds)
+    return _Multistart(rows, best, compile_seconds, fit_one.explorations)
+
+
+def _progress_bar(progress: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]multistart"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} starts · best NLLH {task.fields[best]}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+    )
+
+
+class _FidesStart:
+    """One start's fit by fides; a new best of the run explores its flat directions."""
+
+    def __init__(self, problem, settings: PetabConfig, log: logging.Logger):
+        self.problem, self.settings, self.log = problem, settings, log
+        self.explorations: list[dict[str, Any]] = []
+
+    def compile(self, starts) -> float | None:
+        """Trace and compile the evaluations: compile time, not the first start's."""
+        if not len(starts):
+            return None
+        t0 = time.perf_counter()
+        compile_for(self.problem, starts[0])
+        seconds = time.perf_counter() - t0
+        self.log.info("compiled the evaluations (%.1f s)", seconds)
+        return seconds
+
+    def __call__(self, i: int, start: np.ndarray, best) -> tuple[float, bool, int, np.ndarray]:
+        s = self.settings
+        local = fit_start(
+            self.problem, start, max_steps=s.max_steps, hessian=s.hessian, restarts=s.restarts
+        )
+        scaled_i = local.scaled
+        nllh, converged, iterations = local.nllh, local.converged, local.iterations
+        new_best = best is None or nllh <= best[0] - RESTART_TOLERANCE
+        if s.explore and np.isfinite(nllh) and new_best:
+            # a new best: look along its flat directions for a lower optimum
+            scaled_i, found = _explore_new_best(
+                self.problem, i, local, self.log, s.max_steps, s.hessian, s.restarts
+            )
+            self.explorations.append(found)
+            nllh, iterations = found["nllh_after"], iterations + found["iterations"]
+        return nllh, converged, iterations, np.asarray(self.problem.from_scale(scaled_i))
+
+
+class _EngineStart:
+    """One start's fit by the engine (`run`: `_engine_run`) from coordinates u."""
+
+    def __init__(self, problem, run):
+        self.problem, self.run = problem, run
+        self.explorations: list[dict[str, Any]] = []
+
+    def compile(self, starts) -> None:
+        return None
+
+    def __call__(self, i: int, start: np.ndarray, best) -> tuple[float, bool, int, np.ndarray]:
+        result = jax.block_until_ready(self.run(self.problem, start))
+        nllh = float(result.loss) if bool(result.solve_success) else float("inf")
+        values = np.asarray(self.problem.to_values(result.u))
+        return nllh, bool(result.converged), int(result.iterations), values
+
+
+def _write_fit_tables(out: Path, problem, petab_problem, fit: _Multistart, log: logging.Logger):
+    """multistart.csv, simulations.tsv, best_parameters.tsv and parameters.csv; returns
+    (multistart table, parameters, likelihood at the best, simulation table)."""
+    table = pd.DataFrame(fit.rows)
     table.to_csv(out / "multistart.csv", index=False)
-    best_nllh, values = best
-    u_best = problem.from_values(values)  # the Laplace approximation's coordinates
+    _, values = fit.best
     sims, stats = simulation_table(problem, petab_problem, values)
     sims.to_csv(out / "simulations.tsv", sep="\t", index=False)
     everything = stats.pop("estimates")
     pd.DataFrame(dict(parameterId=list(problem.estimated_ids), estimate=everything)).to_csv(
         out / "best_parameters.tsv", sep="\t", index=False
     )
+    parameters = _parameters(problem, values, everything, log)
+    parameters.to_csv(out / "parameters.csv", index=False)
+    return table, parameters, stats, sims
+
+
+def _parameters(problem, values: np.ndarray, everything, log: logging.Logger) -> pd.DataFrame:
+    """Estimates of `problem.free` with Laplace SE and 95 % interval, then the closed-form
+    (hierarchical) parameters: their optimum given the others, no Laplace SE."""
+    u_best = problem.from_values(values)  # the Laplace approximation's coordinates
     try:
         stats_u = laplace(problem, u_best)
         parameters = pd.DataFrame(
@@ -524,7 +592,6 @@ def petab_job(
     except Exception as error:  # noqa: BLE001 - uncertainty must not lose a finished fit
         log.warning("Laplace standard errors not computed (%s)", error)
         parameters = pd.DataFrame(dict(parameterId=list(problem.free), estimate=values))
-    # closed-form (hierarchical) parameters: their optimum given the others, no Laplace SE
     inner = pd.DataFrame(
         dict(
             parameterId=list(problem.inner_ids),
@@ -532,12 +599,16 @@ def petab_job(
             method="closed form (hierarchical)",
         )
     )
-    parameters = pd.concat([parameters, inner], ignore_index=True) if len(inner) else parameters
-    parameters.to_csv(out / "parameters.csv", index=False)
+    return pd.concat([parameters, inner], ignore_index=True) if len(inner) else parameters
+
+
+def _fit_summary(table: pd.DataFrame, stats: dict, fit: _Multistart, t_start: float) -> dict:
+    """What summary.json records of a multistart fit."""
+    best_nllh = fit.best[0]
     finite = table["nllh"].to_numpy(dtype=float)
     at_best = int(np.sum(np.isfinite(finite) & (finite - best_nllh <= AT_BEST_TOLERANCE)))
     best_row = table.loc[table["nllh"].idxmin()] if np.isfinite(best_nllh) else None
-    summary.update(
+    return dict(
         best_nllh=best_nllh,
         nllh=stats["nllh"],
         chi2=stats["chi2"],
@@ -546,7 +617,7 @@ def petab_job(
         starts_at_best=at_best,
         at_best_tolerance=AT_BEST_TOLERANCE,
         best_start=int(best_row["start"]) if best_row is not None else None,
-        seconds_compile=round(compile_seconds or 0.0, 2),
+        seconds_compile=round(fit.compile_seconds or 0.0, 2),
         seconds_starts=round(float(table["seconds"].sum()), 2),
         seconds_to_best=round(
             float(table["seconds"].iloc[: int(best_row["start"]) + 1].sum())
@@ -555,25 +626,30 @@ def petab_job(
             2,
         ),
         starts_per_minute=round(60.0 * len(table) / max(float(table["seconds"].sum()), 1e-9), 2),
-        explorations=explorations,
+        explorations=fit.explorations,
         seconds_total=round(time.perf_counter() - t_start, 2),
     )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _write_fit_report(out, summary, table, parameters, sims, measurements) -> Path:
+    """The waterfall and data-vs-simulation figures, and `report.html`."""
     figures = []
     if _waterfall(table, out / "waterfall.png"):
         figures.append(("waterfall.png", "Multistart waterfall"))
     data = measurements
     if _fits_figure(sims.assign(measurement=data["measurement"]), data, out / "fits.png"):
         figures.append(("fits.png", "Data and simulation at the best parameters"))
-    _report(
-        out, summary, figures, {"Multistart": table.sort_values("nllh"), "Estimates": parameters}
+    tables = {"Multistart": table.sort_values("nllh"), "Estimates": parameters}
+    env = json.loads((out / "environment.json").read_text())
+    facts = pd.DataFrame(
+        [(k, v) for k, v in summary.items() if not isinstance(v, dict | list)],
+        columns=["", "value"],
     )
-    log.info(
-        "best NLLH %.6f (%d of %d starts within %.2f); report %s",
-        best_nllh,
-        at_best,
-        len(table),
-        AT_BEST_TOLERANCE,
-        out / "report.html",
-    )
-    return summary
+    parts = page_head(f"mgjax petab {out.name}", f"mgjax petab: {summary.get('problem', '')}")
+    parts += section_html("Summary", table_html(facts))
+    for name, caption in figures:
+        parts += section_html(caption, figure_html(out / name, caption))
+    for caption, frame in tables.items():
+        parts += section_html(caption, table_html(frame, rows=100))
+    parts += environment_html(env)
+    return write_page(out / "report.html", parts)

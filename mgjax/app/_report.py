@@ -12,15 +12,38 @@ fitting program (`mgjax.runtime._programs`), so a second report does not compile
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import html
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+
+from ..batch import build_batches, read_parts
+from ..batch._run import errors_as_nan
+from ..batch._store import side_tables
+from ..data._dataset import Dataset
+from ..data._units import MODEL_UNITS
+from ..fit._experiment import INTERVAL_OBSERVABLES
+from ..protocols import HyperinsulinemicClamp
+from ..runtime._programs import compile_program
+from ..solve._simulate import simulate
+from ._config import RunConfig, load_config
+from ._html import (
+    environment_html,
+    figure_html,
+    page_head,
+    pyplot,
+    section_html,
+    table_html,
+    write_page,
+)
+from ._resolve import base_model_for, error_models_for, load_data, priors_for, solver_options
 
 GROUP_COLOURS = {"healthy": "#1b9e77", "t2dm": "#d95f02", "t2dm_hypomagnesemia": "#7570b3"}
 #: Subjects at most in the vicious-circle panel (an even sample of larger cohorts).
@@ -32,15 +55,6 @@ def _colour(group: str) -> str:
     return GROUP_COLOURS.get(group, "#444444")
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 # --- fitted curves ------------------------------------------------------------------------------
 
 
@@ -48,15 +62,6 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
     """Per subject of `batch` at optimisation coordinates `u`: dense trajectories of each
     dynamic experiment's observables (`dense{k}`: subjects × times × observables), each
     experiment's predictions at its observations (`pred{k}`), and the clamp's M/I (`mi{k}`)."""
-    import jax
-    import jax.numpy as jnp
-
-    from ..batch._run import errors_as_nan
-    from ..fit._experiment import INTERVAL_OBSERVABLES
-    from ..protocols import HyperinsulinemicClamp
-    from ..runtime._programs import compile_program
-    from ..solve._simulate import simulate
-
     one = batch.one(0)
     _, tree = jax.tree.flatten(one)
 
@@ -95,9 +100,6 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
 
 def _u_of(batch, parameters: pd.DataFrame) -> np.ndarray:
     """Optimisation coordinates of each subject's estimates."""
-    import jax
-    import jax.numpy as jnp
-
     wide = parameters.pivot(index="subject", columns="parameter", values="estimate")
     names = list(batch.problems.free)
     values = wide.loc[batch.subjects, names].to_numpy(dtype=float)
@@ -123,7 +125,7 @@ def _fits_figure(items: list[dict], path: Path) -> bool:
     """Rows: subjects; columns: dynamic observables (data, fitted curve, 95 % band)."""
     if not items:
         return False
-    plt = _plt()
+    plt = pyplot()
     columns = sorted({(it["protocol"], it["observable"]) for it in items})
     subjects = list(dict.fromkeys(it["subject"] for it in items))
     fig, axes = plt.subplots(
@@ -153,7 +155,7 @@ def _fits_figure(items: list[dict], path: Path) -> bool:
 def _fasting_figure(rows: pd.DataFrame, path: Path) -> bool:
     if rows.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     names = sorted(rows["observable"].unique())
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.3), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -174,7 +176,7 @@ def _fasting_figure(rows: pd.DataFrame, path: Path) -> bool:
 def _loss_figure(history: pd.DataFrame, subjects: pd.DataFrame, path: Path) -> bool:
     if history.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     groups = subjects.set_index("subject")["group"].to_dict()
     shown = sorted(history["subject"].unique())[:200]
@@ -201,7 +203,7 @@ def _loss_figure(history: pd.DataFrame, subjects: pd.DataFrame, path: Path) -> b
 def _waterfall_figure(starts: pd.DataFrame, path: Path) -> bool:
     if starts.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for subject in sorted(starts["subject"].unique())[:30]:
         g = starts[starts["subject"] == subject].sort_values("nll")
@@ -223,7 +225,7 @@ def _waterfall_figure(starts: pd.DataFrame, path: Path) -> bool:
 def _estimates_figure(parameters: pd.DataFrame, truth: pd.DataFrame | None, path: Path) -> bool:
     if parameters.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     names = list(dict.fromkeys(parameters["parameter"]))
     fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.0 * len(names)), squeeze=False)
     for ax, name in zip(axes[:, 0], names):
@@ -266,7 +268,7 @@ def _cohort_figure(parameters: pd.DataFrame, subjects: pd.DataFrame, path: Path)
     p = parameters[parameters["subject"].isin(ok)]
     if p.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     names = list(dict.fromkeys(p["parameter"]))
     groups = sorted(p["group"].unique())
     fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.4), squeeze=False)
@@ -296,7 +298,7 @@ def _recovery_figure(parameters: pd.DataFrame, truth: pd.DataFrame, path: Path) 
     merged = parameters.merge(truth, on=["subject", "parameter"], how="inner")
     if merged.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     names = list(dict.fromkeys(merged["parameter"]))
     fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -323,7 +325,7 @@ def _recovery_figure(parameters: pd.DataFrame, truth: pd.DataFrame, path: Path) 
 def _identifiability_figure(parameters: pd.DataFrame, path: Path) -> bool:
     if parameters.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     table = parameters.groupby(["parameter", "group"])["identifiable"].mean().unstack("group")
     rse = parameters.replace([np.inf], np.nan).groupby("parameter")["se_relative"].median()
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -344,7 +346,7 @@ def _identifiability_figure(parameters: pd.DataFrame, path: Path) -> bool:
 def _circle_figure(points: pd.DataFrame, path: Path) -> bool:
     if points.empty:
         return False
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     for group, g in points.groupby("group"):
         ax.scatter(g["serum_mg"], g["m_over_i"], s=14, color=_colour(group), label=group, alpha=0.8)
@@ -378,13 +380,8 @@ def _pick(subjects: pd.DataFrame, n: int) -> list[str]:
     return out
 
 
-def _model_data(cfg, dataset, subjects, parameters, log):
+def _model_data(cfg: RunConfig, dataset: Dataset, subjects, parameters, log):
     """(fits items, fasting rows, vicious-circle points) from one simulation per structure."""
-    from ..batch import build_batches
-    from ..data._units import MODEL_UNITS
-    from ..fit._experiment import INTERVAL_OBSERVABLES
-    from ._jobs import base_model_for, error_models_for, priors_for, solver_options
-
     ok = subjects[subjects["status"] == "converged"]
     shown = set(_pick(ok, cfg.report.max_subjects))
     everyone = list(ok["subject"])
@@ -417,61 +414,97 @@ def _model_data(cfg, dataset, subjects, parameters, log):
         ]
         out = _curves(batch, u, grids)
         for i, subject in enumerate(batch.subjects):
-            group = groups.get(subject, "")
-            point: dict[str, Any] = dict(subject=subject, group=group)
+            point: dict[str, Any] = dict(subject=subject, group=groups.get(subject, ""))
             for k, e in enumerate(experiments):
-                values = np.asarray(e.values)[i]
-                mask = np.asarray(e.mask)[i]
-                obs_index = np.asarray(e.observable_index)[i]
-                times = np.asarray(e.times)[i][np.asarray(e.time_index)[i]]
-                pred = out[f"pred{k}"][i]
+                lane = _Lane.of(e, i, out[f"pred{k}"][i], point)
                 if grids[k] is None:
-                    for j in np.flatnonzero(mask):
-                        name = e.observable_names[obs_index[j]]
-                        fasting_rows.append(
-                            dict(
-                                subject=subject,
-                                group=group,
-                                observable=name,
-                                observed=values[j],
-                                fitted=pred[j],
-                                unit=MODEL_UNITS.get(name, ""),
-                            )
-                        )
-                        if name == "serum_mg":
-                            point["serum_mg"] = float(pred[j])
+                    fasting_rows += _fasting_rows(lane)
                     continue
                 if f"mi{k}" in out:
                     point["m_over_i"] = float(out[f"mi{k}"][i])
-                if subject not in shown:
-                    continue
-                names = [n for n in e.observable_names if n not in INTERVAL_OBSERVABLES]
-                dense = out[f"dense{k}"][i]
-                for c, name in enumerate(names):
-                    sel = mask & (np.asarray([e.observable_names[o] for o in obs_index]) == name)
-                    if not sel.any():
-                        continue
-                    em = errors[name]
-                    f = dense[:, c]
-                    sigma = np.sqrt(float(em.additive) ** 2 + (float(em.proportional) * f) ** 2)
-                    items.append(
-                        dict(
-                            subject=subject,
-                            group=group,
-                            protocol=_protocol_label(e.protocol),
-                            observable=name,
-                            unit=MODEL_UNITS.get(name, ""),
-                            t=grids[k],
-                            fit=f,
-                            low=f - 1.96 * sigma,
-                            high=f + 1.96 * sigma,
-                            t_obs=times[sel],
-                            y_obs=values[sel],
-                        )
-                    )
+                if subject in shown:
+                    items += _curve_items(lane, grids[k], out[f"dense{k}"][i], errors)
             if "serum_mg" in point and "m_over_i" in point:
                 circle.append(point)
     return items, pd.DataFrame(fasting_rows), pd.DataFrame(circle)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Lane:
+    """One subject's observations of one experiment (NumPy), its predictions `pred` and its
+    vicious-circle `point` (subject, group; fitted serum Mg²⁺ and M/I as they are found)."""
+
+    experiment: Any
+    values: np.ndarray
+    mask: np.ndarray
+    obs_index: np.ndarray
+    times: np.ndarray
+    pred: np.ndarray
+    point: dict[str, Any]
+
+    @classmethod
+    def of(cls, e, i: int, pred: np.ndarray, point: dict[str, Any]) -> _Lane:
+        """Subject `i` of the batch's experiment `e`."""
+        return cls(
+            experiment=e,
+            values=np.asarray(e.values)[i],
+            mask=np.asarray(e.mask)[i],
+            obs_index=np.asarray(e.observable_index)[i],
+            times=np.asarray(e.times)[i][np.asarray(e.time_index)[i]],
+            pred=pred,
+            point=point,
+        )
+
+
+def _fasting_rows(lane: _Lane) -> list[dict]:
+    """Observed vs fitted fasting labs of one subject (records its fitted serum Mg²⁺)."""
+    rows = []
+    for j in np.flatnonzero(lane.mask):
+        name = lane.experiment.observable_names[lane.obs_index[j]]
+        rows.append(
+            dict(
+                subject=lane.point["subject"],
+                group=lane.point["group"],
+                observable=name,
+                observed=lane.values[j],
+                fitted=lane.pred[j],
+                unit=MODEL_UNITS.get(name, ""),
+            )
+        )
+        if name == "serum_mg":
+            lane.point["serum_mg"] = float(lane.pred[j])
+    return rows
+
+
+def _curve_items(lane: _Lane, grid: np.ndarray, dense: np.ndarray, errors) -> list[dict]:
+    """Data, fitted curve and the error model's 95 % band of each dynamic observable."""
+    e = lane.experiment
+    names = [n for n in e.observable_names if n not in INTERVAL_OBSERVABLES]
+    observed = np.asarray([e.observable_names[o] for o in lane.obs_index])
+    items = []
+    for c, name in enumerate(names):
+        sel = lane.mask & (observed == name)
+        if not sel.any():
+            continue
+        em = errors[name]
+        f = dense[:, c]
+        sigma = np.sqrt(float(em.additive) ** 2 + (float(em.proportional) * f) ** 2)
+        items.append(
+            dict(
+                subject=lane.point["subject"],
+                group=lane.point["group"],
+                protocol=_protocol_label(e.protocol),
+                observable=name,
+                unit=MODEL_UNITS.get(name, ""),
+                t=grid,
+                fit=f,
+                low=f - 1.96 * sigma,
+                high=f + 1.96 * sigma,
+                t_obs=lane.times[sel],
+                y_obs=lane.values[sel],
+            )
+        )
+    return items
 
 
 def _protocol_label(protocol) -> str:
@@ -487,129 +520,94 @@ def _read(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def _img(path: Path, caption: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (
-        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
-
-
-def _table(frame: pd.DataFrame, rows: int = 60) -> str:
-    shown = frame.head(rows)
-    text = shown.to_html(index=False, float_format=lambda x: f"{x:.4g}", border=0, classes="t")
-    more = f"<p>… {len(frame) - rows} more rows in the CSV.</p>" if len(frame) > rows else ""
-    return text + more
-
-
-STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}
-h1{font-size:1.5em} h2{font-size:1.15em;border-bottom:1px solid #ddd;margin-top:1.6em}
-figure{margin:1em 0} img{max-width:100%} figcaption{font-size:.85em;color:#555}
-table.t{border-collapse:collapse;font-size:.8em} table.t td,table.t th{padding:2px 8px;
-border-bottom:1px solid #eee;text-align:right} pre{background:#f6f6f6;padding:.6em;
-font-size:.8em;overflow-x:auto}
-"""
+#: The report's figures: (file, caption); drawn when there is something to draw.
+FIGURES = {
+    "fits": ("fits.png", "Data and fitted curves per subject and protocol"),
+    "fasting": ("fasting.png", "Fasting labs: observed vs fitted"),
+    "loss": ("loss.png", "Loss curves"),
+    "waterfall": ("waterfall.png", "Multistart waterfall"),
+    "estimates": ("estimates.png", "Estimates with 95 % intervals"),
+    "cohort": ("cohort.png", "Cohort distributions by group"),
+    "recovery": ("recovery.png", "Estimates vs truth"),
+    "identifiability": ("identifiability.png", "Identifiability"),
+    "circle": ("vicious_circle.png", "The vicious circle: serum Mg²⁺ vs insulin sensitivity"),
+}
+#: The summary.json keys the report's summary table shows.
+SUMMARY_KEYS = (
+    "subjects",
+    "converged",
+    "status",
+    "median_iterations",
+    "seconds_compile",
+    "seconds_total",
+    "programs",
+)
 
 
 def write_report(
     run_dir: str | Path,
     *,
-    cfg=None,
-    dataset=None,
+    cfg: RunConfig | None = None,
+    dataset: Dataset | None = None,
     log: logging.Logger | None = None,
 ) -> Path:
     """Figures and `report.html` for the fit run in `run_dir` (reads its config and tables;
     the dataset from the config's data path unless given)."""
-    from ..batch._store import side_tables
-    from ._config import load_config
-    from ._jobs import load_data
-
     run_dir = Path(run_dir)
     log = log or logging.getLogger("mgjax.report")
     cfg = cfg or load_config(run_dir / "config.yaml")
-    if not (run_dir / "subjects.csv").exists():
-        raise FileNotFoundError(f"{run_dir}: no subjects.csv; is this a finished fit run?")
-    subjects = pd.read_csv(run_dir / "subjects.csv")
-    parameters = pd.read_csv(run_dir / "parameters.csv")
-    summary = json.loads((run_dir / "summary.json").read_text())
+    tables = _read_run(run_dir)
     dataset = dataset or load_data(cfg.data.path)
     truth_path = Path(cfg.data.path) / "truth.csv" if cfg.data.path else None
     truth = pd.read_csv(truth_path) if truth_path and truth_path.exists() else None
-    from ..batch import read_parts
+    figures = _draw_figures(run_dir, cfg, dataset, tables, truth, log)
+    return _write_page(run_dir, cfg, tables, figures)
 
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    """The finished fit's tables: subjects, parameters, summary, loss history, starts."""
+    if not (run_dir / "subjects.csv").exists():
+        raise FileNotFoundError(f"{run_dir}: no subjects.csv; is this a finished fit run?")
+    tables: dict[str, Any] = dict(
+        subjects=pd.read_csv(run_dir / "subjects.csv"),
+        parameters=pd.read_csv(run_dir / "parameters.csv"),
+        summary=json.loads((run_dir / "summary.json").read_text()),
+    )
     wide = read_parts(run_dir)
     history, starts = side_tables(wide) if len(wide) else (pd.DataFrame(), pd.DataFrame())
-    figures: list[tuple[str, str]] = []
+    return tables | dict(history=history, starts=starts)
 
-    def add(made: bool, name: str, caption: str) -> None:
-        if made:
-            figures.append((name, caption))
 
+def _draw_figures(run_dir, cfg, dataset, tables, truth, log) -> list[tuple[str, str]]:
+    """Draw each figure that has something to show; their (file, caption) in page order."""
+    subjects, parameters = tables["subjects"], tables["parameters"]
     try:
         items, fasting_rows, circle = _model_data(cfg, dataset, subjects, parameters, log)
     except Exception as e:  # a report must not lose a finished run: say what is missing
         log.warning("report: fitted curves not drawn (%s: %s)", type(e).__name__, e)
         items, fasting_rows, circle = [], pd.DataFrame(), pd.DataFrame()
-    add(
-        _fits_figure(items, run_dir / "fits.png"),
-        "fits.png",
-        "Data and fitted curves per subject and protocol",
+    drawings = dict(
+        fits=lambda path: _fits_figure(items, path),
+        fasting=lambda path: _fasting_figure(fasting_rows, path),
+        loss=lambda path: _loss_figure(tables["history"], subjects, path),
+        waterfall=lambda path: _waterfall_figure(tables["starts"], path),
+        estimates=lambda path: _estimates_figure(parameters, truth, path),
+        cohort=lambda path: _cohort_figure(parameters, subjects, path),
+        recovery=lambda path: truth is not None and _recovery_figure(parameters, truth, path),
+        identifiability=lambda path: _identifiability_figure(parameters, path),
+        circle=lambda path: _circle_figure(circle, path),
     )
-    add(
-        _fasting_figure(fasting_rows, run_dir / "fasting.png"),
-        "fasting.png",
-        "Fasting labs: observed vs fitted",
-    )
-    add(_loss_figure(history, subjects, run_dir / "loss.png"), "loss.png", "Loss curves")
-    add(
-        _waterfall_figure(starts, run_dir / "waterfall.png"),
-        "waterfall.png",
-        "Multistart waterfall",
-    )
-    add(
-        _estimates_figure(parameters, truth, run_dir / "estimates.png"),
-        "estimates.png",
-        "Estimates with 95 % intervals",
-    )
-    add(
-        _cohort_figure(parameters, subjects, run_dir / "cohort.png"),
-        "cohort.png",
-        "Cohort distributions by group",
-    )
-    if truth is not None:
-        add(
-            _recovery_figure(parameters, truth, run_dir / "recovery.png"),
-            "recovery.png",
-            "Estimates vs truth",
-        )
-    add(
-        _identifiability_figure(parameters, run_dir / "identifiability.png"),
-        "identifiability.png",
-        "Identifiability",
-    )
-    add(
-        _circle_figure(circle, run_dir / "vicious_circle.png"),
-        "vicious_circle.png",
-        "The vicious circle: serum Mg²⁺ vs insulin sensitivity",
-    )
+    figures = []
+    for key, draw in drawings.items():
+        name, caption = FIGURES[key]
+        if draw(run_dir / name):
+            figures.append((name, caption))
+    return figures
 
-    env_path = run_dir / "environment.json"
-    env = json.loads(env_path.read_text()) if env_path.exists() else {}
-    cohort = _read(run_dir / "cohort_summary.csv")
-    config_text = (
-        (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").exists() else ""
-    )
-    keys = [
-        "subjects",
-        "converged",
-        "status",
-        "median_iterations",
-        "seconds_compile",
-        "seconds_total",
-        "programs",
-    ]
-    facts = pd.DataFrame(
+
+def _facts(summary: dict) -> pd.DataFrame:
+    """The summary table: `SUMMARY_KEYS` of summary.json (lists and dicts as JSON)."""
+    return pd.DataFrame(
         [
             (
                 k,
@@ -617,31 +615,32 @@ def write_report(
                 if isinstance(summary.get(k), (dict, list))
                 else summary.get(k),
             )
-            for k in keys
+            for k in SUMMARY_KEYS
             if k in summary
         ],
         columns=["", "value"],
     )
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>mgjax run {html.escape(run_dir.name)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>mgjax fit: {html.escape(run_dir.name)}</h1>",
+
+
+def _write_page(run_dir: Path, cfg: RunConfig, tables: dict, figures) -> Path:
+    """`report.html`: summary, figures, tables, environment and the resolved config."""
+    env_path = run_dir / "environment.json"
+    env = json.loads(env_path.read_text()) if env_path.exists() else {}
+    config_path = run_dir / "config.yaml"
+    config_text = config_path.read_text() if config_path.exists() else ""
+    parts = page_head(f"mgjax run {run_dir.name}", f"mgjax fit: {run_dir.name}")
+    parts += [
         f"<p>Data: <code>{html.escape(str(cfg.data.path))}</code>; free parameters: "
         f"{html.escape(', '.join(cfg.fit.free))}; optimiser {html.escape(cfg.optimiser.name)}.</p>",
-        "<h2>Summary</h2>",
-        _table(facts),
+        *section_html("Summary", table_html(_facts(tables["summary"]))),
     ]
     for name, caption in figures:
-        parts += [f"<h2>{html.escape(caption)}</h2>", _img(run_dir / name, caption)]
-    parts += ["<h2>Cohort summary (converged subjects)</h2>", _table(cohort)]
-    parts += ["<h2>Per-subject fits</h2>", _table(subjects)]
-    parts += ["<h2>Estimates</h2>", _table(parameters, rows=100)]
-    parts += ["<h2>Environment</h2>", f"<pre>{html.escape(json.dumps(env, indent=1))}</pre>"]
-    parts += [
-        "<h2>Resolved config</h2>",
-        f"<pre>{html.escape(config_text)}</pre>",
-        "</body></html>",
-    ]
-    path = run_dir / "report.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+        parts += section_html(caption, figure_html(run_dir / name, caption))
+    parts += section_html(
+        "Cohort summary (converged subjects)", table_html(_read(run_dir / "cohort_summary.csv"))
+    )
+    parts += section_html("Per-subject fits", table_html(tables["subjects"]))
+    parts += section_html("Estimates", table_html(tables["parameters"], rows=100))
+    parts += environment_html(env)
+    parts += section_html("Resolved config", f"<pre>{html.escape(config_text)}</pre>")
+    return write_page(run_dir / "report.html", parts)

@@ -1,7 +1,8 @@
 """The `mgjax` command line (typer + rich).
 
 Every command reads one YAML run config (`configs/*.yaml`; schema in `mgjax.app._config`, keys in
-docs/cli.md) with `key.sub=value` overrides after it. Errors end with exit code 2 and one
+docs/cli.md) with `key.sub=value` overrides after it (`mgjax petab`: the problem file first, its
+options set keys of the config's `petab:` section). Errors end with exit code 2 and one
 message naming the file, key or row and what to do; `mgjax --debug …` shows the traceback.
 
     mgjax run                                  # the main job: fit the bundled cohort + report
@@ -18,11 +19,32 @@ import os
 import sys
 from pathlib import Path
 
+import jax
 import typer
+from jax.experimental import multihost_utils
 from rich.console import Console
 from rich.table import Table
 
+from ..batch import RunDirectoryError, parse_shard
+from ..batch import merge as merge_runs
+from ..data._dataset import DatasetError
+from ..data._units import UnitError
+from ..model._parameters import parameter_infos
+from ..runtime._compilation_cache import enable_compilation_cache
 from . import _distributed
+from ._config import (
+    ConfigError,
+    PetabConfig,
+    apply_override,
+    load_config,
+    parse_override,
+    read_yaml,
+    with_values,
+)
+from ._jobs import check_job, fit_job, simulate_job, sweep_job, synth_job
+from ._report import write_report
+from ._resolve import bundled_cohort
+from ._run_dir import JobError, default_run_dir, package_version
 
 app = typer.Typer(
     add_completion=False,
@@ -48,12 +70,6 @@ def _fail(message: str) -> None:
 @contextlib.contextmanager
 def _errors():
     """One clear message and exit code 2 for anything the user can fix."""
-    from ..batch import RunDirectoryError
-    from ..data._dataset import DatasetError
-    from ..data._units import UnitError
-    from ._config import ConfigError
-    from ._jobs import JobError
-
     try:
         yield
     except typer.Exit:
@@ -72,8 +88,6 @@ def _errors():
 
 def _cache() -> None:
     """JAX's persistent compilation cache for command-line runs (off: MGJAX_COMPILATION_CACHE=0)."""
-    from ..runtime._compilation_cache import enable_compilation_cache
-
     if os.environ.get("MGJAX_COMPILATION_CACHE", "1") != "0":
         enable_compilation_cache()
 
@@ -81,8 +95,6 @@ def _cache() -> None:
 def _config(config: str | None, overrides: list[str] | None, extra: list[str] = ()):
     """Load CONFIG (a path, or None for the defaults) with overrides; an override given in the
     CONFIG position (it contains '=') counts as an override."""
-    from ._config import ConfigError, load_config
-
     overrides = list(overrides or [])
     if config is not None and "=" in config and not Path(config).exists():
         overrides.insert(0, config)
@@ -98,8 +110,6 @@ OVERRIDES_ARG = typer.Argument(None, help="Overrides key.sub=value, e.g. solver.
 
 def default_cohort_path() -> Path:
     """The bundled virtual cohort (the main job's default data)."""
-    from ._jobs import bundled_cohort
-
     return bundled_cohort()
 
 
@@ -131,9 +141,9 @@ def _print_fit(summary: dict, out: Path) -> None:
 
 @app.command()
 def run(
-    config: str = CONFIG_ARG,
-    overrides: list[str] = OVERRIDES_ARG,
-    out: Path = typer.Option(None, help="Run directory (default <output_dir>/<timestamp>)."),
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] | None = OVERRIDES_ARG,
+    out: Path | None = typer.Option(None, help="Run directory (default <output_dir>/<timestamp>)."),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -143,8 +153,6 @@ def run(
     Example: `mgjax run` or `mgjax run configs/default.yaml optimiser.max_steps=100`
     """
     with _errors():
-        from ._jobs import default_run_dir, fit_job
-
         cfg = _config(config, overrides)
         _cache()
         out = out or default_run_dir(cfg)
@@ -155,29 +163,35 @@ def run(
 
 @app.command("fit")
 def fit_command(
-    config: str = CONFIG_ARG,
-    overrides: list[str] = OVERRIDES_ARG,
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] | None = OVERRIDES_ARG,
     out: Path = typer.Option(..., help="Run directory."),
-    data: Path = typer.Option(
+    data: Path | None = typer.Option(
         None, help="Dataset folder (default: data.path, else the bundled cohort)."
     ),
-    shard: str = typer.Option(None, help="i/n: fit only shard i of n (scheduler job arrays)."),
+    shard: str | None = typer.Option(
+        None, help="i/n: fit only shard i of n (scheduler job arrays)."
+    ),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
-    free: str = typer.Option(None, help="Shortcut for fit.free: comma-separated parameters."),
-    width: int = typer.Option(None, help="Shortcut for batch.width (lanes; bounds memory)."),
-    round_steps: int = typer.Option(None, help="Shortcut for batch.round_steps."),
-    workers: int = typer.Option(
+    free: str | None = typer.Option(
+        None, help="Shortcut for fit.free: comma-separated parameters."
+    ),
+    width: int | None = typer.Option(None, help="Shortcut for batch.width (lanes; bounds memory)."),
+    round_steps: int | None = typer.Option(None, help="Shortcut for batch.round_steps."),
+    workers: int | None = typer.Option(
         None, help="Shortcut for batch.workers (CPU processes, one per core)."
     ),
-    max_steps: int = typer.Option(None, help="Shortcut for optimiser.max_steps."),
+    max_steps: int | None = typer.Option(None, help="Shortcut for optimiser.max_steps."),
     report: bool = typer.Option(True, help="Write the plots and report.html."),
     distributed: bool = typer.Option(
         False, help="Multi-process: call jax.distributed.initialize and split over processes."
     ),
-    coordinator: str = typer.Option(None, help="With --distributed: host:port of process 0."),
-    num_processes: int = typer.Option(None, help="With --distributed: number of processes."),
-    process_id: int = typer.Option(None, help="With --distributed: this process's index."),
+    coordinator: str | None = typer.Option(
+        None, help="With --distributed: host:port of process 0."
+    ),
+    num_processes: int | None = typer.Option(None, help="With --distributed: number of processes."),
+    process_id: int | None = typer.Option(None, help="With --distributed: this process's index."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Fit every subject of a dataset: one vmapped program over lanes of subjects, sharded
@@ -187,42 +201,11 @@ def fit_command(
     --out runs/c1000`
     """
     with _errors():
-        from .. import batch
-        from ._jobs import fit_job
-
-        extra = []
-        if free:
-            extra.append(f"fit.free=[{free}]")
-        for key, value in (
-            ("batch.width", width),
-            ("batch.round_steps", round_steps),
-            ("batch.workers", workers),
-            ("optimiser.max_steps", max_steps),
-        ):
-            if value is not None:
-                extra.append(f"{key}={value}")
-        cfg = _config(config, overrides, extra)
-        shard_pair = batch.parse_shard(shard) if shard else None
+        shortcuts = _fit_shortcuts(free, width, round_steps, workers, max_steps)
+        cfg = _config(config, overrides, shortcuts)
+        shard_pair = parse_shard(shard) if shard else None
         if distributed:
-            if shard:
-                _fail("--shard and --distributed both split the cohort; use one")
-            if cfg.batch.workers > 1:
-                _fail("--distributed and batch.workers both split the cohort; use one")
-            if not _distributed.joined():
-                # jax.distributed must start before any JAX array exists: restart joined
-                settings = {
-                    key: str(value)
-                    for key, value in (
-                        ("JAX_COORDINATOR_ADDRESS", coordinator),
-                        ("MGJAX_NUM_PROCESSES", num_processes),
-                        ("MGJAX_PROCESS_ID", process_id),
-                    )
-                    if value is not None
-                }
-                _distributed.restart_joined(sys.argv[1:], settings)
-            import jax
-
-            shard_pair = (jax.process_index(), jax.process_count())
+            shard_pair = _join_distributed(cfg, shard, coordinator, num_processes, process_id)
         _cache()
         summary = fit_job(
             cfg,
@@ -236,32 +219,81 @@ def fit_command(
             shared_directory=distributed,
         )
         if distributed:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("mgjax fit: all shards written")
-            if shard_pair[0] == 0:
-                batch.merge([out], out)
-                console.print(f"process 0 merged {shard_pair[1]} processes' results in {out}")
+            _merge_distributed(out, shard_pair)
         _print_fit(summary, out)
+
+
+def _fit_shortcuts(free, width, round_steps, workers, max_steps) -> list[str]:
+    """`mgjax fit`'s shortcut options as overrides."""
+    extra = []
+    if free:
+        extra.append(f"fit.free=[{free}]")
+    for key, value in (
+        ("batch.width", width),
+        ("batch.round_steps", round_steps),
+        ("batch.workers", workers),
+        ("optimiser.max_steps", max_steps),
+    ):
+        if value is not None:
+            extra.append(f"{key}={value}")
+    return extra
+
+
+def _join_distributed(cfg, shard, coordinator, num_processes, process_id) -> tuple[int, int]:
+    """This process's shard of a `jax.distributed` job (restarting joined when not yet)."""
+    if shard:
+        _fail("--shard and --distributed both split the cohort; use one")
+    if cfg.batch.workers > 1:
+        _fail("--distributed and batch.workers both split the cohort; use one")
+    if not _distributed.joined():
+        # jax.distributed must start before any JAX array exists: restart joined
+        settings = {
+            key: str(value)
+            for key, value in (
+                ("JAX_COORDINATOR_ADDRESS", coordinator),
+                ("MGJAX_NUM_PROCESSES", num_processes),
+                ("MGJAX_PROCESS_ID", process_id),
+            )
+            if value is not None
+        }
+        _distributed.restart_joined(sys.argv[1:], settings)
+    return jax.process_index(), jax.process_count()
+
+
+def _merge_distributed(out: Path, shard_pair: tuple[int, int]) -> None:
+    """Wait for every process; process 0 merges their parts."""
+    multihost_utils.sync_global_devices("mgjax fit: all shards written")
+    if shard_pair[0] == 0:
+        merge_runs([out], out)
+        console.print(f"process 0 merged {shard_pair[1]} processes' results in {out}")
 
 
 @app.command("petab")
 def petab_command(
+    ctx: typer.Context,
     problem: Path = typer.Argument(..., help="PEtab v1 problem YAML."),
+    overrides: list[str] = typer.Argument(
+        None, help="Overrides petab.key=value (the options below set the same keys)."
+    ),
+    config: Path | None = typer.Option(
+        None, help="YAML run config; its petab: section holds the settings (docs/cli.md)."
+    ),
     out: Path = typer.Option(..., help="Run directory."),
     nominal: bool = typer.Option(
-        False, help="Only evaluate at the nominal parameters (simulations.tsv, nllh, chi2)."
+        False,
+        help="Only evaluate at the nominal parameters (simulations.tsv, nllh, chi2).",
     ),
     starts: int = typer.Option(20, help="Multistart: number of random starts within the bounds."),
     seed: int = typer.Option(0, help="Seed of the random starts."),
-    starts_file: Path = typer.Option(
+    starts_file: Path | None = typer.Option(
         None, help="Starts on the PEtab scale (.npy, or .tsv/.csv with a column per parameter)."
     ),
     max_steps: int = typer.Option(1000, help="Optimiser iterations per start."),
     rtol: float = typer.Option(1e-6, help="ODE solver relative tolerance."),
     atol: float = typer.Option(1e-10, help="ODE solver absolute tolerance."),
     hierarchical: bool = typer.Option(
-        True, help="Scaling and noise parameters in closed form (fewer outer parameters)."
+        True,
+        help="Scaling and noise parameters in closed form (fewer outer parameters).",
     ),
     optimiser: str = typer.Option(
         "fides",
@@ -299,62 +331,79 @@ def petab_command(
     Example: `mgjax petab Brannmark_JBC2010/Brannmark_JBC2010.yaml --starts 20 --out runs/bra`
     """
     with _errors():
-        try:
-            from ..petab import PetabError, UnsupportedSBMLError
-            from ._petab_job import petab_job
-        except ImportError as e:
-            _fail(f'{e.name} is missing: install the PEtab extra, pip install "mgjax[petab]"')
+        petab_job, petab_errors = _petab_extra()
+        values = dict(
+            nominal=nominal,
+            starts=starts,
+            seed=seed,
+            starts_file=starts_file,
+            max_steps=max_steps,
+            rtol=rtol,
+            atol=atol,
+            hierarchical=hierarchical,
+            optimiser=optimiser,
+            hessian=hessian,
+            restarts=restarts,
+            explore=explore,
+            vmap=vmap,
+        )
+        options = {name: value for name, value in values.items() if _given(ctx, name)}
+        cfg = _petab_config(config, overrides, problem, options)
         _cache()
         try:
-            summary = petab_job(
-                problem,
-                out,
-                nominal=nominal,
-                n_starts=starts,
-                seed=seed,
-                starts_file=starts_file,
-                max_steps=max_steps,
-                rtol=rtol,
-                atol=atol,
-                hierarchical=hierarchical,
-                optimiser=optimiser,
-                hessian=hessian,
-                restarts=restarts,
-                explore=explore,
-                vmap=vmap,
-                force=force,
-                progress=progress,
-            )
-        except (PetabError, UnsupportedSBMLError) as e:
+            summary = petab_job(cfg, out, force=force, progress=progress)
+        except petab_errors as e:
             _fail(str(e))
-        keys = (
-            "nllh",
-            "chi2",
-            "best_nllh",
-            "starts",
-            "converged",
-            "starts_at_best",
-            "seconds_total",
-        )
-        table = Table(title=f"{problem.name} → {out}")
-        table.add_column("")
-        table.add_column("value")
-        for key in keys:
-            if key in summary:
-                table.add_row(key, str(summary[key]))
-        console.print(table)
+        _print_petab(summary, problem, out)
+
+
+def _petab_extra():
+    """(`petab_job`, the errors of the PEtab import), or one message naming the missing
+    package of the `petab` extra."""
+    try:
+        # lazy: the petab extra is optional; the rest of the command line works without it
+        from ..petab import PetabError, UnsupportedSBMLError
+        from ._petab_job import petab_job
+    except ImportError as e:
+        _fail(f'{e.name} is missing: install the PEtab extra, pip install "mgjax[petab]"')
+    return petab_job, (PetabError, UnsupportedSBMLError)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given (on the command line or in the environment)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _petab_config(config: Path | None, overrides, problem: Path, options: dict):
+    """The run config (`--config`, overrides) with `options` (those given on the command line)
+    and the problem file set in its `petab:` section; an option wins over the config."""
+    with_values(PetabConfig(), options)  # a bad option's value: the option's own message
+    settings = {f"petab.{key}": value for key, value in options.items()}
+    return load_config(config, overrides or [], settings | {"petab.problem": problem})
+
+
+def _print_petab(summary: dict, problem: Path, out: Path) -> None:
+    keys = ("nllh", "chi2", "best_nllh", "starts", "converged", "starts_at_best", "seconds_total")
+    table = Table(title=f"{problem.name} → {out}")
+    table.add_column("")
+    table.add_column("value")
+    for key in keys:
+        if key in summary:
+            table.add_row(key, str(summary[key]))
+    console.print(table)
 
 
 @app.command()
 def synth(
-    config: str = CONFIG_ARG,
-    overrides: list[str] = OVERRIDES_ARG,
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] | None = OVERRIDES_ARG,
     out: Path = typer.Option(..., help="Folder to write the virtual cohort into."),
-    n: int = typer.Option(None, help="Shortcut for synth.n (split evenly over the groups)."),
-    groups: str = typer.Option(
+    n: int | None = typer.Option(None, help="Shortcut for synth.n (split evenly over the groups)."),
+    groups: str | None = typer.Option(
         None, help="Shortcut for synth.groups: comma-separated groups, or group=count pairs."
     ),
-    seed: int = typer.Option(
+    seed: int | None = typer.Option(
         None, help="Shortcut for seed (a cohort is deterministic for a seed)."
     ),
     force: bool = typer.Option(False, help="Replace an existing cohort folder."),
@@ -366,8 +415,6 @@ def synth(
     Example: `mgjax synth --n 1000 --seed 1 --out cohorts/c1000`
     """
     with _errors():
-        from ._jobs import synth_job
-
         extra = []
         if n is not None:
             extra.append(f"synth.n={n}")
@@ -393,8 +440,8 @@ def synth(
 
 @app.command()
 def simulate(
-    config: str = CONFIG_ARG,
-    overrides: list[str] = OVERRIDES_ARG,
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] | None = OVERRIDES_ARG,
     out: Path = typer.Option(..., help="Folder for trajectories.csv."),
     force: bool = typer.Option(False, help="Replace an existing folder."),
 ) -> None:
@@ -405,8 +452,6 @@ def simulate(
     Example: `mgjax simulate configs/default.yaml --out runs/sim simulate.presets=[t2dm]`
     """
     with _errors():
-        from ._jobs import simulate_job
-
         cfg = _config(config, overrides)
         _cache()
         frame = simulate_job(cfg, out, force=force)
@@ -415,11 +460,13 @@ def simulate(
 
 @app.command()
 def sweep(
-    config: str = CONFIG_ARG,
-    overrides: list[str] = OVERRIDES_ARG,
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] | None = OVERRIDES_ARG,
     grid: list[str] = typer.Option(..., help="key=v1,v2,… (repeat for more axes; the product)."),
     out: Path = typer.Option(..., help="Folder: one run per point plus sweep.csv."),
-    data: Path = typer.Option(None, help="Dataset folder (default: data.path, else bundled)."),
+    data: Path | None = typer.Option(
+        None, help="Dataset folder (default: data.path, else bundled)."
+    ),
     force: bool = typer.Option(False, help="Replace an existing sweep folder."),
 ) -> None:
     """A hyperparameter sweep: one fit per grid point (`out/point-k/`), and `out/sweep.csv`
@@ -429,9 +476,6 @@ def sweep(
     --grid batch.round_steps=4,8 --out runs/sweep`
     """
     with _errors():
-        from ._config import apply_override, parse_override, read_yaml
-        from ._jobs import sweep_job
-
         raw = read_yaml(config) if config and "=" not in config else {}
         items = list(overrides or [])
         if config and "=" in config:
@@ -461,8 +505,6 @@ def check(
     Example: `mgjax check --data cohorts/c1000`
     """
     with _errors():
-        from ._jobs import check_job
-
         info = check_job(data)
         table = Table(title=f"{data}: valid")
         table.add_column("")
@@ -481,8 +523,6 @@ def report(
     Example: `mgjax report runs/c1000`
     """
     with _errors():
-        from ._report import write_report
-
         if not (run / "config.yaml").exists():
             _fail(f"{run}: no config.yaml; is this an mgjax fit run directory?")
         _cache()
@@ -499,9 +539,7 @@ def merge(
     Example: `mgjax merge runs/shard0 runs/shard1 --out runs/all`
     """
     with _errors():
-        from .. import batch
-
-        summary = batch.merge(runs, out)
+        summary = merge_runs(runs, out)
         first = runs[0] / "config.yaml"
         if first.exists() and not (out / "config.yaml").exists():
             (out / "config.yaml").write_text(first.read_text())
@@ -510,14 +548,12 @@ def merge(
 
 @app.command()
 def params(
-    match: str = typer.Argument(None, help="Show only parameters whose name contains this."),
+    match: str | None = typer.Argument(None, help="Show only parameters whose name contains this."),
 ) -> None:
     """List the model's parameters: name, unit, default, plausible range.
 
     Example: `mgjax params mg`
     """
-    from ..model._parameters import parameter_infos
-
     table = Table(title="parameters (model units)")
     for c in ("name", "unit", "default", "lower", "upper"):
         table.add_column(c)
@@ -531,9 +567,7 @@ def params(
 @app.command()
 def version() -> None:
     """Print the package version."""
-    from .. import __version__
-
-    console.print(__version__)
+    console.print(package_version())
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..data._dataset import Dataset, DatasetError
-from ..fit._experiment import INTERVAL_OBSERVABLES, experiments_from_records
+from ..fit._experiment import experiments_from_records
 from ..fit._objective import ErrorModel, FitProblem, make_problem
-from ..model import MgT2DModel
+from ..model import MgT2DModel, sampling_times
 from ..model._parameters import set_parameters
 from ..model._presets import PRESET_CHANGES, preset
 from ..solve._solve import SolverOptions
@@ -101,8 +101,7 @@ def build_batches(
         for protocol, rows in obs_by[s].groupby("protocol", sort=False):
             names.setdefault(protocol, set()).update(rows["observable"])
             n = len(rows)
-            interval = rows["observable"].isin(list(INTERVAL_OBSERVABLES))
-            t = len(set(rows["time"]) | {t + 1440.0 for t in rows["time"][interval]})
+            t = len(sampling_times(zip(rows["observable"], rows["time"])))
             old = sizes.get(protocol, [0, 0])
             sizes[protocol] = [max(old[0], n), max(old[1], t)]
     observable_names = {p: tuple(sorted(v)) for p, v in names.items()}

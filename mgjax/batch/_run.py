@@ -36,14 +36,21 @@ import pandas as pd
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ..fit._laplace import laplace_core
 from ..fit._objective import FitProblem
-from ..fit._optimise import DECREMENT_TOLERANCE, decrement_converged, jacobian_residuals
-from ..fit._uncertainty import Z95
+from ..fit._optimise import (
+    ATOL,
+    DECREMENT_TOLERANCE,
+    MAX_STEPS,
+    RTOL,
+    LevenbergMarquardt,
+    accepted_point,
+    decrement_converged,
+    jacobian_residuals,
+    with_first_step_size,
+)
 from ._build import SubjectBatch
 
-#: Relative SE (of log θ for positive parameters) above which an estimate is flagged as not
-#: identifiable (as `mgjax.fit.laplace`).
-SLOPPY_SE = 0.5
 #: Standard-normal quantile of the χ² goodness-of-fit test that sends a fit to another start
 #: (0.999 one-sided).
 CHI2_Z = 3.09
@@ -66,31 +73,46 @@ class BatchSettings:
     - `restart_step`: each restart's first trust-region step is this times the one before
       (its damping 1/`restart_step` times larger; `restart_point`);
     - `devices`: devices to shard the lanes over (default all local devices).
+
+    The optimiser settings build `optimiser`, a `mgjax.fit.LevenbergMarquardt`.
     """
 
     width: int = 64
     round_steps: int = 4
-    max_steps: int = 100
-    rtol: float = 1e-8
-    atol: float = 1e-8
+    max_steps: int = MAX_STEPS
+    rtol: float = RTOL
+    atol: float = ATOL
     decrement: float = DECREMENT_TOLERANCE
     restarts: int = 1
     restart_step: float = 0.01
     devices: tuple[Any, ...] | None = None
 
+    @property
+    def optimiser(self) -> LevenbergMarquardt:
+        """The Levenberg–Marquardt optimiser of every subject."""
+        return LevenbergMarquardt(
+            max_steps=self.max_steps, rtol=self.rtol, atol=self.atol, decrement=self.decrement
+        )
 
-def _lm(problem, rtol: float, atol: float):
-    """(solver, residual function, options) of the Levenberg–Marquardt fit of `problem`."""
+
+#: Optimistix options of the Levenberg–Marquardt solver
+LM_OPTIONS = LevenbergMarquardt.options
+
+
+def _residual_function(problem):
+    """The residual function of `problem` for Optimistix: u ↦ (r, (negative log-likelihood,
+    solve succeeded)), one forward-mode solve for r, its Jacobian and the likelihood."""
     residuals = jacobian_residuals(problem, with_likelihood=True)
 
     def fn(u, args):
-        return residuals(u)  # (r, (negative log-likelihood, solve succeeded))
+        return residuals(u)
 
-    return optx.LevenbergMarquardt(rtol=rtol, atol=atol), fn, {"jac": "fwd"}
+    return fn
 
 
-def _lm_state(problem, u, rtol, atol):
-    solver, fn, options = _lm(problem, rtol, atol)
+def _lm_state(problem, u, solver: optx.LevenbergMarquardt):
+    """(arrays, the rest) of the solver's initial state at `u`."""
+    fn, options = _residual_function(problem), dict(LM_OPTIONS)
     f_struct, aux_struct = jax.eval_shape(lambda y: fn(y, None), u)
     state = solver.init(fn, u, None, options, f_struct, aux_struct, frozenset())
     return eqx.partition(state, eqx.is_array)
@@ -104,21 +126,17 @@ def _subject_round(
     budget,
     first_step,
     round_steps: int,
-    rtol: float,
-    atol: float,
+    solver: optx.LevenbergMarquardt,
     decrement: float,
 ):
-    """Up to `round_steps` (and at most `budget`) Levenberg–Marquardt iterations of one subject
-    from `u`, continuing the optimiser state `carried` (its arrays) unless `fresh` (then its
-    trust region starts at `first_step`: the damping of the first step is 1/first_step); then
-    the goodness of fit and the uncertainty at the end."""
-    solver, fn, options = _lm(problem, rtol, atol)
-    dynamic0, static = _lm_state(problem, u, rtol, atol)
-    dynamic0 = eqx.tree_at(
-        lambda s: s.search_state.step_size,
-        dynamic0,
-        jnp.asarray(first_step, dynamic0.search_state.step_size.dtype),
-    )
+    """Up to `round_steps` (and at most `budget`) iterations of the Levenberg–Marquardt
+    `solver` on one subject from `u`, continuing the optimiser state `carried` (its arrays)
+    unless `fresh` (then its trust region starts at `first_step`: the damping of the first step
+    is 1/first_step), stopping also at a Gauss–Newton decrement below `decrement`; then the
+    goodness of fit and the uncertainty at the end."""
+    fn, options = _residual_function(problem), dict(LM_OPTIONS)
+    dynamic0, static = _lm_state(problem, u, solver)
+    dynamic0 = with_first_step_size(dynamic0, first_step)
     dynamic = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), dynamic0, carried)
     tags = frozenset()
 
@@ -139,27 +157,11 @@ def _subject_round(
     )
     # the likelihood and the exact Jacobian at the last accepted iterate, as the optimiser
     # stored them (no further solve)
-    state = eqx.combine(dynamic, static)
-    loss, ok = state.aux
-    jac = state.f_info.jac.as_matrix()
+    point = accepted_point(eqx.combine(dynamic, static))
+    loss, ok = point.aux
     # χ² of the data: the weighted residuals less the trailing prior residuals (one per u)
-    chi2 = jnp.sum(state.f_info.residual[: -u.shape[0]] ** 2)
-    fim = jac.T @ jac
-    eigenvalues, eigenvectors = jnp.linalg.eigh(fim)
-    floor = jnp.maximum(jnp.max(eigenvalues), 1e-300) * 1e-13
-    resolved = eigenvalues > floor
-    inverse = jnp.where(resolved, 1.0 / jnp.where(resolved, eigenvalues, 1.0), 0.0)
-    covariance = (eigenvectors * inverse) @ eigenvectors.T
-    se_u = jnp.sqrt(jnp.maximum(jnp.diag(covariance), 0.0))
-    unresolved = jnp.any((jnp.abs(eigenvectors) > 1e-3) & ~resolved[None, :], axis=1)
-    se_u = jnp.where(unresolved, jnp.inf, se_u)
-    width = Z95 * jnp.where(jnp.isfinite(se_u), se_u, 50.0)
-    low, high = problem.to_values(u - width), problem.to_values(u + width)
-    values = problem.to_values(u)
-    slopes = jnp.abs(jnp.diag(jax.jacfwd(problem.to_values)(u)))
-    se = slopes * se_u
-    log_scale = jnp.asarray(problem.log_scale())
-    se_rel = jnp.where(log_scale, se / jnp.where(log_scale, jnp.abs(values), 1.0), se_u)
+    chi2 = jnp.sum(point.residual[: -u.shape[0]] ** 2)
+    core = laplace_core(problem, u, point.jacobian.T @ point.jacobian)
     return dict(
         u=u,
         state=dynamic,
@@ -168,21 +170,28 @@ def _subject_round(
         iterations=i,
         converged=done & ok,
         solve_success=ok,
-        estimate=values,
-        se=se,
-        se_relative=se_rel,
-        ci_low=jnp.minimum(low, high),
-        ci_high=jnp.maximum(low, high),
+        estimate=core.values,
+        se=core.se,
+        se_relative=core.se_relative,
+        ci_low=core.ci_low,
+        ci_high=core.ci_high,
     )
 
 
 @contextlib.contextmanager
 def errors_as_nan():
-    """Trace with Equinox's runtime checks (`eqx.error_if`, used by Diffrax, Optimistix and
-    Lineax) returning NaN instead of raising: in a batch, one subject's failure must not raise
-    for all (the NaN reaches that subject's flags), and a program without the checks' host
-    callbacks can be stored by JAX's persistent compilation cache, so a second run of a job
-    does not compile again. Equinox reads this setting when it traces (`EQX_ON_ERROR`)."""
+    """Trace with Equinox's runtime checks (`eqx.error_if`) returning NaN instead of raising.
+
+    Diffrax's `diffeqsolve` validates its inputs with `eqx.error_if` (t0/t1/dt0 signs, saveat
+    times increasing and inside [t0, t1]) whatever `throw` says; in Equinox's default "raise"
+    mode each check is a host callback in the traced program. A program with host callbacks
+    cannot be exported and stored (`mgjax.runtime._programs`: every later run would trace and
+    compile again), and in a batch one subject's failed check would raise for all (with NaN it
+    reaches that subject's flags). Equinox's only public switch is the `EQX_ON_ERROR`
+    environment variable, read once when Equinox is imported; setting it would change every
+    user's programs. So this is the one place that sets Equinox's private module setting
+    (`equinox._errors.EQX_ON_ERROR`, read by `error_if` when it traces) for the traces of the
+    stored programs; tests/test_fit_interfaces.py pins that it removes the callbacks."""
     import equinox._errors as errors
 
     previous = errors.EQX_ON_ERROR
@@ -193,9 +202,11 @@ def errors_as_nan():
         errors.EQX_ON_ERROR = previous
 
 
-def _state_shapes(one: FitProblem, rtol: float, atol: float) -> list[tuple[tuple[int, ...], str]]:
+def _state_shapes(
+    one: FitProblem, solver: optx.LevenbergMarquardt
+) -> list[tuple[tuple[int, ...], str]]:
     """Shapes and dtypes of one lane's optimiser-state arrays (flattened)."""
-    shapes = eqx.filter_eval_shape(lambda p, u: _lm_state(p, u, rtol, atol)[0], one, one.initial())
+    shapes = eqx.filter_eval_shape(lambda p, u: _lm_state(p, u, solver)[0], one, one.initial())
     return [(tuple(s.shape), str(s.dtype)) for s in jax.tree.leaves(shapes)]
 
 
@@ -208,23 +219,23 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
     one = batch.one(0)
     one_leaves, one_tree = jax.tree.flatten(one)
     static = (str(one_tree), [np.shape(x) for x in one_leaves], settings.rtol, settings.atol)
+    # built outside the trace: Optimistix checks its trust region's constants (`eqx.error_if`)
+    # once, eagerly, rather than in every lane of the program
+    solver, decrement = settings.optimiser.solver(), settings.decrement
     with errors_as_nan():  # any trace in raise mode would be reused by the program's trace
-        shapes = stored_json(
-            "lm-state", static, lambda: _state_shapes(one, settings.rtol, settings.atol)
-        )
+        shapes = stored_json("lm-state", static, lambda: _state_shapes(one, solver))
     carried = [np.zeros((width, *shape), dtype) for shape, dtype in shapes]
-    rs, rtol, atol = settings.round_steps, settings.rtol, settings.atol
-    decrement = settings.decrement
+    rs = settings.round_steps
 
     def flat_round(problem_leaves, u, state_leaves, fresh, budget, first_step):
         problems = jax.tree.unflatten(one_tree, problem_leaves)
         first = jax.tree.map(lambda x: x[0], problems)
         state_tree = jax.tree.structure(
-            eqx.filter_eval_shape(lambda p, y: _lm_state(p, y, rtol, atol)[0], first, u[0])
+            eqx.filter_eval_shape(lambda p, y: _lm_state(p, y, solver)[0], first, u[0])
         )
         state = jax.tree.unflatten(state_tree, state_leaves)
         out = jax.vmap(
-            lambda p, y, c, f, b, s: _subject_round(p, y, c, f, b, s, rs, rtol, atol, decrement)
+            lambda p, y, c, f, b, s: _subject_round(p, y, c, f, b, s, rs, solver, decrement)
         )(problems, u, state, fresh, budget, first_step)
         new_state = out.pop("state")
         return out, jax.tree.leaves(new_state)
@@ -243,7 +254,7 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
             "batch-round",
             flat_round,
             example,
-            static=(rs, rtol, atol, decrement, str(sharding)),
+            static=(rs, settings.rtol, settings.atol, settings.decrement, str(sharding)),
             in_shardings=sharding,
         )
     return program, carried
@@ -277,7 +288,9 @@ def chi2_limit(dof: np.ndarray, z: float = CHI2_Z) -> np.ndarray:
     return k * (1.0 - 2.0 / (9.0 * k) + z * np.sqrt(2.0 / (9.0 * k))) ** 3
 
 
-def implausible_fit(chi2: np.ndarray, n_observations: np.ndarray, n_free: int) -> np.ndarray:
+def implausible_fit(
+    chi2: jax.typing.ArrayLike, n_observations: jax.typing.ArrayLike, n_free: int
+) -> np.ndarray:
     """Fits worth another start: the data's χ² above its 99.9 % quantile for observations −
     free quantities degrees of freedom (or not finite). On the benchmark cohort such a fit is
     far more often a spurious optimum than a subject with unlucky noise, whether or not
@@ -308,6 +321,112 @@ def restart_point(initial: np.ndarray, start: int, settings: BatchSettings):
     return initial, settings.restart_step**start
 
 
+def _devices(settings: BatchSettings) -> tuple[Any, ...]:
+    """The devices of the lanes; `settings.width` must be a multiple of their number."""
+    devices = tuple(settings.devices or jax.local_devices())
+    if settings.width % len(devices):
+        raise ValueError(
+            f"width {settings.width} is not a multiple of the {len(devices)} devices; "
+            f"use a multiple of {len(devices)}"
+        )
+    return devices
+
+
+class _LanePool:
+    """The host side of the lane pool: which subject and start each lane holds (-1: idle), its
+    point, iterations spent, whether its optimiser starts afresh, its first trust-region step
+    and its loss trace [(iterations, loss)] at the end of each round."""
+
+    def __init__(self, width: int, initial: np.ndarray):
+        self.initial = initial
+        self.lanes = np.full(width, -1)
+        self.starts = np.zeros(width, dtype=int)
+        self.u = np.zeros((width, initial.shape[1]))
+        self.spent = np.zeros(width, dtype=int)
+        self.fresh = np.zeros(width, dtype=bool)
+        self.first_step = np.ones(width)
+        self.traces: list[list[tuple[int, float]]] = [[] for _ in range(width)]
+
+    def busy(self) -> bool:
+        return bool((self.lanes >= 0).any())
+
+    def fill(self, queue: list[tuple[int, int]], settings: BatchSettings) -> None:
+        """Idle lanes take the next (subject, start) of `queue` (from its end)."""
+        for lane in np.flatnonzero(self.lanes < 0):
+            if not queue:
+                break
+            i, k = queue.pop()
+            self.lanes[lane], self.starts[lane], self.spent[lane] = i, k, 0
+            self.fresh[lane] = True
+            self.u[lane], self.first_step[lane] = restart_point(self.initial[i], k, settings)
+            self.traces[lane] = []
+
+    def inputs(self, batch: SubjectBatch, settings: BatchSettings, sharding) -> tuple:
+        """The round program's inputs, on the lanes' devices (idle lanes repeat a subject with
+        a budget of one iteration; their results are ignored)."""
+        active = self.lanes >= 0
+        fill = self.lanes[active][0]
+        index = np.where(active, self.lanes, fill)
+        u_in = np.where(active[:, None], self.u, self.initial[fill])
+        budget = np.where(active, settings.max_steps - self.spent, 1).astype(np.int64)
+        return (
+            jax.device_put(jax.tree.leaves(batch.take(index)), sharding),
+            jax.device_put(u_in, sharding),
+            jax.device_put(self.fresh | ~active, sharding),
+            jax.device_put(budget, sharding),
+            jax.device_put(np.where(active, self.first_step, 1.0), sharding),
+        )
+
+    def advance(self, out: dict, settings: BatchSettings) -> np.ndarray:
+        """Take a round's outputs; return the lanes whose start finished (converged, solve
+        failed, non-finite loss, or iteration budget spent)."""
+        active = self.lanes >= 0
+        self.fresh[:] = False
+        self.spent = self.spent + np.where(active, out["iterations"], 0)
+        finite = np.isfinite(out["loss"])
+        for lane in np.flatnonzero(active):
+            self.traces[lane].append((int(self.spent[lane]), float(out["loss"][lane])))
+        self.u = out["u"]
+        return active & (
+            out["converged"] | ~out["solve_success"] | ~finite | (self.spent >= settings.max_steps)
+        )
+
+
+def _start_row(batch: SubjectBatch, i: int, r: int, out: dict, status, n_observations) -> dict:
+    """The wide row of subject `i`'s start that ended in lane `r`."""
+    row = dict(
+        subject=batch.subjects[i],
+        group=batch.groups[i],
+        loss=float(out["loss"][r]),
+        converged=bool(out["converged"][r]),
+        status=str(status[r]),
+        chi2=float(out["chi2"][r]),
+        n_observations=int(n_observations[i]),
+    )
+    for key in ("estimate", "se", "se_relative", "ci_low", "ci_high"):
+        for k, name in enumerate(batch.problems.names):
+            row[f"{key}[{name}]"] = float(out[key][r, k])
+    return row
+
+
+def _with_earlier(row: dict, earlier: dict | None, pool: _LanePool, r: int) -> dict:
+    """This start after the subject's earlier ones (`earlier`: the best so far): iterations
+    and the loss trace counted over all starts, the lowest negative log-likelihood kept."""
+    used = earlier["iterations"] if earlier else 0
+    trace = (earlier["trace"] if earlier else []) + [(used + n, x) for n, x in pool.traces[r]]
+    if earlier is not None and not lower_loss(row["loss"], earlier["loss"]):
+        row = earlier
+    row.update(iterations=used + int(pool.spent[r]), trace=trace, starts=int(pool.starts[r]) + 1)
+    return row
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """Finished subjects' rows as a frame, the loss trace as JSON."""
+    frame = pd.DataFrame(rows)
+    frame["loss_trace"] = [json.dumps(t) for t in frame.pop("trace")]
+    return frame
+
+
 def run_batch(
     batch: SubjectBatch,
     settings: BatchSettings = BatchSettings(),
@@ -326,14 +445,8 @@ def run_batch(
     `seconds` and `source`). A fit that ends implausibly (`implausible_fit`) is started again
     (at most `settings.restarts` times; `restart_point`) and the start with the lowest
     negative log-likelihood is kept. Returns all finished rows."""
-    devices = tuple(settings.devices or jax.local_devices())
-    if settings.width % len(devices):
-        raise ValueError(
-            f"width {settings.width} is not a multiple of the {len(devices)} devices; "
-            f"use a multiple of {len(devices)}"
-        )
+    devices = _devices(settings)
     sharding = lane_sharding(devices)
-    names = batch.problems.names
     todo = [i for i, s in enumerate(batch.subjects) if s not in skip]
     queue = [(i, 0) for i in reversed(todo)]  # (subject, start number), taken from the end
     total = len(todo)
@@ -341,88 +454,38 @@ def run_batch(
         return pd.DataFrame()
     # fewer subjects than lanes: shrink to the subjects, rounded up to the devices
     width = min(settings.width, -(-total // len(devices)) * len(devices))
-    initial = np.asarray(_initial(batch.problems))
+    pool = _LanePool(width, np.asarray(_initial(batch.problems)))
     n_observations = observation_counts(batch)
-    lanes = np.full(width, -1)
-    starts = np.zeros(width, dtype=int)
-    u = np.zeros((width, initial.shape[1]))
-    spent = np.zeros(width, dtype=int)
-    fresh = np.zeros(width, dtype=bool)
-    first_step = np.ones(width)
+    n_free = len(batch.problems.names)
     program, carried = round_program(batch, width, settings, sharding)
     if on_compiled is not None:
         on_compiled(program)
     frames: list[pd.DataFrame] = []
-    traces: list[list[tuple[int, float]]] = [[] for _ in range(width)]  # (iterations, loss)
     best: dict[int, dict] = {}  # a restarted subject's best start so far
     done = 0
-    while queue or (lanes >= 0).any():
-        for lane in np.flatnonzero(lanes < 0):
-            if not queue:
-                break
-            i, k = queue.pop()
-            lanes[lane], starts[lane], spent[lane], fresh[lane] = i, k, 0, True
-            u[lane], first_step[lane] = restart_point(initial[i], k, settings)
-            traces[lane] = []
-        active = lanes >= 0
-        fill = lanes[active][0]
-        index = np.where(active, lanes, fill)  # idle lanes repeat a subject; ignored
-        u_in = np.where(active[:, None], u, initial[fill])
-        problems = jax.device_put(jax.tree.leaves(batch.take(index)), sharding)
+    while queue or pool.busy():
+        pool.fill(queue, settings)
+        problems, u, fresh, budget, first_step = pool.inputs(batch, settings, sharding)
         out, carried = program(
-            problems,
-            jax.device_put(u_in, sharding),
-            jax.device_put(carried, sharding),
-            jax.device_put(fresh | ~active, sharding),
-            jax.device_put(
-                np.where(active, settings.max_steps - spent, 1).astype(np.int64), sharding
-            ),
-            jax.device_put(np.where(active, first_step, 1.0), sharding),
+            problems, u, jax.device_put(carried, sharding), fresh, budget, first_step
         )
         out = {k: np.array(v) for k, v in out.items()}
-        fresh[:] = False
-        spent = spent + np.where(active, out["iterations"], 0)
-        finite = np.isfinite(out["loss"])
-        for lane in np.flatnonzero(active):
-            traces[lane].append((int(spent[lane]), float(out["loss"][lane])))
-        finished = active & (
-            out["converged"] | ~out["solve_success"] | ~finite | (spent >= settings.max_steps)
-        )
-        u = out["u"]
-        status = status_of(out["converged"], out["solve_success"], finite)
+        finished = pool.advance(out, settings)
+        status = status_of(out["converged"], out["solve_success"], np.isfinite(out["loss"]))
         rows = []
         for r in np.flatnonzero(finished):
-            i = int(lanes[r])
-            row = dict(
-                subject=batch.subjects[i],
-                group=batch.groups[i],
-                loss=float(out["loss"][r]),
-                converged=bool(out["converged"][r]),
-                status=str(status[r]),
-                chi2=float(out["chi2"][r]),
-                n_observations=int(n_observations[i]),
-            )
-            for key in ("estimate", "se", "se_relative", "ci_low", "ci_high"):
-                for k, name in enumerate(names):
-                    row[f"{key}[{name}]"] = float(out[key][r, k])
-            # this start after the subject's earlier ones: iterations counted over all starts,
-            # the lowest negative log-likelihood kept
-            earlier = best.pop(i, None)
-            used = earlier["iterations"] if earlier else 0
-            trace = (earlier["trace"] if earlier else []) + [(used + n, x) for n, x in traces[r]]
-            if earlier is not None and not lower_loss(row["loss"], earlier["loss"]):
-                row = earlier
-            row.update(iterations=used + int(spent[r]), trace=trace, starts=int(starts[r]) + 1)
-            retry = implausible_fit(row["chi2"], row["n_observations"], len(names))
-            if retry and starts[r] < settings.restarts:
+            i = int(pool.lanes[r])
+            row = _start_row(batch, i, r, out, status, n_observations)
+            row = _with_earlier(row, best.pop(i, None), pool, r)
+            retry = implausible_fit(row["chi2"], row["n_observations"], n_free)
+            if retry and pool.starts[r] < settings.restarts:
                 best[i] = row
-                queue.append((i, int(starts[r]) + 1))  # next in line
+                queue.append((i, int(pool.starts[r]) + 1))  # next in line
             else:
                 rows.append(row)
-        lanes[finished] = -1
+        pool.lanes[finished] = -1
         if rows:
-            frame = pd.DataFrame(rows)
-            frame["loss_trace"] = [json.dumps(t) for t in frame.pop("trace")]
+            frame = _frame(rows)
             frames.append(frame)
             if on_finished is not None:
                 on_finished(frame)

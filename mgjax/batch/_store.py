@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..fit._laplace import SLOPPY_SE
 from ..model._parameters import parameter_infos
-from ._run import SLOPPY_SE
 
 PART_PATTERN = re.compile(r"part-s(\d+)of(\d+)-(\d+)\.parquet$")
 

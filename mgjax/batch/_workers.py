@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ._lanes import BatchResult, fit_lanes, progress_bar
 from ._store import check_split, read_parts, shard_subjects, write_tables
 
 #: Seconds between checks that every worker is still alive.
@@ -59,8 +60,6 @@ def _work(k: int, cores, cache_dir, messages, kwargs) -> None:
             from ..runtime._compilation_cache import enable_compilation_cache
 
             enable_compilation_cache(Path(cache_dir))
-        from ._fit_batch import _fit_lanes
-
         parent = os.getppid()
 
         def on_progress(done: int) -> None:
@@ -68,7 +67,7 @@ def _work(k: int, cores, cache_dir, messages, kwargs) -> None:
                 os._exit(1)
             messages.put(("round", k, done))
 
-        result = _fit_lanes(**kwargs, on_progress=on_progress)
+        result = fit_lanes(**kwargs, on_progress=on_progress)
         messages.put(("done", k, result))
     except BaseException:  # noqa: BLE001 — reported to the parent, which raises
         messages.put(("error", k, traceback.format_exc()))
@@ -80,8 +79,6 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
 
     import jax
 
-    from ._fit_batch import BatchResult, _progress_bar
-
     settings = kwargs.pop("settings")
     everyone = kwargs.get("subjects")
     if everyone is None:
@@ -89,9 +86,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
     total = len(shard_subjects(list(everyone), shard))
     workers = max(1, min(workers, total))  # never a worker without subjects
     if workers == 1:
-        from ._fit_batch import _fit_lanes
-
-        return _fit_lanes(out=out, shard=shard, progress=progress, settings=settings, **kwargs)
+        return fit_lanes(out=out, shard=shard, progress=progress, settings=settings, **kwargs)
     shards = worker_shards(shard, workers)
     out = Path(out) if out is not None else None
     settings = replace(settings, devices=None)  # each worker: its own CPU device
@@ -127,7 +122,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
             os.environ.pop("JAX_PLATFORMS", None)
         else:
             os.environ["JAX_PLATFORMS"] = saved_platforms
-    bar = _progress_bar() if progress else None
+    bar = progress_bar() if progress else None
     task = bar.add_task("fitting", total=total, completed=already) if bar else None
     done = [0] * workers
     silent = [0] * workers
@@ -173,7 +168,6 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
 
 def _combine(results, shards, out, workers, t0):
     """One result from the workers' results (and the tables in `out`)."""
-    from ._fit_batch import BatchResult
 
     summaries = [r.summary for r in results]
 

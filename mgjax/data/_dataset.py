@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -189,55 +190,21 @@ class Dataset:
         )
 
 
+def _optional_number(path: Path, frame: pd.DataFrame, column: str, **checks) -> np.ndarray:
+    """An optional numeric column (NaN where empty, or everywhere if the column is absent)."""
+    if column in frame.columns:
+        return _number(path, frame, column, required=False, **checks)
+    return np.full(len(frame), np.nan)
+
+
 def _load_observations(path: Path, subject_weights: dict[str, float]) -> pd.DataFrame:
     frame = _read_csv(path, OBSERVATION_COLUMNS)
     _check_subjects(path, frame)
     _check_protocols(path, frame)
     time = _time_in_minutes(path, frame, _number(path, frame, "time"))
     raw_values = _number(path, frame, "value")
-    sigma = (
-        _number(path, frame, "sigma", required=False, positive=True)
-        if "sigma" in frame.columns
-        else np.full(len(frame), np.nan)
-    )
-    if "sd" in frame.columns:
-        sd = _number(path, frame, "sd", required=False, positive=True)
-        n = (
-            _number(path, frame, "n", required=False, positive=True)
-            if "n" in frame.columns
-            else np.full(len(frame), np.nan)
-        )
-        summary = ~np.isnan(sd)
-        if np.any(summary & np.isnan(n)):
-            row = int(np.argmax(summary & np.isnan(n))) + 2
-            raise DatasetError(
-                f"{_where(path, row, 'n')}: a summary row (sd given) needs the number of subjects "
-                "n, so that its standard error sd/√n can be used"
-            )
-        sigma = np.where(summary & np.isnan(sigma), sd / np.sqrt(np.where(summary, n, 1.0)), sigma)
-    observables, values, sigmas = [], np.empty(len(frame)), np.empty(len(frame))
-    for i, (name, unit) in enumerate(zip(frame["observable"].tolist(), frame["unit"].tolist())):
-        row = i + 2
-        key = ALIASES.get(str(name).strip(), str(name).strip())
-        if key not in KNOWN_OBSERVABLES:
-            raise DatasetError(
-                f"{_where(path, row, 'observable')}: unknown observable {name!r}; use one of "
-                f"{', '.join(KNOWN_OBSERVABLES)}"
-            )
-        if key in NON_NEGATIVE and raw_values[i] < 0:
-            raise DatasetError(
-                f"{_where(path, row, 'value')}: {raw_values[i]:g} is negative; a concentration or "
-                "amount cannot be negative — check the sign or the unit"
-            )
-        context = {"body_weight": subject_weights.get(str(frame["subject"].iloc[i]).strip())}
-        try:
-            values[i] = to_model_units(key, raw_values[i], str(unit), **context)
-            sigmas[i] = (
-                np.nan if np.isnan(sigma[i]) else _sigma_to_model(key, sigma[i], str(unit), context)
-            )
-        except UnitError as e:
-            raise DatasetError(f"{_where(path, row, 'unit')}: {e}") from None
-        observables.append(key)
+    sigma = _observation_sigma(path, frame)
+    observables, values, sigmas = _in_model_units(path, frame, raw_values, sigma, subject_weights)
     out = pd.DataFrame(
         dict(
             subject=frame["subject"].str.strip(),
@@ -250,6 +217,65 @@ def _load_observations(path: Path, subject_weights: dict[str, float]) -> pd.Data
             row=np.arange(2, len(frame) + 2),
         )
     )
+    _check_times(path, out)
+    return out
+
+
+def _observation_sigma(path: Path, frame: pd.DataFrame) -> np.ndarray:
+    """Each row's standard deviation (file units): `sigma`, else the standard error sd/√n of
+    a summary row; NaN: from the error model."""
+    sigma = _optional_number(path, frame, "sigma", positive=True)
+    if "sd" in frame.columns:
+        sd = _number(path, frame, "sd", required=False, positive=True)
+        n = _optional_number(path, frame, "n", positive=True)
+        summary = ~np.isnan(sd)
+        if np.any(summary & np.isnan(n)):
+            row = int(np.argmax(summary & np.isnan(n))) + 2
+            raise DatasetError(
+                f"{_where(path, row, 'n')}: a summary row (sd given) needs the number of subjects "
+                "n, so that its standard error sd/√n can be used"
+            )
+        sigma = np.where(summary & np.isnan(sigma), sd / np.sqrt(np.where(summary, n, 1.0)), sigma)
+    return sigma
+
+
+def _in_model_units(path, frame, raw_values, sigma, subject_weights):
+    """(observable names, values, sigmas) of every row, names resolved and in model units."""
+    observables, values, sigmas = [], np.empty(len(frame)), np.empty(len(frame))
+    for i, (name, unit) in enumerate(zip(frame["observable"].tolist(), frame["unit"].tolist())):
+        row = i + 2
+        key = _observable_key(path, row, name, raw_values[i])
+        context = {"body_weight": subject_weights.get(str(frame["subject"].iloc[i]).strip())}
+        try:
+            values[i] = to_model_units(key, raw_values[i], str(unit), **context)
+            sigmas[i] = (
+                np.nan if np.isnan(sigma[i]) else _sigma_to_model(key, sigma[i], str(unit), context)
+            )
+        except UnitError as e:
+            raise DatasetError(f"{_where(path, row, 'unit')}: {e}") from None
+        observables.append(key)
+    return observables, values, sigmas
+
+
+def _observable_key(path: Path, row: int, name: Any, value: float) -> str:
+    """The observable's name (aliases resolved), checked to be known and, for concentrations
+    and amounts, its value non-negative."""
+    key = ALIASES.get(str(name).strip(), str(name).strip())
+    if key not in KNOWN_OBSERVABLES:
+        raise DatasetError(
+            f"{_where(path, row, 'observable')}: unknown observable {name!r}; use one of "
+            f"{', '.join(KNOWN_OBSERVABLES)}"
+        )
+    if key in NON_NEGATIVE and value < 0:
+        raise DatasetError(
+            f"{_where(path, row, 'value')}: {value:g} is negative; a concentration or "
+            "amount cannot be negative — check the sign or the unit"
+        )
+    return key
+
+
+def _check_times(path: Path, out: pd.DataFrame) -> None:
+    """Each subject's series of one observable under one protocol: increasing, from 0."""
     for (subject, protocol, observable), group in out.groupby(
         ["subject", "protocol", "observable"], sort=False
     ):
@@ -267,7 +293,6 @@ def _load_observations(path: Path, subject_weights: dict[str, float]) -> pd.Data
                 f"{_where(path, int(group['row'].iloc[k]), 'time')}: negative time; times count "
                 "from the protocol's start (0)"
             )
-    return out
 
 
 def _sigma_to_model(observable: str, sigma: float, unit: str, context: dict) -> float:
@@ -282,39 +307,11 @@ def _load_doses(path: Path) -> pd.DataFrame:
     _check_protocols(path, frame)
     time = _time_in_minutes(path, frame, _number(path, frame, "time", non_negative=True))
     amount = _number(path, frame, "amount", non_negative=True)
-    duration = (
-        _number(path, frame, "duration", required=False, positive=True)
-        if "duration" in frame.columns
-        else np.full(len(frame), np.nan)
-    )
-    every = (
-        _number(path, frame, "repeat_every", required=False, positive=True)
-        if "repeat_every" in frame.columns
-        else np.full(len(frame), np.nan)
-    )
-    count = (
-        _number(path, frame, "repeat_count", required=False, positive=True)
-        if "repeat_count" in frame.columns
-        else np.full(len(frame), np.nan)
-    )
+    duration = _optional_number(path, frame, "duration", positive=True)
+    every = _optional_number(path, frame, "repeat_every", positive=True)
+    count = _optional_number(path, frame, "repeat_count", positive=True)
     for i in range(len(frame)):
-        row = i + 2
-        kind = (frame["route"].iloc[i].strip(), frame["substance"].iloc[i].strip())
-        if kind not in DOSE_KINDS:
-            raise DatasetError(
-                f"{_where(path, row, 'route')}: unknown dose {kind[0]!r} {kind[1]!r}; use one of "
-                + ", ".join(f"{r} {s}" for r, s in DOSE_KINDS)
-            )
-        if frame["unit"].iloc[i].strip() not in DOSE_KINDS[kind]:
-            raise DatasetError(
-                f"{_where(path, row, 'unit')}: unit {frame['unit'].iloc[i]!r} for {kind[0]} "
-                f"{kind[1]}; use one of {', '.join(DOSE_KINDS[kind])}"
-            )
-        if np.isnan(every[i]) != np.isnan(count[i]):
-            raise DatasetError(
-                f"{_where(path, row, 'repeat_count')}: give both repeat_every and repeat_count, "
-                "or neither"
-            )
+        _check_dose(path, frame, i, every[i], count[i])
     unit_factor = np.array([TIME_UNITS[u.strip()] for u in frame["time_unit"]])
     return pd.DataFrame(
         dict(
@@ -331,6 +328,27 @@ def _load_doses(path: Path) -> pd.DataFrame:
             salt=frame["salt"].str.strip() if "salt" in frame.columns else "",
         )
     )
+
+
+def _check_dose(path: Path, frame: pd.DataFrame, i: int, every: float, count: float) -> None:
+    """Dose row `i`: a known route and substance in one of its units; repeats complete."""
+    row = i + 2
+    kind = (frame["route"].iloc[i].strip(), frame["substance"].iloc[i].strip())
+    if kind not in DOSE_KINDS:
+        raise DatasetError(
+            f"{_where(path, row, 'route')}: unknown dose {kind[0]!r} {kind[1]!r}; use one of "
+            + ", ".join(f"{r} {s}" for r, s in DOSE_KINDS)
+        )
+    if frame["unit"].iloc[i].strip() not in DOSE_KINDS[kind]:
+        raise DatasetError(
+            f"{_where(path, row, 'unit')}: unit {frame['unit'].iloc[i]!r} for {kind[0]} "
+            f"{kind[1]}; use one of {', '.join(DOSE_KINDS[kind])}"
+        )
+    if np.isnan(every) != np.isnan(count):
+        raise DatasetError(
+            f"{_where(path, row, 'repeat_count')}: give both repeat_every and repeat_count, "
+            "or neither"
+        )
 
 
 def _load_subjects(path: Path) -> pd.DataFrame:

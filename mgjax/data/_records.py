@@ -58,77 +58,117 @@ def protocol_from_records(
     averaged_trials: bool = False,
 ) -> AbstractProtocol:
     """The protocol `name` with magnitudes from its dose records."""
-    duration = float(np.ceil(observations["time"].max())) if len(observations) else 120.0
-    glucose_obs = observations[observations["observable"] == "glucose"]
     if name == "fasting":
         return fasting()
     if name == "hyperinsulinemic_clamp":
-        insulin = _records(doses, "iv", "insulin")
-        if insulin.empty:
-            raise DatasetError(
-                "doses.csv: a hyperinsulinemic_clamp needs an 'iv insulin' record "
-                "(amount in mU/m2/min or mU/kg/min)"
-            )
-        gir = _records(doses, "iv", "glucose")
-        measured = None
-        if not gir.empty:
-            times = gir["time"].to_numpy(dtype=float)
-            rates = gir["amount"].to_numpy(dtype=float)
-            measured = PiecewiseConstant(times, rates)
-        late = glucose_obs[glucose_obs["time"] >= 30.0]["value"]
-        target = float(late.mean()) if len(late) else float("nan")
-        return HyperinsulinemicClamp(
-            insulin_rate=float(insulin["amount"].iloc[0]),
-            per_kg=insulin["unit"].iloc[0] == "mU/kg/min",
-            target_glucose=target,
-            duration=max(duration, 60.0),
-            measured_gir=measured,
-        )
+        return _hyperinsulinemic_clamp(doses, observations)
     if name == "hyperglycemic_clamp":
-        basal = glucose_obs[glucose_obs["time"] == 0.0]["value"]
-        late = glucose_obs[glucose_obs["time"] >= 10.0]["value"]
-        increment = float(late.mean() - basal.iloc[0]) if len(basal) and len(late) else 6.9
-        return HyperglycemicClamp(increment=increment, duration=max(duration, 30.0))
+        return _hyperglycemic_clamp(observations)
     if name == "ivgtt":
-        glucose = _records(doses, "iv", "glucose")
-        insulin = _records(doses, "iv", "insulin")
-        kwargs: dict[str, Any] = {}
-        if not glucose.empty:
-            kwargs["glucose_dose"] = float(glucose["amount"].iloc[0])
-            if not pd.isna(glucose["duration"].iloc[0]):
-                kwargs["glucose_duration"] = float(glucose["duration"].iloc[0])
-        kwargs["insulin_dose"] = float(insulin["amount"].iloc[0]) if not insulin.empty else 0.0
-        if not insulin.empty:
-            kwargs["insulin_time"] = float(insulin["time"].iloc[0])
-            if not pd.isna(insulin["duration"].iloc[0]):
-                kwargs["insulin_duration"] = float(insulin["duration"].iloc[0])
-        return IVGTT(**kwargs)
+        return _ivgtt(doses)
     if name == "mg_trial":
-        oral = _records(doses, "oral", "magnesium")
-        visit_days = np.unique(
-            np.floor(observations["time"].to_numpy(dtype=float) / MINUTES_PER_DAY)
-        )
-        if oral.empty:  # a placebo arm: no Mg²⁺ on the same daily schedule until the last visit
-            days = max(int(visit_days.max()) if len(visit_days) else 1, 1)
-            times, mmol, salt = 60.0 + MINUTES_PER_DAY * np.arange(days), 0.0, "chloride"
-        else:
-            times, amounts = _expand_repeats(oral)
-            units = set(oral["unit"])
-            mmol = _mg_mmol(float(amounts[0]), oral["unit"].iloc[0])
-            if len(units) > 1 or not np.allclose(amounts, amounts[0]):
-                raise DatasetError(
-                    "doses.csv: an mg_trial arm must give one dose size in one unit; split arms "
-                    "into separate subjects"
-                )
-            salt = (oral["salt"].iloc[0] or "chloride") if "salt" in oral.columns else "chloride"
-            if salt not in SALT_BIOAVAILABILITY:
-                known = ", ".join(SALT_BIOAVAILABILITY)
-                raise DatasetError(f"doses.csv: unknown salt {salt!r}; use one of {known}")
-        return OralMagnesiumTrial(
-            dose=mmol,
-            dose_times=times,
-            visit_days=visit_days,
-            bioavailability=SALT_BIOAVAILABILITY[salt],
-            averaged=averaged_trials,
-        )
+        return _mg_trial(doses, observations, averaged_trials)
     raise DatasetError(f"unknown protocol {name!r}")
+
+
+def _duration(observations: pd.DataFrame) -> float:
+    """The last observation time (min, rounded up); 120 without observations."""
+    return float(np.ceil(observations["time"].max())) if len(observations) else 120.0
+
+
+def _glucose(observations: pd.DataFrame) -> pd.DataFrame:
+    return observations[observations["observable"] == "glucose"]
+
+
+def _hyperinsulinemic_clamp(
+    doses: pd.DataFrame, observations: pd.DataFrame
+) -> HyperinsulinemicClamp:
+    """Insulin rate from the 'iv insulin' record; the measured GIR from 'iv glucose' records;
+    the target glucose (mmol/L) the mean observed glucose from 30 min on."""
+    insulin = _records(doses, "iv", "insulin")
+    if insulin.empty:
+        raise DatasetError(
+            "doses.csv: a hyperinsulinemic_clamp needs an 'iv insulin' record "
+            "(amount in mU/m2/min or mU/kg/min)"
+        )
+    gir = _records(doses, "iv", "glucose")
+    measured = None
+    if not gir.empty:
+        times = gir["time"].to_numpy(dtype=float)
+        rates = gir["amount"].to_numpy(dtype=float)
+        measured = PiecewiseConstant(times, rates)
+    glucose_obs = _glucose(observations)
+    late = glucose_obs[glucose_obs["time"] >= 30.0]["value"]
+    target = float(late.mean()) if len(late) else float("nan")
+    return HyperinsulinemicClamp(
+        insulin_rate=float(insulin["amount"].iloc[0]),
+        per_kg=insulin["unit"].iloc[0] == "mU/kg/min",
+        target_glucose=target,
+        duration=max(_duration(observations), 60.0),
+        measured_gir=measured,
+    )
+
+
+def _hyperglycemic_clamp(observations: pd.DataFrame) -> HyperglycemicClamp:
+    """The glucose increment (mmol/L): mean observed glucose from 10 min on minus the basal
+    (6.9 without both)."""
+    glucose_obs = _glucose(observations)
+    basal = glucose_obs[glucose_obs["time"] == 0.0]["value"]
+    late = glucose_obs[glucose_obs["time"] >= 10.0]["value"]
+    increment = float(late.mean() - basal.iloc[0]) if len(basal) and len(late) else 6.9
+    return HyperglycemicClamp(increment=increment, duration=max(_duration(observations), 30.0))
+
+
+def _ivgtt(doses: pd.DataFrame) -> IVGTT:
+    """Glucose and insulin doses (and durations, times) from the 'iv' records."""
+    glucose = _records(doses, "iv", "glucose")
+    insulin = _records(doses, "iv", "insulin")
+    kwargs: dict[str, Any] = {}
+    if not glucose.empty:
+        kwargs["glucose_dose"] = float(glucose["amount"].iloc[0])
+        if not pd.isna(glucose["duration"].iloc[0]):
+            kwargs["glucose_duration"] = float(glucose["duration"].iloc[0])
+    kwargs["insulin_dose"] = float(insulin["amount"].iloc[0]) if not insulin.empty else 0.0
+    if not insulin.empty:
+        kwargs["insulin_time"] = float(insulin["time"].iloc[0])
+        if not pd.isna(insulin["duration"].iloc[0]):
+            kwargs["insulin_duration"] = float(insulin["duration"].iloc[0])
+    return IVGTT(**kwargs)
+
+
+def _mg_trial(
+    doses: pd.DataFrame, observations: pd.DataFrame, averaged: bool
+) -> OralMagnesiumTrial:
+    """Oral Mg²⁺ doses (one size, one salt) from the 'oral magnesium' records, visits on the
+    observation days; without records a placebo arm."""
+    oral = _records(doses, "oral", "magnesium")
+    visit_days = np.unique(np.floor(observations["time"].to_numpy(dtype=float) / MINUTES_PER_DAY))
+    if oral.empty:  # a placebo arm: no Mg²⁺ on the same daily schedule until the last visit
+        days = max(int(visit_days.max()) if len(visit_days) else 1, 1)
+        times, mmol, salt = 60.0 + MINUTES_PER_DAY * np.arange(days), 0.0, "chloride"
+    else:
+        times, mmol, salt = _oral_doses(oral)
+    return OralMagnesiumTrial(
+        dose=mmol,
+        dose_times=times,
+        visit_days=visit_days,
+        bioavailability=SALT_BIOAVAILABILITY[salt],
+        averaged=averaged,
+    )
+
+
+def _oral_doses(oral: pd.DataFrame) -> tuple[Any, float, str]:
+    """(dose times (min), dose (mmol), salt) of an arm's oral Mg²⁺ records."""
+    times, amounts = _expand_repeats(oral)
+    units = set(oral["unit"])
+    mmol = _mg_mmol(float(amounts[0]), oral["unit"].iloc[0])
+    if len(units) > 1 or not np.allclose(amounts, amounts[0]):
+        raise DatasetError(
+            "doses.csv: an mg_trial arm must give one dose size in one unit; split arms "
+            "into separate subjects"
+        )
+    salt = (oral["salt"].iloc[0] or "chloride") if "salt" in oral.columns else "chloride"
+    if salt not in SALT_BIOAVAILABILITY:
+        known = ", ".join(SALT_BIOAVAILABILITY)
+        raise DatasetError(f"doses.csv: unknown salt {salt!r}; use one of {known}")
+    return times, mmol, salt

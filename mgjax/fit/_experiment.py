@@ -15,14 +15,18 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..data._dataset import Dataset, DatasetError
 from ..data._records import protocol_from_records
-from ..model import MgT2DModel
+from ..model import INTERVAL_OBSERVABLES as INTERVAL_OBSERVABLES  # re-exported for the app
+from ..model import (
+    MgT2DModel,
+    interval_end,
+    interval_value,
+    is_interval,
+    sampling_times,
+    source_observable,
+)
 from ..protocols import AbstractProtocol
 from ..solve._simulate import simulate
 from ..solve._solve import SolverOptions
-
-#: Observables measured over an interval [t, t + 1 day] (the value is a difference of a
-#: cumulative state), with the state they difference.
-INTERVAL_OBSERVABLES = {"urinary_mg_24h": "urinary_mg_cumulative"}
 
 
 class Experiment(eqx.Module):
@@ -57,13 +61,13 @@ class Experiment(eqx.Module):
         traj = simulate(model, self.protocol, self.times, options=options, throw=False)
         columns = []
         for name in self.observable_names:
-            source = INTERVAL_OBSERVABLES.get(name, name)
+            source = source_observable(name)
             columns.append(traj[source])
         matrix = jnp.stack(columns, axis=-1)  # (T, K)
         start = matrix[self.time_index, self.observable_index]
         end = matrix[self.end_index, self.observable_index]
-        interval = jnp.asarray([n in INTERVAL_OBSERVABLES for n in self.observable_names])
-        prediction = jnp.where(interval[self.observable_index], end - start, start)
+        interval = jnp.asarray([is_interval(n) for n in self.observable_names])
+        prediction = interval_value(interval[self.observable_index], start, end, jnp)
         return prediction, traj.success
 
 
@@ -84,18 +88,11 @@ def make_experiment(
     values = np.asarray(values, dtype=float)
     sigma = np.full(len(values), np.nan) if sigma is None else np.asarray(sigma, dtype=float)
     names = tuple(observable_names or sorted(set(observables)))
-    grid = set(times.tolist())
-    for t, name in zip(times, observables):
-        if name in INTERVAL_OBSERVABLES:
-            grid.add(float(t) + 1440.0)
-    grid = np.array(sorted(grid))
+    grid = sampling_times(zip(observables, times))
     lookup = {t: i for i, t in enumerate(grid.tolist())}
     time_index = np.array([lookup[float(t)] for t in times], dtype=int)
     end_index = np.array(
-        [
-            lookup[float(t) + 1440.0] if n in INTERVAL_OBSERVABLES else lookup[float(t)]
-            for t, n in zip(times, observables)
-        ],
+        [lookup[interval_end(n, t)] for t, n in zip(times, observables)],
         dtype=int,
     )
     observable_index = np.array([names.index(n) for n in observables], dtype=int)

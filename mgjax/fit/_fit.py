@@ -7,60 +7,31 @@ import time
 import numpy as np
 
 from ._multistart import multistart
-from ._objective import FitProblem
-from ._optimise import DEFAULT_METHOD, VMAPPED_METHOD, optimise_jit
+from ._optimise import (
+    ATOL,
+    DEFAULT_METHOD,
+    LEARNING_RATE,
+    RTOL,
+    VMAPPED_METHOD,
+    AbstractOptimiser,
+    OptimisationResult,
+    make_optimiser,
+    optimise_jit,
+)
+from ._problem import AbstractFitProblem
 from ._result import FitResult
 from ._uncertainty import laplace
 
 
-def fit(
-    problem: FitProblem,
-    *,
-    method: str | None = None,
-    n_starts: int = 1,
-    seed: int = 0,
-    spread: float | None = None,
-    max_steps: int = 500,
-    rtol: float = 1e-8,
-    atol: float = 1e-8,
-    learning_rate: float = 0.05,
-    subject: str = "",
-) -> FitResult:
-    """Fit `problem`: from its base values (`n_starts=1`) or from a Latin-hypercube multistart
-    (vmapped), then Laplace standard errors, 95 % intervals, correlations and identifiability
-    at the best optimum.
+def default_method(problem: AbstractFitProblem, n_starts: int) -> str:
+    """L-BFGS for one start (`DEFAULT_METHOD`); Levenberg–Marquardt for a vmapped multistart
+    (`VMAPPED_METHOD`) unless error-model terms are estimated (then L-BFGS)."""
+    vmapped_ok = n_starts > 1 and not problem.error_parameters
+    return VMAPPED_METHOD if vmapped_ok else DEFAULT_METHOD
 
-    `method` defaults to L-BFGS for one start (`DEFAULT_METHOD`, the fastest to converge on our
-    problems) and to Levenberg–Marquardt for a vmapped multistart (`VMAPPED_METHOD`) unless
-    error-model terms are estimated (then L-BFGS)."""
-    if method is None:
-        vmapped_ok = n_starts > 1 and not problem.error_parameters
-        method = VMAPPED_METHOD if vmapped_ok else DEFAULT_METHOD
-    t0 = time.perf_counter()
-    table = None
-    if n_starts > 1:
-        best, table = multistart(
-            problem,
-            n_starts,
-            method=method,
-            seed=seed,
-            spread=spread,
-            max_steps=max_steps,
-            rtol=rtol,
-            atol=atol,
-            learning_rate=learning_rate,
-        )
-    else:
-        best = optimise_jit(
-            problem,
-            method=method,
-            max_steps=max_steps,
-            rtol=rtol,
-            atol=atol,
-            learning_rate=learning_rate,
-        )
-    u = np.asarray(best.u)
-    stats = laplace(problem, u)
+
+def _result(problem, best: OptimisationResult, stats: dict, **extra) -> FitResult:
+    """A `FitResult` from the best optimisation and its Laplace report."""
     return FitResult(
         names=problem.names,
         estimates=stats["values"],
@@ -75,12 +46,57 @@ def fit(
         iterations=int(best.iterations),
         converged=bool(best.converged),
         solve_success=bool(best.solve_success),
-        method=method,
-        seconds=time.perf_counter() - t0,
         eigenvalues=stats["eigenvalues"],
         directions=stats["directions"],
+        shrinkage=stats["shrinkage"],
+        **extra,
+    )
+
+
+def fit(
+    problem: AbstractFitProblem,
+    *,
+    method: str | AbstractOptimiser | None = None,
+    n_starts: int = 1,
+    seed: int = 0,
+    spread: float | None = None,
+    max_steps: int = 500,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    learning_rate: float = LEARNING_RATE,
+    subject: str = "",
+) -> FitResult:
+    """Fit `problem`: from its base values (`n_starts=1`) or from a Latin-hypercube multistart
+    (vmapped), then Laplace standard errors, 95 % intervals, correlations and identifiability
+    at the best optimum.
+
+    `method`: an optimiser name (`METHODS`, with `max_steps`, `rtol`, `atol`,
+    `learning_rate`) or an `AbstractOptimiser` (its own settings). It defaults to L-BFGS for
+    one start (`DEFAULT_METHOD`, the fastest to converge on our problems) and to
+    Levenberg–Marquardt for a vmapped multistart (`VMAPPED_METHOD`) unless error-model terms
+    are estimated (then L-BFGS)."""
+    optimiser = make_optimiser(
+        default_method(problem, n_starts) if method is None else method,
+        max_steps=max_steps,
+        rtol=rtol,
+        atol=atol,
+        learning_rate=learning_rate,
+    )
+    t0 = time.perf_counter()
+    table = None
+    if n_starts > 1:
+        best, table = multistart(problem, n_starts, method=optimiser, seed=seed, spread=spread)
+    else:
+        best = optimise_jit(problem, method=optimiser)
+    u = np.asarray(best.u)
+    stats = laplace(problem, u)
+    return _result(
+        problem,
+        best,
+        stats,
+        method=optimiser.name,
+        seconds=time.perf_counter() - t0,
         multistart=table,
         subject=subject,
         u=u,
-        shrinkage=stats["shrinkage"],
     )

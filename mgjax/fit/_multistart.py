@@ -11,8 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ._objective import FitProblem
-from ._optimise import VMAPPED_METHOD, OptimisationResult, optimise
+from ._optimise import (
+    ATOL,
+    LEARNING_RATE,
+    MAX_STEPS,
+    RTOL,
+    VMAPPED_METHOD,
+    AbstractOptimiser,
+    OptimisationResult,
+    make_optimiser,
+)
+from ._problem import AbstractFitProblem
 
 
 def latin_hypercube(n: int, dims: int, rng: np.random.Generator) -> np.ndarray:
@@ -22,7 +31,7 @@ def latin_hypercube(n: int, dims: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def starting_points(
-    problem: FitProblem, n: int, *, seed: int = 0, spread: float | None = None
+    problem: AbstractFitProblem, n: int, *, seed: int = 0, spread: float | None = None
 ) -> np.ndarray:
     """n starts in optimisation coordinates. Without `spread`, each parameter is drawn within
     its plausible bounds (log-uniformly for log-scale parameters); with `spread` = f, within
@@ -52,41 +61,35 @@ def starting_points(
 
 
 @eqx.filter_jit
-def _optimise_many(problem, starts, method, max_steps, rtol, atol, learning_rate):
-    return jax.vmap(
-        lambda u0: optimise(
-            problem,
-            u0,
-            method=method,
-            max_steps=max_steps,
-            rtol=rtol,
-            atol=atol,
-            learning_rate=learning_rate,
-        )
-    )(starts)
+def _optimise_many(problem, starts, optimiser):
+    return jax.vmap(lambda u0: optimiser.minimise(problem, u0))(starts)
 
 
 def multistart(
-    problem: FitProblem,
+    problem: AbstractFitProblem,
     n_starts: int = 20,
     *,
-    method: str = VMAPPED_METHOD,
+    method: str | AbstractOptimiser = VMAPPED_METHOD,
     seed: int = 0,
     spread: float | None = None,
-    max_steps: int = 100,
-    rtol: float = 1e-8,
-    atol: float = 1e-8,
-    learning_rate: float = 0.05,
+    max_steps: int = MAX_STEPS,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    learning_rate: float = LEARNING_RATE,
     starts: Any = None,
 ) -> tuple[OptimisationResult, pd.DataFrame]:
-    """Optimise from `n_starts` Latin-hypercube starts (or the given `starts`), vmapped.
+    """Optimise from `n_starts` Latin-hypercube starts (or the given `starts`), vmapped, with
+    the optimiser `method` (a name with these settings, or an `AbstractOptimiser`).
 
     **Returns:** (the best result, a waterfall table sorted by loss: start, loss, converged,
     iterations, solve_success)."""
     if starts is None:
         starts = starting_points(problem, n_starts, seed=seed, spread=spread)
     starts = jnp.asarray(starts, dtype=jnp.float64)
-    results = _optimise_many(problem, starts, method, max_steps, rtol, atol, learning_rate)
+    optimiser = make_optimiser(
+        method, max_steps=max_steps, rtol=rtol, atol=atol, learning_rate=learning_rate
+    )
+    results = _optimise_many(problem, starts, optimiser)
     loss = np.asarray(results.loss)
     loss = np.where(np.isfinite(loss), loss, np.inf)
     table = (

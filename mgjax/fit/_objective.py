@@ -4,7 +4,7 @@ log-normal priors (MAP), free parameters by name in unconstrained coordinates.
 - Positive parameters (`log_scale` in the parameter table) are optimised on a log scale and
   kept inside their plausible range: log θ = log lo + (log hi − log lo)·sigmoid(u). Without
   the bound, weakly determined parameters drift to absurd values (an insulin EC50 of 10⁹
-  pmol/L) where the objective is flat; experiments/fit_optimisers.py shows it.
+  pmol/L) where the objective is flat; experiments/studies/fit_optimisers.py shows it.
 - Other bounded parameters go through θ = lo + (hi − lo)·sigmoid(u).
 - Error models as in NONMEM/Monolix: additive σ = a, proportional σ = b·|f|, combined
   σ = √(a² + b²f²), with f the prediction; a and b fixed or estimated (log space). A `sigma`
@@ -28,6 +28,7 @@ from ..model import MgT2DModel
 from ..model._parameters import get_parameters, parameter_infos, set_parameters
 from ..solve._solve import SolverOptions
 from ._experiment import Experiment
+from ._problem import AbstractFitProblem
 
 #: Residual given to each observation of a failed solve (in standard deviations).
 FAILED_RESIDUAL = 1e3
@@ -62,7 +63,7 @@ def combined(a: float, b: float, estimate: bool = False) -> ErrorModel:
     )
 
 
-class FitProblem(eqx.Module):
+class FitProblem(AbstractFitProblem):
     """Everything a fit needs, as one PyTree: the subject's base parameters, its experiments,
     which parameters are free and how they are transformed, priors, error models, and solver
     options.
@@ -81,6 +82,8 @@ class FitProblem(eqx.Module):
     free: tuple[str, ...] = eqx.field(static=True)
     transforms: tuple[Literal["log", "loglogit", "logit", "identity"], ...] = eqx.field(static=True)
     error_parameters: tuple[tuple[str, str], ...] = eqx.field(static=True)
+    #: normal noise and log-normal priors: always a sum of squares
+    least_squares: bool = eqx.field(static=True, default=True)
 
     # --- coordinates --------------------------------------------------------------------
     @property
@@ -193,26 +196,17 @@ class FitProblem(eqx.Module):
             has, (log_values - jnp.where(has, self.prior_mean, 0.0)) / self.prior_sd, 0.0
         )
 
-    def residuals(self, u: Float[Array, " p"], args: Any = None) -> Float[Array, " m"]:
-        """Weighted residuals (y − f)/σ of every observation, then the prior residuals: the
-        vector Levenberg–Marquardt minimises. Prediction-dependent σ is held at its current
+    def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
+        """Weighted residuals (y − f)/σ of every observation, then the prior residuals, from
+        already computed `predictions(u)`. Prediction-dependent σ is held at its current
         value (iteratively reweighted least squares); the full likelihood, with its log σ
         terms, is `negative_log_likelihood`."""
-        preds, ok = self.predictions(u)
-        return self.residuals_from(u, preds, ok)
-
-    def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
-        """`residuals` from already computed `predictions(u)`."""
         r, _, _ = self._scaled(u, preds, ok, hold_sigma=True)
         return jnp.concatenate([r, self.prior_residuals(u)])
 
-    def negative_log_likelihood(self, u: Float[Array, " p"], args: Any = None) -> Any:
-        """−log p(data | θ) − log p(θ) (constants included; priors only where given)."""
-        preds, ok = self.predictions(u)
-        return self.negative_log_likelihood_from(u, preds, ok)
-
     def negative_log_likelihood_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Any:
-        """`negative_log_likelihood` from already computed `predictions(u)`."""
+        """−log p(data | θ) − log p(θ) (constants included; priors only where given) from
+        already computed `predictions(u)`."""
         r, sigma, mask = self._scaled(u, preds, ok)
         data = 0.5 * jnp.sum(jnp.where(mask, r**2 + 2.0 * jnp.log(sigma) + LOG_2PI, 0.0))
         pr = self.prior_residuals(u)
@@ -220,8 +214,24 @@ class FitProblem(eqx.Module):
         prior = jnp.sum(jnp.where(has, 0.5 * pr**2 + jnp.log(self.prior_sd) + 0.5 * LOG_2PI, 0.0))
         return data + prior
 
-    def success(self, u: Float[Array, " p"]) -> Any:
-        return self.predictions(u)[1]
+    # --- profiles -----------------------------------------------------------------------------
+    def fix(self, name: str, value: Any) -> FitProblem:
+        """The same problem with free model parameter `name` fixed at `value` (physical units)."""
+        k = self.free.index(name)
+        keep = jnp.asarray([i for i in range(len(self.names)) if i != k])
+        return FitProblem(
+            base_model=set_parameters(self.base_model, {name: value}),
+            experiments=self.experiments,
+            lower=self.lower[keep],
+            upper=self.upper[keep],
+            prior_mean=self.prior_mean[keep],
+            prior_sd=self.prior_sd[keep],
+            error_models=self.error_models,
+            options=self.options,
+            free=tuple(n for n in self.free if n != name),
+            transforms=tuple(t for i, t in enumerate(self.transforms) if i != k),
+            error_parameters=self.error_parameters,
+        )
 
 
 def range_priors(

@@ -7,9 +7,8 @@ Levenberg–Marquardt needs the Jacobian of the residuals: forward mode through 
 (`diffrax.RecursiveCheckpointAdjoint`). `optimise` sets the adjoint the method needs.
 """
 
-from __future__ import annotations
-
-from typing import Literal, NamedTuple
+import abc
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import diffrax as dfx
 import equinox as eqx
@@ -18,14 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optimistix as optx
+from equinox import AbstractClassVar, AbstractVar
 from jaxtyping import Array, Bool, Float, Int
 
-from ._objective import FitProblem
+from ._problem import AbstractFitProblem
 
 Method = Literal["levenberg_marquardt", "bfgs", "lbfgs", "adam"]
 METHODS: tuple[str, ...] = ("levenberg_marquardt", "bfgs", "lbfgs", "adam")
-#: The default optimiser: the fastest to converge on our problems (experiments/fit_optimisers.py:
-#: L-BFGS reached the optimum from every ×/÷ 2 start in 18–26 iterations, 0.35–0.54 s).
+#: The default optimiser: the fastest to converge on our problems
+#: (experiments/studies/fit_optimisers.py: L-BFGS reached the optimum from every ×/÷ 2 start
+#: in 18–26 iterations, 0.35–0.54 s).
 DEFAULT_METHOD: Method = "lbfgs"
 #: The default for vmapped optimisation (multistart, profiles): a vmapped while loop runs every
 #: lane as long as the slowest, and L-BFGS's zoom line search nests a second data-dependent loop;
@@ -41,6 +42,14 @@ VMAPPED_METHOD: Method = "levenberg_marquardt"
 #: tolerance-level noise: on the 20-subject test cohort 33 → 15 iterations per subject on
 #: average, every negative log-likelihood within 1e-3 of the stricter test's.
 DECREMENT_TOLERANCE = 1e-3
+#: Default termination tolerances of every optimiser (relative: step / cost change; absolute:
+#: step, or gradient max-abs for the gradient-based ones).
+RTOL = 1e-8
+ATOL = 1e-8
+#: Adam's initial learning rate (cosine-decayed to 1 % over `max_steps`).
+LEARNING_RATE = 0.05
+#: Default iteration budget of one optimisation.
+MAX_STEPS = 100
 
 
 class OptimisationResult(NamedTuple):
@@ -52,7 +61,9 @@ class OptimisationResult(NamedTuple):
     solve_success: Bool[Array, ""]
 
 
-def with_adjoint(problem: FitProblem, method: str) -> FitProblem:
+def with_adjoint(problem: AbstractFitProblem, method: str) -> AbstractFitProblem:
+    """`problem` with the adjoint `method` differentiates with: forward mode for
+    Levenberg–Marquardt's Jacobian, reverse mode (checkpointed) for the gradient methods."""
     adjoint = (
         dfx.ForwardMode() if method == "levenberg_marquardt" else dfx.RecursiveCheckpointAdjoint()
     )
@@ -130,18 +141,59 @@ def _jacobian_residuals_nll(problem):
     return fn
 
 
-def gauss_newton_decrement(state) -> Float[Array, ""]:
-    """½‖P_J r‖² at the last accepted iterate of an Optimistix Gauss–Newton/LM `state`: the
-    decrease of ½‖r‖² a full Gauss–Newton step would predict (P_J: the projection onto the
-    Jacobian's columns, by a reduced QR; rank-deficient J gives an upper bound)."""
-    jac = state.f_info.jac.as_matrix()
-    q, _ = jnp.linalg.qr(jac)
-    return 0.5 * jnp.sum((q.T @ state.f_info.residual) ** 2)
+# --- Optimistix's Gauss–Newton state ---------------------------------------------------------
+# Optimistix has no public accessor for the Jacobian, the residuals or the aux at the last
+# accepted iterate, nor for the trust region's first step: these two functions are the only
+# places that read or write its internal `_GaussNewtonState` (fields `f_info.jac`,
+# `f_info.residual`, `aux`, `num_steps_since_acceptance`, `search_state.step_size`);
+# tests/test_fit_interfaces.py pins the layout. Reading them costs nothing; recomputing them
+# would cost a forward-mode solve.
+
+
+class AcceptedPoint(NamedTuple):
+    """What an Optimistix Gauss–Newton/Levenberg–Marquardt state holds about its last
+    accepted iterate."""
+
+    residual: Float[Array, " m"]
+    jacobian: Float[Array, "m p"]
+    aux: Any
+    just_accepted: Bool[Array, ""]  # the last step was accepted
+
+
+def accepted_point(state) -> AcceptedPoint:
+    """The residuals, their Jacobian (as a matrix) and the aux at the last accepted iterate of
+    an Optimistix Gauss–Newton/Levenberg–Marquardt `state`, and whether the last step was
+    accepted."""
+    return AcceptedPoint(
+        residual=state.f_info.residual,
+        jacobian=state.f_info.jac.as_matrix(),
+        aux=state.aux,
+        just_accepted=state.num_steps_since_acceptance == 0,
+    )
+
+
+def with_first_step_size(state, step_size: Any):
+    """`state` (or its arrays) with the trust region's next step size set to `step_size`
+    (Levenberg–Marquardt's damping is its inverse): used for a fresh start."""
+    current = state.search_state.step_size
+    return eqx.tree_at(
+        lambda s: s.search_state.step_size, state, jnp.asarray(step_size, current.dtype)
+    )
+
+
+def gauss_newton_decrement(point: AcceptedPoint) -> Float[Array, ""]:
+    """½‖P_J r‖² at an accepted iterate: the decrease of ½‖r‖² a full Gauss–Newton step would
+    predict (P_J: the projection onto the Jacobian's columns, by a reduced QR; rank-deficient
+    J gives an upper bound)."""
+    q, _ = jnp.linalg.qr(point.jacobian)
+    return 0.5 * jnp.sum((q.T @ point.residual) ** 2)
 
 
 def decrement_converged(state, tolerance: float) -> Bool[Array, ""]:
-    """True right after an accepted step whose Gauss–Newton decrement is below `tolerance`."""
-    return (state.num_steps_since_acceptance == 0) & (gauss_newton_decrement(state) < tolerance)
+    """True right after an accepted step of an Optimistix Gauss–Newton/LM `state` whose
+    Gauss–Newton decrement is below `tolerance`."""
+    point = accepted_point(state)
+    return point.just_accepted & (gauss_newton_decrement(point) < tolerance)
 
 
 def _optimistix_loop(solver, fn, u0, max_steps: int, options: dict, decrement: float | None = None):
@@ -185,7 +237,12 @@ def _optax_loop(optimiser, f, u0, max_steps: int, rtol: float, atol: float, uses
         i, u, state, _, hist, previous, was_flat = carry
         if uses_value:
             value, grad = value_and_grad(u, state=state)
-            updates, state = optimiser.update(grad, state, u, value=value, grad=grad, value_fn=f)
+            # optax's L-BFGS adds its int32 count to int64 indices: JAX's standard promotion
+            # even where a user (or the tests) set strict
+            with jax.numpy_dtype_promotion("standard"):
+                updates, state = optimiser.update(
+                    grad, state, u, value=value, grad=grad, value_fn=f
+                )
         else:
             value, grad = value_and_grad(u)
             updates, state = optimiser.update(grad, state, u)
@@ -202,35 +259,55 @@ def _optax_loop(optimiser, f, u0, max_steps: int, rtol: float, atol: float, uses
     return u, i, done, history
 
 
-def optimise(
-    problem: FitProblem,
-    u0: Float[Array, " p"] | None = None,
-    *,
-    method: Method = DEFAULT_METHOD,
-    max_steps: int = 100,
-    rtol: float = 1e-8,
-    atol: float = 1e-8,
-    learning_rate: float = 0.05,
-    decrement: float = DECREMENT_TOLERANCE,
-) -> OptimisationResult:
-    """Minimise the problem's objective from `u0` (default the base model's values).
+class AbstractOptimiser(eqx.Module):
+    """An optimiser of an `AbstractFitProblem`: its settings as (static) fields, `minimise`
+    runs it as one `lax.while_loop` (vmappable). `name` is its `method` string."""
 
-    - `levenberg_marquardt` (Optimistix): on the weighted residuals, forward-mode Jacobian;
-      stops when the step and the cost change fall below `rtol`/`atol`, or when a full
-      Gauss–Newton step would lower the objective by less than `decrement`
-      (`DECREMENT_TOLERANCE`);
-    - `bfgs` (Optimistix) and `lbfgs` (Optax, zoom line search): on the negative
-      log-likelihood, reverse-mode gradient; stop at gradient (max-abs) below `atol`;
-    - `adam` (Optax, cosine-decayed `learning_rate`): `max_steps` iterations or a vanishing
-      gradient.
-    """
-    if method not in METHODS:
-        raise ValueError(f"unknown optimiser {method!r}; use one of {', '.join(METHODS)}")
-    problem = with_adjoint(problem, method)
-    u0 = problem.initial() if u0 is None else jnp.asarray(u0, dtype=jnp.float64)
-    nll = problem.negative_log_likelihood
-    if method == "levenberg_marquardt":
-        if not getattr(problem, "least_squares", True):
+    name: AbstractClassVar[str]
+    max_steps: AbstractVar[int]
+    rtol: AbstractVar[float]
+    atol: AbstractVar[float]
+
+    def check(self, problem: AbstractFitProblem) -> None:
+        """Raise if this optimiser cannot minimise `problem`."""
+
+    @abc.abstractmethod
+    def iterate(
+        self, problem: AbstractFitProblem, u0: Float[Array, " p"]
+    ) -> tuple[Float[Array, " p"], Int[Array, ""], Bool[Array, ""], Float[Array, " max_steps"]]:
+        """(optimum, iterations, terminated, loss per iteration) from `u0`, on `problem`
+        with the adjoint this optimiser needs already set."""
+
+    def minimise(
+        self, problem: AbstractFitProblem, u0: Float[Array, " p"] | None = None
+    ) -> OptimisationResult:
+        """Minimise the problem's objective from `u0` (default `problem.initial()`)."""
+        self.check(problem)
+        problem = with_adjoint(problem, self.name)
+        u0 = problem.initial() if u0 is None else jnp.asarray(u0, dtype=jnp.float64)
+        u, i, done, history = self.iterate(problem, u0)
+        loss = problem.negative_log_likelihood(u)
+        ok = problem.success(u)
+        return OptimisationResult(
+            u=u, loss=loss, history=history, iterations=i, converged=done & ok, solve_success=ok
+        )
+
+
+class LevenbergMarquardt(AbstractOptimiser):
+    """Optimistix's Levenberg–Marquardt on the weighted residuals (forward-mode Jacobian).
+    Stops when the step and the cost change fall below `rtol`/`atol`, or right after an
+    accepted step from which a full Gauss–Newton step would lower ½‖r‖² by less than
+    `decrement` (`DECREMENT_TOLERANCE`). Needs a least-squares problem with fixed error
+    models."""
+
+    name: ClassVar[str] = "levenberg_marquardt"
+    max_steps: int = eqx.field(static=True, default=MAX_STEPS)
+    rtol: float = eqx.field(static=True, default=RTOL)
+    atol: float = eqx.field(static=True, default=ATOL)
+    decrement: float = eqx.field(static=True, default=DECREMENT_TOLERANCE)
+
+    def check(self, problem: AbstractFitProblem) -> None:
+        if not problem.least_squares:
             raise ValueError(
                 "Levenberg–Marquardt needs normal noise and normal priors (a sum of squares); "
                 "use 'lbfgs' or 'bfgs' for Laplace noise or priors"
@@ -241,36 +318,140 @@ def optimise(
                 "'lbfgs', or fix it"
             )
 
+    def solver(self) -> optx.LevenbergMarquardt:
+        return optx.LevenbergMarquardt(rtol=self.rtol, atol=self.atol)
+
+    #: Optimistix options of the solver (the residuals' Jacobian by forward mode)
+    options: ClassVar[dict] = {"jac": "fwd"}
+
+    def iterate(self, problem, u0):
         residuals = jacobian_residuals(problem)
 
         def fn(u, args):
             r = residuals(u)
             return r, 0.5 * jnp.sum(r**2)
 
-        solver = optx.LevenbergMarquardt(rtol=rtol, atol=atol)
-        u, i, done, history = _optimistix_loop(
-            solver, fn, u0, max_steps, {"jac": "fwd"}, decrement=decrement
+        return _optimistix_loop(
+            self.solver(), fn, u0, self.max_steps, dict(self.options), decrement=self.decrement
         )
-    elif method == "bfgs":
+
+
+class BFGS(AbstractOptimiser):
+    """Optimistix's BFGS on the negative log-likelihood (reverse-mode gradient); stops at
+    Optimistix's step and gradient tests (`rtol`, `atol`)."""
+
+    name: ClassVar[str] = "bfgs"
+    max_steps: int = eqx.field(static=True, default=MAX_STEPS)
+    rtol: float = eqx.field(static=True, default=RTOL)
+    atol: float = eqx.field(static=True, default=ATOL)
+
+    def iterate(self, problem, u0):
+        nll = problem.negative_log_likelihood
 
         def fn(u, args):
             value = nll(u)
             return value, value
 
-        solver = optx.BFGS(rtol=rtol, atol=atol)
-        u, i, done, history = _optimistix_loop(solver, fn, u0, max_steps, {})
-    elif method == "lbfgs":
-        u, i, done, history = _optax_loop(optax.lbfgs(), nll, u0, max_steps, rtol, atol, True)
-    else:
-        schedule = optax.cosine_decay_schedule(learning_rate, max_steps, alpha=0.01)
-        u, i, done, history = _optax_loop(
-            optax.adam(schedule), nll, u0, max_steps, rtol, atol, False
+        solver = optx.BFGS(rtol=self.rtol, atol=self.atol)
+        return _optimistix_loop(solver, fn, u0, self.max_steps, {})
+
+
+class LBFGS(AbstractOptimiser):
+    """Optax's L-BFGS with its zoom line search on the negative log-likelihood; stops at a
+    gradient (max-abs) below `atol`, a step below `atol`/100, or two loss changes in a row
+    below `rtol`·(1 + |loss|)."""
+
+    name: ClassVar[str] = "lbfgs"
+    max_steps: int = eqx.field(static=True, default=MAX_STEPS)
+    rtol: float = eqx.field(static=True, default=RTOL)
+    atol: float = eqx.field(static=True, default=ATOL)
+
+    def iterate(self, problem, u0):
+        return _optax_loop(
+            optax.lbfgs(),
+            problem.negative_log_likelihood,
+            u0,
+            self.max_steps,
+            self.rtol,
+            self.atol,
+            True,
         )
-    loss = nll(u)
-    ok = problem.success(u)
-    return OptimisationResult(
-        u=u, loss=loss, history=history, iterations=i, converged=done & ok, solve_success=ok
+
+
+class Adam(AbstractOptimiser):
+    """Optax's Adam with a cosine-decayed `learning_rate` (to 1 % over `max_steps`) on the
+    negative log-likelihood; `max_steps` iterations or a vanishing gradient (as `LBFGS`)."""
+
+    name: ClassVar[str] = "adam"
+    max_steps: int = eqx.field(static=True, default=MAX_STEPS)
+    rtol: float = eqx.field(static=True, default=RTOL)
+    atol: float = eqx.field(static=True, default=ATOL)
+    learning_rate: float = eqx.field(static=True, default=LEARNING_RATE)
+
+    def iterate(self, problem, u0):
+        schedule = optax.cosine_decay_schedule(self.learning_rate, self.max_steps, alpha=0.01)
+        return _optax_loop(
+            optax.adam(schedule),
+            problem.negative_log_likelihood,
+            u0,
+            self.max_steps,
+            self.rtol,
+            self.atol,
+            False,
+        )
+
+
+OPTIMISERS: dict[str, type[AbstractOptimiser]] = {
+    cls.name: cls for cls in (LevenbergMarquardt, BFGS, LBFGS, Adam)
+}
+
+
+def make_optimiser(
+    method: Method | AbstractOptimiser = DEFAULT_METHOD,
+    *,
+    max_steps: int = MAX_STEPS,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    learning_rate: float = LEARNING_RATE,
+    decrement: float = DECREMENT_TOLERANCE,
+) -> AbstractOptimiser:
+    """The optimiser named `method` (one of `METHODS`) with these settings (each takes those
+    it has); an `AbstractOptimiser` is returned as it is."""
+    if isinstance(method, AbstractOptimiser):
+        return method
+    if method not in OPTIMISERS:
+        raise ValueError(f"unknown optimiser {method!r}; use one of {', '.join(METHODS)}")
+    settings = dict(
+        max_steps=max_steps, rtol=rtol, atol=atol, learning_rate=learning_rate, decrement=decrement
     )
+    cls = OPTIMISERS[method]
+    return cls(**{k: v for k, v in settings.items() if k in cls.__dataclass_fields__})
+
+
+def optimise(
+    problem: AbstractFitProblem,
+    u0: Float[Array, " p"] | None = None,
+    *,
+    method: Method | AbstractOptimiser = DEFAULT_METHOD,
+    max_steps: int = MAX_STEPS,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+    learning_rate: float = LEARNING_RATE,
+    decrement: float = DECREMENT_TOLERANCE,
+) -> OptimisationResult:
+    """Minimise the problem's objective from `u0` (default the base model's values) with the
+    optimiser `method`: a name of `METHODS` with these settings (`make_optimiser`), or an
+    `AbstractOptimiser` (`LevenbergMarquardt`, `BFGS`, `LBFGS`, `Adam`; the keyword settings
+    are then ignored)."""
+    optimiser = make_optimiser(
+        method,
+        max_steps=max_steps,
+        rtol=rtol,
+        atol=atol,
+        learning_rate=learning_rate,
+        decrement=decrement,
+    )
+    return optimiser.minimise(problem, u0)
 
 
 optimise_jit = eqx.filter_jit(optimise)

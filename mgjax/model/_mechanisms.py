@@ -2,10 +2,11 @@
 
 Every mechanism of the model is a method of one submodel (`mgjax.mechanisms()` lists them,
 e.g. `"renal_magnesium.trpm6_magnesium_response"`). `replace_mechanism` returns a copy of a
-model whose submodel calls a user function or Equinox module instead. The replacement is a
-field of the new submodel, so its arrays (an MLP's weights) are leaves of the model PyTree:
-`jax.grad` with respect to the model reaches them, `eqx.filter_jit` traces them, and a
-different set of weights never recompiles.
+model whose submodel calls a user function or Equinox module instead. The replacement is held
+in the submodel's `overrides` field (composition: the submodel's class stays the same, and
+each of its methods dispatches to its override), so its arrays (an MLP's weights) are leaves
+of the model PyTree: `jax.grad` with respect to the model reaches them, `eqx.filter_jit`
+traces them, and a different set of weights never recompiles.
 
 The same can be done by hand, the Equinox way: subclass the submodel, override the method,
 and put an instance into the model with `eqx.tree_at` (docs/embedding.md).
@@ -20,23 +21,12 @@ from typing import Any
 
 import equinox as eqx
 
-from ._base import AbstractSubmodel
+from ._base import AbstractSubmodel, is_mechanism
 from ._coupled import MgT2DModel
-
-# one subclass per (submodel class, method): the same replacement *type* never makes a new
-# class, so jitted functions of such models are traced once
-_SUBCLASSES: dict[tuple[type, str], type] = {}
 
 
 def _methods(cls: type) -> list[str]:
-    skip = set(dir(eqx.Module)) | {"parameter_infos"}
-    out = []
-    for name, value in inspect.getmembers(cls):
-        if name.startswith("_") or name in skip:
-            continue
-        if inspect.isfunction(value):
-            out.append(name)
-    return out
+    return [name for name, value in inspect.getmembers(cls) if is_mechanism(name, value)]
 
 
 def mechanisms() -> dict[str, str]:
@@ -47,27 +37,6 @@ def mechanisms() -> dict[str, str]:
             doc = inspect.getdoc(getattr(cls, method)) or ""
             out[f"{sub}.{method}"] = doc.splitlines()[0] if doc else ""
     return out
-
-
-def _subclass(base: type, method: str) -> type:
-    key = (base, method)
-    if key not in _SUBCLASSES:
-        field = f"{method}_replacement"
-
-        def replaced(self, *args, **kwargs):
-            return getattr(self, field)(self, *args, **kwargs)
-
-        replaced.__name__ = method
-        replaced.__doc__ = f"`{method}`, replaced by a user mechanism (mgjax.replace_mechanism)."
-        namespace = {
-            "__annotations__": {field: Any},
-            field: eqx.field(default=None),
-            method: replaced,
-            "__module__": base.__module__,
-            "__qualname__": f"{base.__qualname__}[{method}]",
-        }
-        _SUBCLASSES[key] = type(f"{base.__name__}[{method}]", (base,), namespace)
-    return _SUBCLASSES[key]
 
 
 def replace_mechanism(
@@ -102,7 +71,6 @@ def replace_mechanism(
     if not callable(replacement):
         raise TypeError(f"the replacement for {mechanism} must be callable, got {replacement!r}")
     submodel: AbstractSubmodel = getattr(model, submodel_name)
-    cls = _subclass(type(submodel), method)
-    values = {f.name: getattr(submodel, f.name) for f in dataclasses.fields(submodel) if f.init}
-    new = cls(**values, **{f"{method}_replacement": replacement})
+    overrides = {**submodel.overrides, method: replacement}
+    new = dataclasses.replace(submodel, overrides=overrides)
     return eqx.tree_at(lambda m: getattr(m, submodel_name), model, new)

@@ -16,6 +16,17 @@ from typing import Any
 import equinox as eqx
 import numpy as np
 
+from ._base import Mechanism
+from ._coupled import MgT2DModel
+
+
+class NumPyMirror:
+    """Base of the plain NumPy mirrors that `to_numpy` builds."""
+
+
+#: What the protocols' methods receive: the model, or its NumPy mirror (the SciPy reference).
+ModelLike = MgT2DModel | NumPyMirror
+
 
 @cache
 def _plain_class(cls: type) -> type:
@@ -26,8 +37,9 @@ def _plain_class(cls: type) -> type:
         for name, value in vars(klass).items():
             if name.startswith("__") and name != "__getitem__":
                 continue
-            namespace[name] = value
-    return type(f"{cls.__name__}NumPy", (), namespace)
+            # a mechanism is its plain method here; `to_numpy` binds overrides per instance
+            namespace[name] = value.function if isinstance(value, Mechanism) else value
+    return type(f"{cls.__name__}NumPy", (NumPyMirror,), namespace)
 
 
 def to_numpy(module: Any) -> Any:
@@ -37,6 +49,8 @@ def to_numpy(module: Any) -> Any:
         obj = plain.__new__(plain)
         for field in dataclasses.fields(module):
             setattr(obj, field.name, to_numpy(getattr(module, field.name)))
+        for name, replacement in getattr(module, "overrides", {}).items():
+            setattr(obj, name, types.MethodType(replacement, obj))  # as given: callable
         return obj
     if isinstance(module, tuple) and hasattr(module, "_fields"):  # NamedTuple
         return type(module)(*[to_numpy(m) for m in module])

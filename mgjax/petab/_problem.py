@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from ..solve._rosenbrock import Rodas4
-from ..solve._solve import SolverOptions
+from ..fit._problem import AbstractFitProblem
+from ..solve._solve import SolverOptions, integrate
 
 #: Residual given to each measurement of a failed simulation (in standard deviations).
 FAILED_RESIDUAL = 1e3
@@ -130,7 +130,7 @@ def _scale(x, code):
     return jnp.where(code == 1, jnp.log(x), jnp.where(code == 2, jnp.log10(x), x))
 
 
-class PetabProblem(eqx.Module):
+class PetabProblem(AbstractFitProblem):
     """A PEtab problem, ready for the fitting engine. Build with `mgjax.petab.import_problem`.
 
     Coordinates: `u` (unconstrained, what optimisers move) ↔ `to_values(u)` (the estimated
@@ -187,7 +187,7 @@ class PetabProblem(eqx.Module):
     bound_transform: str = eqx.field(static=True, default="sine")
     error_parameters: tuple = eqx.field(static=True, default=())
 
-    # --- coordinates (the FitProblem protocol) ----------------------------------------
+    # --- coordinates (AbstractFitProblem) -------------------------------------------------
     @property
     def names(self) -> tuple[str, ...]:
         return self.free
@@ -279,25 +279,11 @@ class PetabProblem(eqx.Module):
         )
         return x0, override
 
-    def _controller(self, p, switches: bool = True):
-        controller = dfx.PIDController(
-            rtol=self.options.rtol,
-            atol=self.options.atol,
-            pcoeff=self.options.pcoeff,
-            icoeff=self.options.icoeff,
-        )
-        if switches and self.model.switch_times is not None:
-            controller = dfx.ClipStepSizeController(controller, jump_ts=self.model.switch_times(p))
-        return controller
-
-    def _solver(self):
-        solver = self.options.solver
-        if isinstance(solver, Rodas4) and not self.model.time_dependent:
-            solver = Rodas4(time_dependent=False, unroll_stages=solver.unroll_stages)
-        return solver
-
-    def _term(self):
-        return dfx.ODETerm(lambda t, x, p: self.model.rhs(t, x, p))
+    def _switch_times(self, p):
+        """Times (time units of the model) at which the right-hand side jumps; None: none."""
+        if self.model.switch_times is None:
+            return None
+        return self.model.switch_times(p)
 
     def steady_state(self, p: Any, x0: Any) -> tuple[Any, Any]:
         """Integrate to steady state: max_i |dx_i/dt| / (atol + rtol·|x_i|) < 1 (AMICI's
@@ -318,19 +304,17 @@ class PetabProblem(eqx.Module):
             scale = self.steady_state_atol + self.steady_state_rtol * jnp.abs(x)
             return jnp.max(jnp.abs(dx) / scale) < 1.0
 
-        sol = dfx.diffeqsolve(
-            self._term(),
-            self._solver(),
+        sol = integrate(
+            self.model.rhs,
+            self.options,
             t0=0.0,
             t1=jnp.inf,
-            dt0=None,
             y0=x0_end,
             args=p_end,
             saveat=dfx.SaveAt(t1=True),
-            stepsize_controller=self._controller(p_end, switches=False),
+            autonomous=not self.model.time_dependent,
+            dt0=None,
             event=dfx.Event(reached),
-            adjoint=self.options.adjoint,
-            max_steps=self.options.max_steps,
             throw=False,
         )
         ok = (sol.result == dfx.RESULTS.successful) | (sol.result == dfx.RESULTS.event_occurred)
@@ -341,25 +325,32 @@ class PetabProblem(eqx.Module):
         return x, ok
 
     def _simulate_one(self, p, x0):
-        sol = dfx.diffeqsolve(
-            self._term(),
-            self._solver(),
+        sol = integrate(
+            self.model.rhs,
+            self.options,
             t0=0.0,
             t1=jnp.maximum(self.times[-1], 1e-9),
-            dt0=None,
             y0=x0,
             args=p,
             saveat=dfx.SaveAt(ts=self.times),
-            stepsize_controller=self._controller(p),
-            adjoint=self.options.adjoint,
-            max_steps=self.options.max_steps,
+            autonomous=not self.model.time_dependent,
+            dt0=None,
+            jump_ts=self._switch_times(p),
             throw=False,
         )
         return sol.ys, sol.result == dfx.RESULTS.successful
 
-    def simulate_states(self, values: Any) -> tuple[Any, Any]:
-        """States of every simulation at every measurement time: (ys [simulations, times,
-        states], success [simulations]), for estimated parameter values `values` (linear)."""
+    def simulate_states(
+        self, values: Any
+    ) -> tuple[
+        Float[Array, "simulations times states"],
+        Bool[Array, " simulations"],
+        Float[Array, "simulations model_parameters"],
+        Float[Array, " n_parameters"],
+    ]:
+        """States of every simulation at every measurement time, for estimated parameter
+        values `values` (linear): (ys [simulations, times, states], success [simulations],
+        each simulation's model parameters, all parameter-table values θ)."""
         theta = self.theta(values)
         p_all = self.condition_parameters(theta)
         x_pre = None
@@ -526,10 +517,6 @@ class PetabProblem(eqx.Module):
         """The objective (negative log-likelihood + priors) on the PEtab scale."""
         return self.objective_on_scale(scaled)[0]
 
-    def residuals(self, u: Float[Array, " p"], args: Any = None) -> Float[Array, " m"]:
-        preds, ok = self.predictions(u)
-        return self.residuals_from(u, preds, ok)
-
     def fisher_residuals(self, u: Float[Array, " p"]) -> Float[Array, " m"]:
         """Residuals whose JᵀJ is the Fisher information of the likelihood: (T(m) − T(s))/σ
         and √2·log σ per measurement (normal noise), plus the normal-prior residuals."""
@@ -551,13 +538,6 @@ class PetabProblem(eqx.Module):
         """Negative log-likelihood plus the priors' negative log-densities (the objective)."""
         h, sigma = preds
         return self.data_negative_log_likelihood(h, sigma, ok) + self.prior_term(self.to_values(u))
-
-    def negative_log_likelihood(self, u: Float[Array, " p"], args: Any = None) -> Any:
-        preds, ok = self.predictions(u)
-        return self.negative_log_likelihood_from(u, preds, ok)
-
-    def success(self, u: Float[Array, " p"]) -> Any:
-        return self.predictions(u)[1]
 
     # --- priors --------------------------------------------------------------------------
     def _prior_argument(self, values):

@@ -133,9 +133,12 @@ def _switch_times(expr: sp.Expr, states: set[sp.Symbol], where: tuple[str, str])
     return out
 
 
-def read_sbml(path: str | Path) -> SymbolicODE:
-    """Read an SBML file into a `SymbolicODE`, refusing unsupported elements by name."""
-    path = Path(path)
+def _symbol(name: str) -> sp.Symbol:
+    return sp.Symbol(name, real=True)
+
+
+def _read_document(path: Path):
+    """The SBML document and its model (function definitions expanded), or a ValueError."""
     document = libsbml.readSBMLFromFile(str(path))
     errors = [
         document.getError(i)
@@ -150,7 +153,11 @@ def read_sbml(path: str | Path) -> SymbolicODE:
     if model.getNumFunctionDefinitions():
         _expand_function_definitions(document)
         model = document.getModel()
+    return document, model
 
+
+def _refuse_unsupported_elements(document, model) -> None:
+    """Events, constraints, algebraic rules, fast reactions and required L3 packages."""
     for event in model.getListOfEvents():
         _refuse("event", event.getId() or "(unnamed)")
     for constraint in model.getListOfConstraints():
@@ -168,11 +175,9 @@ def read_sbml(path: str | Path) -> SymbolicODE:
             if package and document.getPackageRequired(package):
                 _refuse("package", package, "SBML Level 3 packages that change the math")
 
-    symbol = lambda name: sp.Symbol(name, real=True)  # noqa: E731
-    rate_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isRate()}
-    assignment_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isAssignment()}
 
-    # constant quantities: compartments and parameters without rules
+def _constants(model, rate_rules, assignment_rules) -> tuple[list[str], list[float]]:
+    """Constant quantities: compartments and parameters without rules, with their values."""
     parameters, values = [], []
     for c in model.getListOfCompartments():
         if c.getId() in rate_rules or c.getId() in assignment_rules:
@@ -184,126 +189,163 @@ def read_sbml(path: str | Path) -> SymbolicODE:
             continue
         parameters.append(p.getId())
         values.append(p.getValue() if p.isSetValue() else float("nan"))
+    return parameters, values
 
-    species_compartment, in_concentration = {}, {}
-    states, initial_values = [], {}
+
+@dataclasses.dataclass
+class _States:
+    """The state variables (species without assignment rules, then parameters with rate
+    rules), their declared initial values, and what each species symbol means."""
+
+    ids: list[str] = dataclasses.field(default_factory=list)
+    initial_values: dict[str, sp.Expr] = dataclasses.field(default_factory=dict)
+    species_compartment: dict[str, str] = dataclasses.field(default_factory=dict)
+    in_concentration: dict[str, bool] = dataclasses.field(default_factory=dict)
+
+
+def _states(model, rate_rules, assignment_rules) -> _States:
+    states = _States()
     for s in model.getListOfSpecies():
         sid = s.getId()
-        species_compartment[sid] = s.getCompartment()
-        in_concentration[sid] = not s.getHasOnlySubstanceUnits()
+        states.species_compartment[sid] = s.getCompartment()
+        states.in_concentration[sid] = not s.getHasOnlySubstanceUnits()
         if sid in assignment_rules:
             continue
-        states.append(sid)
-        size = symbol(s.getCompartment())
-        if s.isSetInitialConcentration():
-            value = sp.Float(s.getInitialConcentration())
-            initial_values[sid] = value if in_concentration[sid] else value * size
-        elif s.isSetInitialAmount():
-            value = sp.Float(s.getInitialAmount())
-            initial_values[sid] = value / size if in_concentration[sid] else value
-        else:
-            initial_values[sid] = sp.nan
+        states.ids.append(sid)
+        states.initial_values[sid] = _declared_initial_value(s, states.in_concentration[sid])
     for p in model.getListOfParameters():
         if p.getId() in rate_rules:
-            states.append(p.getId())
-            initial_values[p.getId()] = sp.Float(p.getValue()) if p.isSetValue() else sp.nan
+            states.ids.append(p.getId())
+            states.initial_values[p.getId()] = sp.Float(p.getValue()) if p.isSetValue() else sp.nan
     for variable in rate_rules:
-        if variable not in states:
+        if variable not in states.ids:
             element = "speciesReference" if model.getSpeciesReference(variable) else "rateRule"
             _refuse(element, variable, "a rate rule on something that is not a species/parameter")
+    return states
 
-    # assignment rules, substituted in dependency order (reaction fluxes too, for observables)
-    assignments: dict[str, sp.Expr] = {
-        v: _math(r, ("assignmentRule", v)) for v, r in assignment_rules.items()
-    }
-    for variable in assignments:
-        if model.getSpeciesReference(variable) is not None:
-            _refuse("speciesReference", variable, "variable stoichiometry")
 
-    def substituted(expr: sp.Expr) -> sp.Expr:
-        for _ in range(len(assignments) + 1):
-            targets = {symbol(v): e for v, e in assignments.items()}
+def _declared_initial_value(species, in_concentration: bool) -> sp.Expr:
+    """A species' initial concentration or amount, in the unit of its symbol (NaN: none)."""
+    size = _symbol(species.getCompartment())
+    if species.isSetInitialConcentration():
+        value = sp.Float(species.getInitialConcentration())
+        return value if in_concentration else value * size
+    if species.isSetInitialAmount():
+        value = sp.Float(species.getInitialAmount())
+        return value / size if in_concentration else value
+    return sp.nan
+
+
+class _Assignments:
+    """Assignment-rule variables, reaction fluxes and parameters set by initial assignments
+    (`exprs`: id → expression), substituted into expressions in dependency order."""
+
+    def __init__(self, model, assignment_rules):
+        self.exprs: dict[str, sp.Expr] = {
+            v: _math(r, ("assignmentRule", v)) for v, r in assignment_rules.items()
+        }
+        for variable in self.exprs:
+            if model.getSpeciesReference(variable) is not None:
+                _refuse("speciesReference", variable, "variable stoichiometry")
+        self.exprs = {v: self.substituted(e) for v, e in self.exprs.items()}
+
+    def substituted(self, expr: sp.Expr) -> sp.Expr:
+        for _ in range(len(self.exprs) + 1):
+            targets = {_symbol(v): e for v, e in self.exprs.items()}
             new = expr.xreplace(targets)
             if new == expr:
                 return expr
             expr = new
         raise UnsupportedSBMLError("SBML assignment rules form a cycle")
 
-    assignments = {v: substituted(e) for v, e in assignments.items()}
 
-    # reactions: dx/dt contributions
-    rhs = {s: sp.Integer(0) for s in states}
+def _reaction_rates(model, states: _States, rate_rules, assignment_rules, assignments):
+    """dx/dt of every state: the reactions' contributions, or the state's rate rule. Each
+    reaction's flux is recorded as an assignment under the reaction's id."""
+    rhs = {s: sp.Integer(0) for s in states.ids}
     for reaction in model.getListOfReactions():
-        rid = reaction.getId()
-        law = reaction.getKineticLaw()
-        if law is None or not law.isSetMath():
-            _refuse("reaction", rid, "a reaction without a kinetic law")
-        flux = _math(law, ("kineticLaw", rid))
-        local = {}
-        for lp in list(law.getListOfParameters()) + list(law.getListOfLocalParameters()):
-            local[symbol(lp.getId())] = sp.Float(lp.getValue())
-        flux = substituted(flux.xreplace(local))
-        assignments[rid] = flux
+        flux = _reaction_flux(reaction, assignments)
+        assignments.exprs[reaction.getId()] = flux
         for sign, refs in ((-1, reaction.getListOfReactants()), (1, reaction.getListOfProducts())):
             for ref in refs:
-                if ref.isSetStoichiometryMath() or (
-                    ref.isSetId() and model.getInitialAssignment(ref.getId()) is not None
-                ):
-                    _refuse(
-                        "speciesReference",
-                        ref.getId() or ref.getSpecies(),
-                        "variable stoichiometry",
-                    )
                 sid = ref.getSpecies()
-                species = model.getSpecies(sid)
-                if species.getBoundaryCondition() or species.getConstant() or sid in rate_rules:
-                    continue
-                if sid in assignment_rules:
-                    _refuse("species", sid, "changed by a reaction and by an assignment rule")
-                stoichiometry = ref.getStoichiometry() if ref.isSetStoichiometry() else 1.0
-                coefficient = (
-                    sp.Integer(int(stoichiometry))
-                    if float(stoichiometry).is_integer()
-                    else sp.Float(stoichiometry)
-                )
-                term = sign * coefficient * flux
-                if in_concentration[sid]:
-                    term = term / symbol(species_compartment[sid])
-                rhs[sid] = rhs[sid] + term
+                term = _reaction_term(model, ref, sign, flux, states, rate_rules, assignment_rules)
+                if term is not None:
+                    rhs[sid] = rhs[sid] + term
     for variable, rule in rate_rules.items():
-        rhs[variable] = substituted(_math(rule, ("rateRule", variable)))
+        rhs[variable] = assignments.substituted(_math(rule, ("rateRule", variable)))
+    return rhs
 
-    # initial values: initial assignments override the declared values
+
+def _reaction_flux(reaction, assignments: _Assignments) -> sp.Expr:
+    """A reaction's kinetic law, its local parameters replaced by their values."""
+    rid = reaction.getId()
+    law = reaction.getKineticLaw()
+    if law is None or not law.isSetMath():
+        _refuse("reaction", rid, "a reaction without a kinetic law")
+    flux = _math(law, ("kineticLaw", rid))
+    local = {}
+    for lp in list(law.getListOfParameters()) + list(law.getListOfLocalParameters()):
+        local[_symbol(lp.getId())] = sp.Float(lp.getValue())
+    return assignments.substituted(flux.xreplace(local))
+
+
+def _reaction_term(model, ref, sign, flux, states: _States, rate_rules, assignment_rules):
+    """One reactant's (sign −1) or product's (+1) share of a reaction's flux in its species'
+    dx/dt (None: the species is not changed by reactions)."""
+    if ref.isSetStoichiometryMath() or (
+        ref.isSetId() and model.getInitialAssignment(ref.getId()) is not None
+    ):
+        _refuse("speciesReference", ref.getId() or ref.getSpecies(), "variable stoichiometry")
+    sid = ref.getSpecies()
+    species = model.getSpecies(sid)
+    if species.getBoundaryCondition() or species.getConstant() or sid in rate_rules:
+        return None
+    if sid in assignment_rules:
+        _refuse("species", sid, "changed by a reaction and by an assignment rule")
+    stoichiometry = ref.getStoichiometry() if ref.isSetStoichiometry() else 1.0
+    coefficient = (
+        sp.Integer(int(stoichiometry))
+        if float(stoichiometry).is_integer()
+        else sp.Float(stoichiometry)
+    )
+    term = sign * coefficient * flux
+    if states.in_concentration[sid]:
+        term = term / _symbol(states.species_compartment[sid])
+    return term
+
+
+def _initial_assignments(model, states: _States, parameters, assignments) -> dict:
+    """Apply the initial assignments: a state's replaces its declared initial value; a
+    parameter's makes it a constant equal to its expression. Returns those constants,
+    symbol → expression of the other constants resolved."""
     for ia in model.getListOfInitialAssignments():
         target = ia.getSymbol()
         expr = _math(ia, ("initialAssignment", target))
-        if target in initial_values:
-            initial_values[target] = expr
+        if target in states.initial_values:
+            states.initial_values[target] = expr
         elif target in parameters:
             # a parameter's value set by an expression: substitute it wherever it appears
-            assignments[target] = substituted(expr)
+            assignments.exprs[target] = assignments.substituted(expr)
         else:
             _refuse("initialAssignment", target, "its target is not a species or parameter")
-    # parameters given by initial assignments behave as constants equal to their expression
     initial_targets = {
         ia.getSymbol() for ia in model.getListOfInitialAssignments() if ia.getSymbol() in parameters
     }
-    constant_exprs = {symbol(v): assignments[v] for v in initial_targets}
+    constant_exprs = {_symbol(v): assignments.exprs[v] for v in initial_targets}
     for _ in range(len(constant_exprs) + 1):
         constant_exprs = {k: e.xreplace(constant_exprs) for k, e in constant_exprs.items()}
+    return constant_exprs
 
-    state_symbols = {symbol(s) for s in states}
 
-    def finish(expr: sp.Expr) -> sp.Expr:
-        return substituted(sp.sympify(expr)).xreplace(constant_exprs)
-
-    rhs_list = [finish(rhs[s]) for s in states]
-    assignments = {k: finish(e) for k, e in assignments.items()}
-    # initial values may refer to other species' initial values (t = 0)
-    initial = {s: finish(initial_values[s]).xreplace({TIME: 0}) for s in states}
-    for _ in range(len(states) + 1):
+def _initial_state(states: _States, finish) -> dict[str, sp.Expr]:
+    """Initial values at t = 0, each in the parameters only (they may refer to other
+    species' initial values)."""
+    state_symbols = {_symbol(s) for s in states.ids}
+    initial = {s: finish(states.initial_values[s]).xreplace({TIME: 0}) for s in states.ids}
+    for _ in range(len(states.ids) + 1):
         initial = {
-            s: e.xreplace({symbol(k): v for k, v in initial.items()}) for s, e in initial.items()
+            s: e.xreplace({_symbol(k): v for k, v in initial.items()}) for s, e in initial.items()
         }
     bad = [s for s, e in initial.items() if e.free_symbols & state_symbols]
     if bad:
@@ -311,27 +353,58 @@ def read_sbml(path: str | Path) -> SymbolicODE:
     nan_initial = [s for s, e in initial.items() if e == sp.nan]
     if nan_initial:
         _refuse("species", nan_initial[0], "no initial value (initialConcentration/Amount)")
+    return initial
 
+
+def _all_switch_times(states: list[str], rhs_list: list[sp.Expr]) -> list[sp.Expr]:
+    state_symbols = {_symbol(s) for s in states}
     switch_times: list[sp.Expr] = []
     for sid, expr in zip(states, rhs_list):
         for root in _switch_times(expr, state_symbols, ("rule or kineticLaw of", sid)):
             if root not in switch_times:
                 switch_times.append(root)
-    known = state_symbols | {symbol(p) for p in parameters} | {TIME}
+    return switch_times
+
+
+def _refuse_undefined_symbols(states: list[str], parameters, rhs_list, initial) -> None:
+    known = {_symbol(s) for s in states} | {_symbol(p) for p in parameters} | {TIME}
     for sid, expr in list(zip(states, rhs_list)) + [(s, initial[s]) for s in states]:
         unknown = expr.free_symbols - known
         if unknown:
             name = sorted(str(u) for u in unknown)[0]
             _refuse("symbol", name, f"used in the equations of {sid!r} but not defined")
+
+
+def read_sbml(path: str | Path) -> SymbolicODE:
+    """Read an SBML file into a `SymbolicODE`, refusing unsupported elements by name."""
+    path = Path(path)
+    document, model = _read_document(path)
+    _refuse_unsupported_elements(document, model)
+    rate_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isRate()}
+    assignment_rules = {r.getVariable(): r for r in model.getListOfRules() if r.isAssignment()}
+    parameters, values = _constants(model, rate_rules, assignment_rules)
+    states = _states(model, rate_rules, assignment_rules)
+    assignments = _Assignments(model, assignment_rules)
+    rhs = _reaction_rates(model, states, rate_rules, assignment_rules, assignments)
+    constant_exprs = _initial_assignments(model, states, parameters, assignments)
+
+    def finish(expr: sp.Expr) -> sp.Expr:
+        return assignments.substituted(sp.sympify(expr)).xreplace(constant_exprs)
+
+    rhs_list = [finish(rhs[s]) for s in states.ids]
+    assignments.exprs = {k: finish(e) for k, e in assignments.exprs.items()}
+    initial = _initial_state(states, finish)  # substitutes the finished assignments
+    switch_times = _all_switch_times(states.ids, rhs_list)
+    _refuse_undefined_symbols(states.ids, parameters, rhs_list, initial)
     return SymbolicODE(
         name=model.getId() or path.stem,
-        states=states,
+        states=states.ids,
         parameters=parameters,
         parameter_values=[float(v) for v in values],
         rhs=rhs_list,
-        initial=[initial[s] for s in states],
-        assignments=assignments,
+        initial=[initial[s] for s in states.ids],
+        assignments=assignments.exprs,
         switch_times=switch_times,
-        species_compartment=species_compartment,
-        species_in_concentration=in_concentration,
+        species_compartment=states.species_compartment,
+        species_in_concentration=states.in_concentration,
     )

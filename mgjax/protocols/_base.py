@@ -15,7 +15,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..model import Inputs, MgT2DModel
+from ..model import Inputs, ModelLike
 
 MINUTES_PER_DAY = 1440.0
 
@@ -41,15 +41,15 @@ class AbstractProtocol(eqx.Module):
     controller_state_names: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
-    def inputs(self, t: Any, y: Any, z: Any, model: MgT2DModel, xp: Any = jnp) -> Inputs:
+    def inputs(self, t: Any, y: Any, z: Any, model: ModelLike, xp: Any = jnp) -> Inputs:
         """Input rates at time t (min), given the model state y, the controller state z, the
         subject's parameters (for per-kg or per-m² doses) and the array namespace `xp`."""
 
-    def controller_init(self, model: MgT2DModel, y0: Any) -> Float[Array, " controller"]:
+    def controller_init(self, model: ModelLike, y0: Any) -> Float[Array, " controller"]:
         """Initial controller state, given the subject's initial state."""
         return jnp.zeros((0,), dtype=jnp.float64)
 
-    def controller_rates(self, t: Any, y: Any, z: Any, model: MgT2DModel, xp: Any = jnp) -> Any:
+    def controller_rates(self, t: Any, y: Any, z: Any, model: ModelLike, xp: Any = jnp) -> Any:
         """dz/dt of the controller states."""
         return xp.zeros((0,))
 
@@ -100,7 +100,7 @@ def daily_times(first: Any, count: int, every: Any = MINUTES_PER_DAY) -> Float[A
     return _as_array(first) + _as_array(every) * jnp.arange(count, dtype=jnp.float64)
 
 
-def body_surface_area(model: MgT2DModel, xp: Any = jnp) -> Any:
+def body_surface_area(model: ModelLike, xp: Any = jnp) -> Any:
     """Body surface area (m²) by Du Bois & Du Bois (1916), from the subject's weight (kg) and
     height (cm): 0.007184·W^0.425·H^0.725."""
     gi = model.glucose_insulin

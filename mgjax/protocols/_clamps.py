@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
-from ..model import Inputs, MgT2DModel
+from ..model import Inputs, MgT2DModel, ModelLike
 from ..model._coupled import GLUCOSE_MG_PER_MMOL, PMOL_PER_MICROUNIT, PMOL_PER_MILLIUNIT
 from ._base import (
     AbstractProtocol,
@@ -79,10 +79,10 @@ class _AbstractClamp(AbstractProtocol):
     measured_gir: eqx.AbstractVar[PiecewiseConstant | None]
 
     @abc.abstractmethod
-    def _target(self, model: MgT2DModel, y0: Any) -> Any:
+    def _target(self, model: ModelLike, y0: Any) -> Any:
         """Glucose target (mmol/L) given the subject's initial state."""
 
-    def _feedforward(self, model: MgT2DModel, y0: Any, target: Any) -> Any:
+    def _feedforward(self, model: ModelLike, y0: Any, target: Any) -> Any:
         """GIR (mg/kg/min) that holds glucose at `target` with the subject's basal insulin: the
         integral state starts there, so the controller does not have to discover it."""
         gi, sig = model.glucose_insulin, model.insulin_signalling
@@ -95,7 +95,7 @@ class _AbstractClamp(AbstractProtocol):
         )
         return jnp.maximum(uptake, 0.0) * GLUCOSE_MG_PER_MMOL / weight
 
-    def controller_init(self, model: MgT2DModel, y0: Any) -> Any:
+    def controller_init(self, model: ModelLike, y0: Any) -> Any:
         target = self._target(model, y0)
         feedforward = self._feedforward(model, y0, target)
         integral0 = feedforward / self.controller.integral_gain
@@ -114,13 +114,13 @@ class _AbstractClamp(AbstractProtocol):
             z[1] - y[_STATE["glucose"]], z[0], xp
         )
 
-    def _glucose_prime(self, t: Any, model: MgT2DModel, xp: Any) -> Any:
+    def _glucose_prime(self, t: Any, model: ModelLike, xp: Any) -> Any:
         return 0.0
 
-    def _insulin(self, t: Any, model: MgT2DModel, xp: Any) -> Any:
+    def _insulin(self, t: Any, model: ModelLike, xp: Any) -> Any:
         return 0.0
 
-    def inputs(self, t: Any, y: Any, z: Any, model: MgT2DModel, xp: Any = jnp) -> Inputs:
+    def inputs(self, t: Any, y: Any, z: Any, model: ModelLike, xp: Any = jnp) -> Inputs:
         weight = model.glucose_insulin.body_weight
         glucose = self.gir(t, y, z, xp) * weight / GLUCOSE_MG_PER_MMOL
         return Inputs(
@@ -130,7 +130,7 @@ class _AbstractClamp(AbstractProtocol):
             iv_mg=0.0,
         )
 
-    def controller_rates(self, t: Any, y: Any, z: Any, model: MgT2DModel, xp: Any = jnp) -> Any:
+    def controller_rates(self, t: Any, y: Any, z: Any, model: ModelLike, xp: Any = jnp) -> Any:
         error = z[1] - y[_STATE["glucose"]]
         if self.measured_gir is not None:
             d_integral = 0.0 * error
@@ -184,7 +184,7 @@ class HyperinsulinemicClamp(_AbstractClamp):
     def _target(self, model, y0):
         return jnp.where(jnp.isnan(self.target_glucose), y0[_STATE["glucose"]], self.target_glucose)
 
-    def insulin_per_minute(self, model: MgT2DModel, xp: Any = jnp) -> Any:
+    def insulin_per_minute(self, model: ModelLike, xp: Any = jnp) -> Any:
         """Maintenance insulin infusion (pmol/min) for this subject."""
         basis = model.glucose_insulin.body_weight if self.per_kg else body_surface_area(model, xp)
         return self.insulin_rate * basis * PMOL_PER_MILLIUNIT

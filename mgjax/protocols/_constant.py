@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
-from ..model import Inputs, MgT2DModel
+from ..model import Inputs, ModelLike
 from ._base import MINUTES_PER_DAY, AbstractProtocol, _as_array
 
 
@@ -27,7 +27,7 @@ class ConstantInputs(AbstractProtocol):
     iv_mg: Any = eqx.field(default=0.0, converter=_as_array)
 
     def inputs(
-        self, t: Any, y: Any = None, z: Any = None, model: MgT2DModel | None = None, xp: Any = jnp
+        self, t: Any, y: Any = None, z: Any = None, model: ModelLike | None = None, xp: Any = jnp
     ) -> Inputs:
         return Inputs(
             glucose_infusion=self.glucose_infusion,

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
-from ..model import Inputs, MgT2DModel
+from ..model import Inputs, ModelLike
 from ..model._coupled import GLUCOSE_MG_PER_MMOL, PMOL_PER_MICROUNIT, PMOL_PER_MILLIUNIT
 from ._base import AbstractProtocol, _as_array
 
@@ -62,7 +62,7 @@ class IVGTT(AbstractProtocol):
     insulin_time: Any = eqx.field(default=20.0, converter=_as_array)
     insulin_duration: Any = eqx.field(default=5.0, converter=_as_array)
 
-    def inputs(self, t: Any, y: Any, z: Any, model: MgT2DModel, xp: Any = jnp) -> Inputs:
+    def inputs(self, t: Any, y: Any, z: Any, model: ModelLike, xp: Any = jnp) -> Inputs:
         weight = model.glucose_insulin.body_weight
         glucose_mmol = self.glucose_dose * weight * 1000.0 / GLUCOSE_MG_PER_MMOL
         insulin_pmol = self.insulin_dose * weight * 1000.0 * PMOL_PER_MILLIUNIT

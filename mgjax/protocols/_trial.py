@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
-from ..model import Inputs, MgT2DModel
+from ..model import Inputs, ModelLike
 from ._base import (
     MINUTES_PER_DAY,
     AbstractProtocol,
@@ -110,7 +110,7 @@ class OralMagnesiumTrial(AbstractProtocol):
             return xp.stack([start, start + span]), xp.stack([amount * n / span, 0.0 * amount])
         return pulse_arrays(self.dose_times, self.dose_duration, amount / self.dose_duration, xp)
 
-    def inputs(self, t: Any, y: Any, z: Any, model: MgT2DModel, xp: Any = jnp) -> Inputs:
+    def inputs(self, t: Any, y: Any, z: Any, model: ModelLike, xp: Any = jnp) -> Inputs:
         times, rates = self._schedule(xp)
         return Inputs(
             glucose_infusion=0.0,

@@ -13,8 +13,11 @@ from ._secretion import simulate_secretion as simulate_secretion
 from ._simulate import Trajectory as Trajectory
 from ._simulate import observable_names as observable_names
 from ._simulate import observables as observables
+from ._simulate import observed_values as observed_values
 from ._simulate import simulate as simulate
 from ._solve import SolverOptions as SolverOptions
+from ._solve import integrate as integrate
+from ._solve import rodas4_for as rodas4_for
 from ._solve import solve as solve
 from ._steady_state import State as State
 from ._steady_state import steady_state as steady_state

@@ -16,8 +16,7 @@ from jaxtyping import Array, Bool, Float
 
 from ..model import BetaCell, Inputs, MgT2DModel
 from ..protocols._base import _as_array, body_surface_area
-from ._rosenbrock import Rodas4
-from ._solve import SolverOptions
+from ._solve import SolverOptions, integrate
 from ._steady_state import steady_state
 
 
@@ -115,35 +114,43 @@ def simulate_secretion(
     beta = model.beta_cell
     weight = model.glucose_insulin.body_weight
     if mg_free is None:
-        fasting = steady_state(model, Inputs.zeros(), throw=throw)
-        mg_free = model.observables(fasting.y, Inputs.zeros(), jnp)["intracellular_mg"]
+        mg_free = _fasting_mg_free(model, throw)
     t_start = glucose.times[0]
     y0 = beta_cell_steady_state(beta, glucose(t_start), _value(mg_free, t_start), weight)
-    solver = options.solver
-    if isinstance(solver, Rodas4) and not solver.time_dependent:
-        solver = Rodas4()
-    controller = dfx.ClipStepSizeController(
-        dfx.PIDController(
-            rtol=options.rtol, atol=options.atol, pcoeff=options.pcoeff, icoeff=options.icoeff
-        ),
-        jump_ts=glucose.times
-        if not isinstance(mg_free, Series)
-        else jnp.concatenate([glucose.times, mg_free.times]),
-    )
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(_vector_field),
-        solver,
+    sol = integrate(
+        _vector_field,
+        options,
         t0=glucose.times[0],
         t1=ts[-1],
-        dt0=options.dt0,
         y0=y0,
         args=(beta, glucose, mg_free, weight),
         saveat=dfx.SaveAt(ts=ts),
-        stepsize_controller=controller,
-        adjoint=options.adjoint,
-        max_steps=options.max_steps,
+        autonomous=False,  # the glucose series is interpolated linearly between samples
+        dt0=options.dt0,
+        jump_ts=_jump_times(glucose, mg_free),
         throw=throw,
     )
+    return _trajectory(model, glucose, mg_free, ts, sol)
+
+
+def _fasting_mg_free(model: MgT2DModel, throw: bool) -> Any:
+    """The subject's intracellular free Mg²⁺ (mmol/L) at the fasting steady state."""
+    fasting = steady_state(model, Inputs.zeros(), throw=throw)
+    return model.observables(fasting.y, Inputs.zeros(), jnp)["intracellular_mg"]
+
+
+def _jump_times(glucose: Series, mg_free: Any) -> Float[Array, " jumps"]:
+    """The sample times of the forcing series (min), where the vector field has kinks."""
+    if isinstance(mg_free, Series):
+        return jnp.concatenate([glucose.times, mg_free.times])
+    return glucose.times
+
+
+def _trajectory(
+    model: MgT2DModel, glucose: Series, mg_free: Any, ts: Float[Array, " times"], sol: Any
+) -> SecretionTrajectory:
+    """Secretion (pmol/min, and per m²) and C-peptide read from the solved beta-cell states."""
+    beta = model.beta_cell
     ys = sol.ys
     k_exo = jax.vmap(lambda t, phi: beta.exocytosis_rate(phi, _value(mg_free, t), jnp))(
         ts, ys[:, 0]

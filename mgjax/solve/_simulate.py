@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ..model import OBSERVABLE_UNITS, Inputs, MgT2DModel
+from ..model import (
+    OBSERVABLE_UNITS,
+    Inputs,
+    MgT2DModel,
+    interval_end,
+    interval_value,
+    is_interval,
+    source_observable,
+)
 from ..protocols import AbstractProtocol, fasting
 from ._solve import SolverOptions, solve
 from ._steady_state import State, steady_state
@@ -110,23 +120,8 @@ def simulate(
     if y0 is None:
         y0 = steady_state(model, protocol.basal_inputs(), throw=throw)
         if getattr(protocol, "at_steady_state", False):
-            # fasting from the fasting steady state: no solve; counters grow at their rate
-            ok = y0.success & jnp.all(jnp.isfinite(y0.y))
-            rates = coupled_rates(model, protocol, ts[0], y0.y, jnp)
-            ys = y0.y[None, :] + ts[:, None] * rates[None, :]
-            return Trajectory(
-                ts=ts, ys=ys, model=model, protocol=protocol, success=ok, num_steps=jnp.asarray(0)
-            )
-    if isinstance(y0, State):
-        ok0, y0 = y0.success, y0.y
-    else:
-        ok0 = jnp.asarray(True)
-    y0 = jnp.concatenate([y0, protocol.controller_init(model, y0)])
-    # a non-finite start (a failed steady state, NaN parameters) is flagged, and the solve
-    # skips it (zero vector field from zeros) instead of running to max_steps on NaNs
-    finite = jnp.all(jnp.isfinite(y0))
-    ok0 = ok0 & finite
-    y0 = jnp.where(finite, y0, 0.0)
+            return _at_rest(model, protocol, ts, y0)
+    y0, ok0 = _augmented_start(model, protocol, y0)
     sol = solve(model, protocol, y0, ts, options, throw=throw, alive=ok0)
     ok = ok0 & (sol.result == dfx.RESULTS.successful)
     ys = sol.ys
@@ -138,6 +133,34 @@ def simulate(
         success=ok,
         num_steps=sol.stats["num_steps"],
     )
+
+
+def _at_rest(
+    model: MgT2DModel, protocol: AbstractProtocol, ts: Float[Array, " times"], y0: State
+) -> Trajectory:
+    """Fasting from the fasting steady state: no solve; the accumulators grow at their rate."""
+    ok = y0.success & jnp.all(jnp.isfinite(y0.y))
+    rates = coupled_rates(model, protocol, ts[0], y0.y, jnp)
+    ys = y0.y[None, :] + ts[:, None] * rates[None, :]
+    return Trajectory(
+        ts=ts, ys=ys, model=model, protocol=protocol, success=ok, num_steps=jnp.asarray(0)
+    )
+
+
+def _augmented_start(
+    model: MgT2DModel, protocol: AbstractProtocol, y0: State | Float[Array, " states"]
+) -> tuple[Float[Array, " augmented"], Bool[Array, ""]]:
+    """The model state followed by the protocol's controller states, and whether it is usable.
+
+    A non-finite start (a failed steady state, NaN parameters) is flagged and replaced by
+    zeros, so the solve skips it (zero vector field) instead of running to max_steps on NaNs."""
+    if isinstance(y0, State):
+        ok0, y0 = y0.success, y0.y
+    else:
+        ok0 = jnp.asarray(True)
+    y0 = jnp.concatenate([y0, protocol.controller_init(model, y0)])
+    finite = jnp.all(jnp.isfinite(y0))
+    return jnp.where(finite, y0, 0.0), ok0 & finite
 
 
 def observables(
@@ -157,3 +180,16 @@ def observables(
 def observable_names() -> tuple[str, ...]:
     """Names of the observables, as read from a `Trajectory` or `observables`."""
     return tuple(OBSERVABLE_UNITS)
+
+
+def observed_values(
+    traj: Trajectory, observable: str, times: Sequence[float] | np.ndarray
+) -> Float[np.ndarray, " n"]:
+    """`observable` (model units) observed at each of `times` (min), read from `traj`, which
+    sampled (at least) `mgjax.model.sampling_times` of these observations: an interval
+    observable (24-h urine) is its source's difference over the day after each time."""
+    index = {float(t): i for i, t in enumerate(np.asarray(traj.ts))}
+    series = np.asarray(traj[source_observable(observable)])
+    start = series[[index[float(t)] for t in times]]
+    end = series[[index[interval_end(observable, t)] for t in times]]
+    return interval_value(is_interval(observable), start, end)

@@ -1,8 +1,10 @@
-"""The solver wrapper around Diffrax: one place that knows how the model is integrated."""
+"""The solver wrapper around Diffrax: the one place that calls `diffrax.diffeqsolve` (the model's
+protocol solves, the forced beta-cell, PEtab models) and sets Rodas4's `time_dependent`."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import diffrax as dfx
@@ -27,7 +29,8 @@ class SolverOptions(eqx.Module):
     - `solver`: a Diffrax solver. Default `mgjax.Rodas4`, an L-stable Rosenbrock method: the
       model is stiff (fast beta-cell energy state vs. months-long HbA1c), explicit solvers stall
       on long protocols, and Rodas4 is several times cheaper per step and to compile than
-      Diffrax's Kvaerno5 on this model (docs/model.md, "Solver choice"; experiments/bench_model.py).
+      Diffrax's Kvaerno5 on this model (docs/model.md, "Solver choice";
+      experiments/benchmarks/bench_model.py).
     - `rtol`, `atol`: local error tolerances (atol in each state's own units).
     - `pcoeff`, `icoeff`: PID step-size controller coefficients (0.3/0.4 roughly halves the steps
       of the default I-controller on this model).
@@ -47,6 +50,63 @@ class SolverOptions(eqx.Module):
     adjoint: dfx.AbstractAdjoint = dfx.RecursiveCheckpointAdjoint()
 
 
+def rodas4_for(solver: dfx.AbstractSolver, *, autonomous: bool) -> dfx.AbstractSolver:
+    """The one rule for Rodas4's `time_dependent` flag (its ∂f/∂t terms, one JVP per step).
+
+    The terms are dropped where the caller knows the vector field is autonomous between the
+    step controller's jump times (`autonomous=True`: a protocol with piecewise-constant
+    inputs, a PEtab model whose right-hand side does not read time); otherwise the solver's
+    own setting stands (default True). Any other solver is returned unchanged."""
+    if isinstance(solver, Rodas4) and autonomous and solver.time_dependent:
+        return dataclasses.replace(solver, time_dependent=False)
+    return solver
+
+
+def integrate(
+    vector_field: Callable[..., Any],
+    options: SolverOptions,
+    *,
+    t0: Any,
+    t1: Any,
+    y0: Any,
+    args: Any,
+    saveat: dfx.SaveAt,
+    autonomous: bool,
+    dt0: Any,
+    jump_ts: Any = None,
+    event: dfx.Event | None = None,
+    throw: bool = True,
+) -> dfx.Solution:
+    """The one `diffrax.diffeqsolve` call of mgjax: `vector_field(t, y, args)` from `t0` to `t1`
+    (min) with `options` (solver, PID controller coefficients, tolerances, adjoint,
+    `max_steps`), the step controller clipped at `jump_ts` (times where the vector field
+    jumps; None: none), Rodas4's `time_dependent` set by `rodas4_for(autonomous=...)`.
+    `dt0`: first step (min; None: Diffrax's estimate)."""
+    controller = dfx.PIDController(
+        rtol=options.rtol,
+        atol=options.atol,
+        pcoeff=options.pcoeff,
+        icoeff=options.icoeff,
+    )
+    if jump_ts is not None:
+        controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
+    return dfx.diffeqsolve(
+        dfx.ODETerm(vector_field),
+        rodas4_for(options.solver, autonomous=autonomous),
+        t0=t0,
+        t1=t1,
+        dt0=dt0,
+        y0=y0,
+        args=args,
+        saveat=saveat,
+        stepsize_controller=controller,
+        event=event,
+        adjoint=options.adjoint,
+        max_steps=options.max_steps,
+        throw=throw,
+    )
+
+
 def solve(
     model: MgT2DModel,
     protocol: AbstractProtocol,
@@ -64,29 +124,16 @@ def solve(
     `alive` (a traced bool): when False the vector field is zero, so a subject already known to
     have failed (a failed steady state, NaN parameters) costs a handful of steps in a vmapped
     batch instead of `max_steps` of rejected NaN steps."""
-    solver = options.solver
-    if isinstance(solver, Rodas4) and protocol.piecewise_constant and solver.time_dependent:
-        solver = dataclasses.replace(solver, time_dependent=False)
-    jump_ts = protocol.jump_times()
-    controller = dfx.PIDController(
-        rtol=options.rtol,
-        atol=options.atol,
-        pcoeff=options.pcoeff,
-        icoeff=options.icoeff,
-    )
-    if jump_ts is not None:
-        controller = dfx.ClipStepSizeController(controller, jump_ts=jump_ts)
-    return dfx.diffeqsolve(
-        dfx.ODETerm(lambda t, y, args: jnp.where(alive, vector_field(t, y, args), 0.0)),
-        solver,
+    return integrate(
+        lambda t, y, args: jnp.where(alive, vector_field(t, y, args), 0.0),
+        options,
         t0=t0,
         t1=ts[-1],
-        dt0=options.dt0,
         y0=y0,
         args=(model, protocol),
         saveat=dfx.SaveAt(ts=ts),
-        stepsize_controller=controller,
-        adjoint=options.adjoint,
-        max_steps=options.max_steps,
+        autonomous=protocol.piecewise_constant,
+        dt0=options.dt0,
+        jump_ts=protocol.jump_times(),
         throw=throw,
     )

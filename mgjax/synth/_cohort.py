@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..fit._experiment import make_experiment
 from ..fit._objective import ErrorModel, combined, proportional
+from ..model import MgT2DModel
 from ..model._parameters import get_parameters, parameter_infos, set_parameters
 from ..model._presets import preset
 from ..protocols import HyperinsulinemicClamp, fasting
@@ -179,106 +180,144 @@ def synthesize(
     (default `COHORT_ERROR_MODELS`). Deterministic for a given `seed`."""
     groups = dict(groups or GROUPS)
     error_models = dict(error_models or COHORT_ERROR_MODELS)
-    if isinstance(n, Mapping):
-        counts = {g: int(k) for g, k in n.items()}
-        unknown = set(counts) - set(groups)
-        if unknown:
-            raise KeyError(f"unknown group(s) {sorted(unknown)}; known: {', '.join(groups)}")
-    else:
-        names = list(groups)
-        counts = {g: n // len(names) + (i < n % len(names)) for i, g in enumerate(names)}
+    counts = _group_counts(n, groups)
     rng = np.random.default_rng(seed)
-    infos = parameter_infos()
     width = max(4, len(str(max(sum(counts.values()) - 1, 0))))
-    design = study_design()
-    obs_rows, dose_rows, subject_rows, truth_rows = [], [], [], []
-    ids: list[str] = []
-    models = []
+    subjects = _Subjects()
     for group, count in counts.items():
-        if count == 0:
-            continue
-        population = groups[group]
-        values = population.sample(count, rng)
-        weight = np.clip(rng.normal(*population.weight, size=count), 45.0, 180.0)
-        height = np.clip(rng.normal(*population.height, size=count), 145.0, 205.0)
-        group_ids = [f"{prefix}{len(ids) + i:0{width}d}" for i in range(count)]
-        ids += group_ids
-        base = preset(population.preset)
-        models.append(
-            jax.vmap(
-                lambda v, w, h, base=base: set_parameters(
-                    base, {**v, "body_weight": w, "height": h}
-                )
-            )(
-                {k: jnp.asarray(v) for k, v in values.items()},
-                jnp.asarray(weight),
-                jnp.asarray(height),
-            )
-        )
-        for i, sid in enumerate(group_ids):
-            subject_rows.append(
-                dict(
-                    subject=sid,
-                    group=group,
-                    weight=round(float(weight[i]), 1),
-                    height=round(float(height[i]), 1),
-                )
-            )
-            for p in population.parameters:
-                truth_rows.append(
-                    dict(subject=sid, parameter=p, value=float(values[p][i]), unit=infos[p].unit)
-                )
+        if count:
+            _sample_group(subjects, group, groups[group], count, rng, prefix, width)
     # every subject of every group in one vmapped simulation per protocol
-    stacked = jax.tree.map(lambda *x: jnp.concatenate(x), *models)
-    for protocol_name, (protocol, plan) in design.items():
-        times = [t for ts in plan.values() for t in ts]
-        names = [name for name, ts in plan.items() for _ in ts]
-        experiment = make_experiment(protocol, times, names, np.zeros(len(times)))
-        predictions, success = _predict_all(stacked, experiment)
-        predictions = np.asarray(predictions)
-        if not bool(np.all(np.asarray(success))):
-            failed = [ids[i] for i in np.flatnonzero(~np.asarray(success))]
-            raise RuntimeError(f"the {protocol_name} simulation failed for {failed[:5]}")
-        em = [error_models[name] for name in names]
-        a = np.array([float(e.additive) for e in em])
-        b = np.array([float(e.proportional) for e in em])
-        sigma = np.sqrt(a**2 + (b * predictions) ** 2)
-        noisy = np.maximum(predictions + sigma * rng.standard_normal(predictions.shape), 0.0)
-        for i, sid in enumerate(ids):
-            for j, (t, name) in enumerate(zip(times, names)):
-                obs_rows.append(
-                    dict(
-                        subject=sid,
-                        protocol=protocol_name,
-                        time=t,
-                        time_unit="min",
-                        observable=name,
-                        value=float(f"{noisy[i, j]:.6g}"),
-                        unit=_REPORT_UNITS[name],
-                    )
-                )
-            if protocol_name == "hyperinsulinemic_clamp":
-                dose_rows.append(
-                    dict(
-                        subject=sid,
-                        protocol=protocol_name,
-                        time=0.0,
-                        time_unit="min",
-                        route="iv",
-                        substance="insulin",
-                        amount=CLAMP_INSULIN_RATE,
-                        unit="mU/m2/min",
-                        duration=120.0,
-                    )
-                )
+    stacked = jax.tree.map(lambda *x: jnp.concatenate(x), *subjects.models)
+    obs_rows, dose_rows = [], []
+    for protocol_name, (protocol, plan) in study_design().items():
+        observed, doses = _observe(
+            stacked, subjects.ids, protocol_name, protocol, plan, error_models, rng
+        )
+        obs_rows += observed
+        dose_rows += doses
     observations = pd.DataFrame(obs_rows).sort_values(
         ["subject", "protocol", "observable", "time"], kind="stable"
     )
     return Cohort(
         observations=observations.reset_index(drop=True),
         doses=pd.DataFrame(dose_rows),
-        subjects=pd.DataFrame(subject_rows),
-        truth=pd.DataFrame(truth_rows),
+        subjects=pd.DataFrame(subjects.rows),
+        truth=pd.DataFrame(subjects.truth),
+    )
+
+
+def _group_counts(n: int | Mapping[str, int], groups: Mapping[str, Population]) -> dict[str, int]:
+    """Subjects per group: `{group: n}` as given, or `n` split evenly (the first groups get
+    one more when it does not divide)."""
+    if isinstance(n, Mapping):
+        counts = {g: int(k) for g, k in n.items()}
+        unknown = set(counts) - set(groups)
+        if unknown:
+            raise KeyError(f"unknown group(s) {sorted(unknown)}; known: {', '.join(groups)}")
+        return counts
+    names = list(groups)
+    return {g: n // len(names) + (i < n % len(names)) for i, g in enumerate(names)}
+
+
+@dataclass
+class _Subjects:
+    """The sampled subjects: ids, their models (one batched model per group), subject-table
+    rows and true parameter values."""
+
+    ids: list[str] = field(default_factory=list)
+    models: list[MgT2DModel] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    truth: list[dict] = field(default_factory=list)
+
+
+def _sample_group(
+    subjects: _Subjects,
+    group: str,
+    population: Population,
+    count: int,
+    rng: np.random.Generator,
+    prefix: str,
+    width: int,
+) -> None:
+    """Draw `count` subjects of `group` (parameters, then weight (kg), then height (cm)) and
+    add them to `subjects`."""
+    values = population.sample(count, rng)
+    weight = np.clip(rng.normal(*population.weight, size=count), 45.0, 180.0)
+    height = np.clip(rng.normal(*population.height, size=count), 145.0, 205.0)
+    group_ids = [f"{prefix}{len(subjects.ids) + i:0{width}d}" for i in range(count)]
+    subjects.ids.extend(group_ids)
+    base = preset(population.preset)
+    subjects.models.append(
+        jax.vmap(lambda v, w, h: set_parameters(base, {**v, "body_weight": w, "height": h}))(
+            {k: jnp.asarray(v) for k, v in values.items()},
+            jnp.asarray(weight),
+            jnp.asarray(height),
+        )
+    )
+    infos = parameter_infos()
+    for i, sid in enumerate(group_ids):
+        subjects.rows.append(
+            dict(
+                subject=sid,
+                group=group,
+                weight=round(float(weight[i]), 1),
+                height=round(float(height[i]), 1),
+            )
+        )
+        for p in population.parameters:
+            subjects.truth.append(
+                dict(subject=sid, parameter=p, value=float(values[p][i]), unit=infos[p].unit)
+            )
+
+
+def _observe(stacked, ids, protocol_name, protocol, plan, error_models, rng):
+    """Observation rows (and, for the clamp, dose rows) of one protocol of the design for
+    every subject: predictions with noise from the error models, floored at 0."""
+    times = [t for ts in plan.values() for t in ts]
+    names = [name for name, ts in plan.items() for _ in ts]
+    experiment = make_experiment(protocol, times, names, np.zeros(len(times)))
+    predictions, success = _predict_all(stacked, experiment)
+    predictions = np.asarray(predictions)
+    if not bool(np.all(np.asarray(success))):
+        failed = [ids[i] for i in np.flatnonzero(~np.asarray(success))]
+        raise RuntimeError(f"the {protocol_name} simulation failed for {failed[:5]}")
+    em = [error_models[name] for name in names]
+    a = np.array([float(e.additive) for e in em])
+    b = np.array([float(e.proportional) for e in em])
+    sigma = np.sqrt(a**2 + (b * predictions) ** 2)
+    noisy = np.maximum(predictions + sigma * rng.standard_normal(predictions.shape), 0.0)
+    obs_rows, dose_rows = [], []
+    for i, sid in enumerate(ids):
+        for j, (t, name) in enumerate(zip(times, names)):
+            obs_rows.append(
+                dict(
+                    subject=sid,
+                    protocol=protocol_name,
+                    time=t,
+                    time_unit="min",
+                    observable=name,
+                    value=float(f"{noisy[i, j]:.6g}"),
+                    unit=_REPORT_UNITS[name],
+                )
+            )
+        if protocol_name == "hyperinsulinemic_clamp":
+            dose_rows.append(_clamp_dose(sid, protocol_name))
+    return obs_rows, dose_rows
+
+
+def _clamp_dose(sid: str, protocol_name: str) -> dict:
+    """The clamp's insulin infusion, as a dose-table row."""
+    return dict(
+        subject=sid,
+        protocol=protocol_name,
+        time=0.0,
+        time_unit="min",
+        route="iv",
+        substance="insulin",
+        amount=CLAMP_INSULIN_RATE,
+        unit="mU/m2/min",
+        duration=120.0,
     )
 
 

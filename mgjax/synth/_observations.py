@@ -9,16 +9,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..fit._experiment import INTERVAL_OBSERVABLES
-from ..model import MgT2DModel
+from ..model import MgT2DModel, sampling_times
 from ..protocols import AbstractProtocol
-from ..solve._simulate import simulate
+from ..solve._simulate import observed_values, simulate
 
 
 def observe_protocol(
     model: MgT2DModel,
     protocol: AbstractProtocol,
-    plan: Mapping[str, Sequence[float]],
+    plan: Mapping[str, Sequence[float] | np.ndarray],
     *,
     noise: float = 0.05,
     rng: np.random.Generator | None = None,
@@ -27,25 +26,12 @@ def observe_protocol(
     `plan`, its sampling times (min). Noise is proportional (`noise` × value, Gaussian);
     `noise=0` gives exact values. Columns: time, observable, value, truth."""
     rng = rng or np.random.default_rng()
-    grid = sorted(
-        {float(t) for times in plan.values() for t in times}
-        | {
-            float(t) + 1440.0
-            for name, times in plan.items()
-            if name in INTERVAL_OBSERVABLES
-            for t in times
-        }
-    )
+    grid = sampling_times((name, t) for name, times in plan.items() for t in times)
     traj = simulate(model, protocol, np.asarray(grid))
-    index = {t: i for i, t in enumerate(grid)}
     rows = []
     for name, times in plan.items():
-        source = INTERVAL_OBSERVABLES.get(name, name)
-        series = np.asarray(traj[source])
-        for t in times:
-            value = float(series[index[float(t)]])
-            if name in INTERVAL_OBSERVABLES:
-                value = float(series[index[float(t) + 1440.0]]) - value
+        for t, value in zip(times, observed_values(traj, name, times)):
+            value = float(value)
             noisy = value * (1.0 + noise * rng.standard_normal()) if noise > 0 else value
             rows.append(dict(time=float(t), observable=name, value=noisy, truth=value))
     return pd.DataFrame(rows)

@@ -17,7 +17,7 @@ predicted arm means beside the published ones (each must lie within the publishe
 estimates with their 95 % intervals, and the identifiability report (which parameters, and
 which combinations, the trial pins down).
 
-    python experiments/fit_mg_trial.py            # ~1–2 min on a 2-core CPU
+    python experiments/examples/fit_mg_trial.py            # ~1–2 min on a 2-core CPU
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 import mgjax  # noqa: E402
+import mgjax.data  # noqa: E402
 from mgjax import fit  # noqa: E402
 
-DATA = Path(mgjax.__file__).parent / "data" / "rodriguez_moran_2003"
+DATA = Path(mgjax.data.__file__).parent / "rodriguez_moran_2003"  # bundled with mgjax.data
 FREE = (
     "dietary_mg_intake",  # intestinal: the placebo arm's serum Mg²⁺
     "saturable_absorption_max",  # intestinal: the rise with MgCl₂

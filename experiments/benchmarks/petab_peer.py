@@ -1,10 +1,11 @@
 """Peer runner for the PEtab benchmark: fit a PEtab problem with pyPESTO + AMICI + fides
 from GIVEN starting points, and write per-start results as JSON.
 
-Runs in the peer environment `.peer-venv` (made by experiments/setup_petab_peers.sh), never
-in mgjax's: it imports neither mgjax nor (for the default backend) jax.
+Runs in the peer environment `.peer-venv` (made by
+experiments/benchmarks/setup_petab_peers.sh), never in mgjax's: it imports neither mgjax nor
+(for the default backend) jax.
 
-    PATH="$PWD/.peer-venv/bin:$PATH" .peer-venv/bin/python experiments/petab_peer.py \
+    PATH="$PWD/.peer-venv/bin:$PATH" .peer-venv/bin/python experiments/benchmarks/petab_peer.py \
         PROBLEM.yaml --starts STARTS.npy --out OUT.json [--backend amici|amici-jax] \
         [--max-iter 1000] [--rtol 1e-8] [--atol 1e-12] [--fatol F] [--frtol F] [--gatol F] \
         [--model-dir DIR]
@@ -51,7 +52,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 N_TIMING_EVALS = 20
 
 

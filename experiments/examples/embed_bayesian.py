@@ -12,7 +12,7 @@ Data: a 120-min hyperinsulinaemic–euglycaemic clamp (glucose, insulin, GIR eve
 180-min hyperglycaemic clamp (insulin, C-peptide every 10 min) of a subject drawn near the
 `t2dm` preset.
 
-    python experiments/embed_bayesian.py [--out experiments/output/embedding] [--quick]
+    python experiments/examples/embed_bayesian.py [--out experiments/output/embedding] [--quick]
 """
 
 from __future__ import annotations

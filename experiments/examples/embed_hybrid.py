@@ -10,7 +10,8 @@ each in a placebo and a supplemented arm of an 8-week trial. Every other paramet
 its true value, so the data determine the learned curve over the intracellular Mg²⁺ the
 subjects visit (and nowhere else: the plot shades that range).
 
-    python experiments/embed_hybrid.py [--out experiments/output/embedding] [--steps N] [--quick]
+    python experiments/examples/embed_hybrid.py [--out experiments/output/embedding] [--steps N]
+        [--quick]
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 environment, `.peer-venv`; see `setup_petab_peers.sh`).
 
     mgjax petab PROBLEM.yaml --nominal --out RUN
-    PATH="$PWD/.peer-venv/bin:$PATH" .peer-venv/bin/python experiments/petab_nominal_peer.py \\
-        PROBLEM.yaml RUN/simulations.tsv [--rtol 1e-12 --atol 1e-16]
+    PATH="$PWD/.peer-venv/bin:$PATH" .peer-venv/bin/python \\
+        experiments/benchmarks/petab_nominal_peer.py PROBLEM.yaml RUN/simulations.tsv \\
+        [--rtol 1e-12 --atol 1e-16]
 
 Prints AMICI's NLLH at the nominal parameters (pyPESTO's objective), mgjax's (from
 RUN/summary.json), and the largest relative and absolute difference between the two

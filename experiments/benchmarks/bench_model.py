@@ -7,8 +7,8 @@ would write — with a JAX-computed Jacobian or SciPy's finite differences, whic
 with ratios. Budgets (issue: coupled model): cold compile of solve and of gradient ≤ 15 s each;
 a 16-week solve no slower than LSODA; vmapped over 1,000 subjects ≥ 10× faster per subject.
 
-    python experiments/bench_model.py            # full run (≈ 3–5 min on 2 cores)
-    python experiments/bench_model.py --quick    # smoke test
+    python experiments/benchmarks/bench_model.py            # full run (≈ 3–5 min on 2 cores)
+    python experiments/benchmarks/bench_model.py --quick    # smoke test
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import mgjax
-from mgjax.solve._reference import jax_jacobian, scipy_solve
+from mgjax.solve import jax_jacobian, scipy_solve
 
 WEEK = 7 * 1440.0
 PROTOCOLS = {
@@ -33,7 +33,7 @@ PROTOCOLS = {
         mgjax.ConstantInputs(insulin_infusion=450.0, glucose_infusion=1.5),
         jnp.linspace(0.0, 180.0, 37),
     ),
-    "16-week supplementation": (mgjax.ConstantInputs(oral_mg=26.0), jnp.arange(17) * WEEK),
+    "16-week supplementation": (mgjax.ConstantInputs(oral_mg=26.0), jnp.arange(17.0) * WEEK),
 }
 
 

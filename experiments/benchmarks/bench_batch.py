@@ -24,9 +24,9 @@ are not above their true parameters' NLL (known for every subject), times the fr
 those that also match SciPy's best on the sample. Throughput is converged subjects per second
 (wall).
 
-    python experiments/bench_batch.py                 # 1 … 1,000 subjects, ≈ 25 min
-    python experiments/bench_batch.py --large         # also 10,000
-    python experiments/bench_batch.py --quick         # smoke test (2 subjects per method)
+    python experiments/benchmarks/bench_batch.py                 # 1 … 1,000 subjects, ≈ 25 min
+    python experiments/benchmarks/bench_batch.py --large         # also 10,000
+    python experiments/benchmarks/bench_batch.py --quick         # smoke test (2 subjects/method)
 """
 
 from __future__ import annotations
@@ -48,11 +48,9 @@ import pandas as pd
 
 import mgjax
 from mgjax import batch
-from mgjax.fit._experiment import INTERVAL_OBSERVABLES
-from mgjax.model import ACCUMULATOR_STATES
-from mgjax.model._numpy import scalar_math, to_numpy
-from mgjax.model._parameters import _owner
-from mgjax.synth._cohort import COHORT_PARAMETERS, cohort_error_models, synthesize
+from mgjax.fit import INTERVAL_OBSERVABLES
+from mgjax.model import ACCUMULATOR_STATES, scalar_math, to_numpy
+from mgjax.synth import COHORT_PARAMETERS, cohort_error_models, synthesize
 
 NLL_TOLERANCE = 0.05
 STATE_NAMES = mgjax.MgT2DModel.state_names()
@@ -86,8 +84,9 @@ class ScipySubject:
         self.evaluations = 0
 
     def _set(self, theta):
+        infos = mgjax.parameter_infos()
         for name, value in zip(self.problem.free, theta):
-            setattr(getattr(self.plain, _owner(name)), name, float(value))
+            setattr(getattr(self.plain, infos[name].module), name, float(value))
 
     def predictions(self, theta):
         from scipy.integrate import solve_ivp

@@ -1,7 +1,7 @@
 """Compile and run time of every protocol, for one subject and for a vmapped batch of subjects
 (different parameters and different doses/rates in one compiled program), on this machine.
 
-    python experiments/bench_protocols.py [--batch 1000] [--quick]
+    python experiments/benchmarks/bench_protocols.py [--batch 1000] [--quick]
 """
 
 from __future__ import annotations

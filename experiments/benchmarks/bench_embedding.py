@@ -7,7 +7,7 @@ Hessian (`jacfwd∘jacfwd`, forward mode) and the solve vmapped over 100 subject
 time (trace + lower + XLA compile, first call), the run time of a warm call (median of 5) and
 the time per solver step.
 
-    python experiments/bench_embedding.py [--out experiments/output/embedding] [--quick]
+    python experiments/benchmarks/bench_embedding.py [--out experiments/output/embedding] [--quick]
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ objective is the dose plus a quadratic penalty on the shortfall below the target
 raised in stages (a penalty continuation), and a Newton polish on the active constraint. The
 answer is checked at 2 % less dose, which must miss the target.
 
-    python experiments/embed_optimal_dose.py [--out experiments/output/embedding] [--quick]
+    python experiments/examples/embed_optimal_dose.py [--out experiments/output/embedding] [--quick]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 import mgjax
-from mgjax.protocols._trial import MG_PER_MMOL_MAGNESIUM
+from mgjax.protocols import MG_PER_MMOL_MAGNESIUM
 
 TARGET = 0.80  # mmol/L
 WEEKS = 12

@@ -1,13 +1,13 @@
 """PEtab benchmark: the same multistart fit (same starts, same bounds, same ODE tolerances) with
 mgjax and with pyPESTO + AMICI (+ fides), in one run.
 
-    python experiments/bench_petab.py [PROBLEM.yaml] [--starts 20] [--seed 1] [--target 141.835]
-        [--optimisers fides,levenberg_marquardt] [--restarts 10] [--no-explore]
+    python experiments/benchmarks/bench_petab.py [PROBLEM.yaml] [--starts 20] [--seed 1]
+        [--target 141.835] [--optimisers fides,levenberg_marquardt] [--restarts 10] [--no-explore]
 
 The starts are drawn uniformly within the bounds on each parameter's PEtab scale (log10 for
 Brannmark), written to a .npy file and given to both tools verbatim. The peer runs in its own
-environment (`bash experiments/setup_petab_peers.sh` makes `.peer-venv`; AMICI is never an
-mgjax dependency); without it only mgjax's column is printed.
+environment (`bash experiments/benchmarks/setup_petab_peers.sh` makes `.peer-venv`; AMICI is
+never an mgjax dependency); without it only mgjax's column is printed.
 
 One mgjax row per local optimiser (`--optimisers`: fides, the default of `mgjax petab`, and/or
 Optimistix's Levenberg–Marquardt). Printed per tool: time to the best optimum (starts run one
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "tests" / "data" / "petab" / "Brannmark_JBC2010" / "Brannmark_JBC2010.yaml"
 
 
@@ -62,7 +62,7 @@ def summarise(name: str, nllh, converged, seconds, target: float, extra=None) ->
 
 def run_mgjax(
     problem: Path,
-    starts_file: Path,
+    starts: Path | tuple[int, int],
     out: Path,
     rtol: float,
     atol: float,
@@ -71,21 +71,22 @@ def run_mgjax(
     restarts: int = 10,
     explore: bool = True,
 ):
-    from mgjax.app._petab_job import petab_job
+    """One `mgjax petab` run (the command line, in this process) from the starts in a file, or
+    from `(n, seed)` drawn by the run (its starts.tsv); its multistart table and summary."""
+    from mgjax.app.cli import app
 
-    summary = petab_job(
-        problem,
-        out,
-        starts_file=starts_file,
-        rtol=rtol,
-        atol=atol,
-        max_steps=max_steps,
-        optimiser=optimiser,
-        restarts=restarts,
-        explore=explore,
-        force=True,
-        progress=False,
-    )
+    # no persistent compilation cache: the compile times measured are a fresh process's
+    os.environ["MGJAX_COMPILATION_CACHE"] = "0"
+    args = [str(problem), "--out", str(out)]
+    if isinstance(starts, Path):
+        args += ["--starts-file", str(starts)]
+    else:
+        args += ["--starts", str(starts[0]), "--seed", str(starts[1])]
+    args += ["--rtol", str(rtol), "--atol", str(atol), "--max-steps", str(max_steps)]
+    args += ["--optimiser", optimiser, "--restarts", str(restarts), "--force", "--no-progress"]
+    args += [] if explore else ["--no-explore"]
+    app(["petab", *args], standalone_mode=False)
+    summary = json.loads((out / "summary.json").read_text())
     table = pd.read_csv(out / "multistart.csv")
     return table, summary
 
@@ -97,7 +98,7 @@ def run_peer(problem: Path, starts_file: Path, out: Path, rtol: float, atol: flo
     env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ.get('PATH', '')}")
     command = [
         str(venv / "bin" / "python"),
-        str(ROOT / "experiments" / "petab_peer.py"),
+        str(ROOT / "experiments" / "benchmarks" / "petab_peer.py"),
         str(problem),
         "--starts",
         str(starts_file),
@@ -146,15 +147,9 @@ def main() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    import petab.v1 as petab
-
-    from mgjax.app._petab_job import sample_starts
-
     problem = Path(args.problem)
     work = Path(tempfile.mkdtemp(prefix="bench_petab_"))
-    starts = sample_starts(petab.Problem.from_yaml(str(problem)), args.starts, args.seed)
-    starts_file = work / "starts.npy"
-    np.save(starts_file, starts)
+    starts_file = work / "starts.npy"  # the first run's starts, for the other runs and the peer
 
     rows, runs = [], []
     names = {
@@ -164,9 +159,10 @@ def main() -> None:
         "levenberg_marquardt": "Levenberg–Marquardt",
     }
     for optimiser in args.optimisers.split(","):
+        first = not starts_file.exists()
         table, summary = run_mgjax(
             problem,
-            starts_file,
+            (args.starts, args.seed) if first else starts_file,
             work / f"mgjax-{optimiser}",
             args.rtol,
             args.atol,
@@ -175,6 +171,9 @@ def main() -> None:
             args.restarts,
             not args.no_explore,
         )
+        if first:  # the peer's format: .npy, on the PEtab scale, the parameter table's order
+            drawn = pd.read_csv(work / f"mgjax-{optimiser}" / "starts.tsv", sep="\t")
+            np.save(starts_file, drawn.to_numpy(dtype=float))
         runs.append((table["nllh"], table["seconds"]))
         rows.append(
             summarise(
@@ -194,7 +193,8 @@ def main() -> None:
         )
         if result is None:
             print(
-                f"peer {backend}: not run (make .peer-venv with experiments/setup_petab_peers.sh)"
+                f"peer {backend}: not run "
+                "(make .peer-venv with experiments/benchmarks/setup_petab_peers.sh)"
             )
             continue
         if "error" in result:

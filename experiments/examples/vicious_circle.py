@@ -8,7 +8,7 @@ along a line, less Mg²⁺ intake lowers serum Mg²⁺ and raises HOMA-IR; acros
 signalling raises HOMA-IR *and* lowers serum Mg²⁺ (renal TRPM6 and cellular uptake lose their
 insulin drive; hyperglycaemia adds glycosuric wasting).
 
-    python experiments/vicious_circle.py [--out experiments/output] [--quick]
+    python experiments/examples/vicious_circle.py [--out experiments/output] [--quick]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every protocol on the three presets (healthy / T2DM / T2DM + hypomagnesaemia): one PNG per
 protocol and the summary numbers, next to the published values they should reproduce.
 
-    python experiments/protocols.py [--out experiments/output/protocols] [--quick]
+    python experiments/examples/protocols.py [--out experiments/output/protocols] [--quick]
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 import mgjax
-from mgjax.data._published import published
+from mgjax.data import published
 
 #: one compilation per protocol structure, shared by the presets (same PyTree structure)
 simulate = eqx.filter_jit(mgjax.simulate)

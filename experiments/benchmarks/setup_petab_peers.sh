@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Set up the peer tools for the PEtab benchmark (experiments/bench_petab.py):
+# Set up the peer tools for the PEtab benchmark (experiments/benchmarks/bench_petab.py):
 # pyPESTO + AMICI (+ fides), in their own git-ignored virtual environment `.peer-venv`
 # at the repository root, kept apart from mgjax's environment (no jax/mgjax imports cross).
 #
-#   bash experiments/setup_petab_peers.sh            # system libs + venv + pip installs
-#   PEER_NO_JAX=1 bash experiments/setup_petab_peers.sh   # skip AMICI's optional JAX backend
+#   bash experiments/benchmarks/setup_petab_peers.sh            # system libs + venv + pip installs
+#   PEER_NO_JAX=1 bash experiments/benchmarks/setup_petab_peers.sh   # skip AMICI's optional JAX backend
 #
 # Then run the peer with the venv's bin first on PATH (AMICI calls `swig` and compiles
 # the model with the C++ compiler when it imports a problem for the first time):
 #
-#   PATH="$PWD/.peer-venv/bin:$PATH" .peer-venv/bin/python experiments/petab_peer.py \
+#   PATH="$PWD/.peer-venv/bin:$PATH" .peer-venv/bin/python experiments/benchmarks/petab_peer.py \
 #       PROBLEM.yaml --starts STARTS.npy --out OUT.json
 #
 # Idempotent: packages already present are not installed again.
@@ -17,7 +17,7 @@
 #              PEER_VENV (venv folder, default .peer-venv at the repository root).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 VENV="${PEER_VENV:-$ROOT/.peer-venv}"
 PY="${PEER_PYTHON:-python3}"

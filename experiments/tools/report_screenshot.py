@@ -2,8 +2,8 @@
 rendered: the page's only coloured pixels are the figures' group colours, so counting them in
 the screenshot tells whether the embedded PNGs were drawn.
 
-    python experiments/report_screenshot.py                 # the newest runs/*/report.html
-    python experiments/report_screenshot.py runs/20261126-010203
+    python experiments/tools/report_screenshot.py                 # the newest runs/*/report.html
+    python experiments/tools/report_screenshot.py runs/20261126-010203
 
 Needs a Chromium binary (Debian: `apt-get install chromium`; or set MGJAX_CHROMIUM); it is a
 check of the report, not a dependency of mgjax. Writes experiments/output/report_screenshot.png.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GROUP_COLOURS = {"healthy": "#1b9e77", "t2dm": "#d95f02", "t2dm_hypomagnesemia": "#7570b3"}
 
 

@@ -12,7 +12,7 @@ profile interval spans a rise of 1.92). Levenberg–Marquardt minimises the weig
 with σ(f) held per iteration, whose optimum sits ~0.01–0.02 above the likelihood's. Adam has no
 reliable stopping rule: it runs its budget.
 
-    python experiments/fit_optimisers.py [--starts 4]    # ~4 min on a 2-core CPU
+    python experiments/studies/fit_optimisers.py [--starts 4]    # ~4 min on a 2-core CPU
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pandas as pd
 
 import mgjax
 from mgjax import fit
-from mgjax.synth._observations import observe_protocol
+from mgjax.synth import observe_protocol
 
 FREE = ("signalling_capacity", "egp_max", "insulin_clearance_rate", "hepatic_insulin_ec50")
 TIMES = np.arange(0.0, 121.0, 10.0)

@@ -14,7 +14,7 @@ M-value: the mean glucose infusion rate over the last 30 min of a 120-min hyperi
 euglycaemic clamp (1 mU/kg/min), mg/kg/min. Serum Mg²⁺: total serum Mg²⁺ at the fasting steady
 state, mmol/L.
 
-    python experiments/embed_sensitivity.py [--out experiments/output/embedding] [--quick]
+    python experiments/examples/embed_sensitivity.py [--out experiments/output/embedding] [--quick]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and fits the 10 parameters with the default optimiser from the preset values (ea
 truth by the perturbation). It reports, per parameter, the relative error, whether the 95 %
 interval covers the truth, and whether the Fisher information says it is identifiable.
 
-    python experiments/fit_recovery.py [--seeds 20] [--out experiments/output/fit_recovery]
+    python experiments/studies/fit_recovery.py [--seeds 20] [--out experiments/output/fit_recovery]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pandas as pd
 
 import mgjax
 from mgjax import fit
-from mgjax.synth._observations import observe_protocol, perturb
+from mgjax.synth import observe_protocol, perturb
 
 FREE = (
     "egp_max",

@@ -1,0 +1,104 @@
+"""Config → library objects: the solver options, error models, base models, priors and the
+dataset that a `RunConfig` names. Used by the jobs and by the report."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import diffrax as dfx
+
+from ..batch import default_base_model
+from ..data._dataset import Dataset, load_dataset
+from ..fit import range_priors
+from ..fit._objective import ErrorModel
+from ..model._parameters import set_parameters
+from ..solve._rosenbrock import Rodas4
+from ..solve._solve import SolverOptions
+from ..synth._cohort import cohort_error_models
+from ._config import ConfigError, RunConfig
+from ._run_dir import JobError
+
+SOLVERS = dict(rodas4=Rodas4, kvaerno5=dfx.Kvaerno5, kvaerno3=dfx.Kvaerno3, tsit5=dfx.Tsit5)
+
+
+def bundled_cohort() -> Path:
+    """The bundled virtual cohort (24 subjects; the main job's default data)."""
+    return Path(__file__).resolve().parents[1] / "data" / "cohort"
+
+
+def _adjoint(cfg: RunConfig, method: str) -> str:
+    """`solver.adjoint` resolved for optimiser `method` ('forward' or 'checkpoint')."""
+    adjoint = cfg.solver.adjoint
+    if adjoint == "auto":
+        adjoint = "forward" if method == "levenberg_marquardt" else "checkpoint"
+    if method == "levenberg_marquardt" and adjoint != "forward":
+        raise ConfigError(
+            "solver.adjoint = 'checkpoint' with optimiser.name = 'levenberg_marquardt': "
+            "Levenberg–Marquardt needs forward-mode Jacobians; use 'auto' or 'forward'"
+        )
+    if method != "levenberg_marquardt" and adjoint != "checkpoint":
+        raise ConfigError(
+            f"solver.adjoint = 'forward' with optimiser.name = '{method}': gradient optimisers "
+            "need reverse mode; use 'auto' or 'checkpoint'"
+        )
+    return adjoint
+
+
+def solver_options(cfg: RunConfig, method: str) -> SolverOptions:
+    """The `solver:` section for optimiser `method` (its adjoint follows the method)."""
+    adjoint = _adjoint(cfg, method)
+    return SolverOptions(
+        solver=SOLVERS[cfg.solver.type](),
+        rtol=cfg.solver.rtol,
+        atol=cfg.solver.atol,
+        max_steps=cfg.solver.max_steps,
+        adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(),
+    )
+
+
+def error_models_for(cfg: RunConfig, observables) -> dict[str, ErrorModel]:
+    """The cohort's error model per observable, with `fit.error_model` on top."""
+    models = cohort_error_models(list(observables))
+    for name, em in cfg.fit.error_model.items():
+        models[name] = ErrorModel(additive=em.additive, proportional=em.proportional)
+    return models
+
+
+def base_model_for(cfg: RunConfig) -> Callable:
+    """Each subject's fixed parameters: its group's preset (or `model.preset`), covariates,
+    then `model.parameters`."""
+    return functools.partial(_configured_base_model, cfg.model.preset, dict(cfg.model.parameters))
+
+
+def _configured_base_model(preset, overrides, group, covariates):
+    """`base_model_for`'s model (module level, so batch worker processes can unpickle it)."""
+    model = default_base_model(preset or group, covariates)
+    return set_parameters(model, overrides) if overrides else model
+
+
+def priors_for(cfg: RunConfig) -> dict[str, tuple[float, float]] | None:
+    """`fit.priors` as {name: (median, geometric SD)}, or None for no priors."""
+    priors = cfg.fit.priors
+    if priors == "none":
+        return None
+    if priors == "range":
+        model = base_model_for(cfg)(cfg.model.preset or "healthy", {})
+        return range_priors(model, cfg.fit.free)
+    unknown = [p for p in priors if p not in cfg.fit.free]
+    if unknown:
+        raise ConfigError(
+            f"fit.priors: {unknown} are not in fit.free; priors are for free parameters"
+        )
+    return {
+        name: (p.median, math.exp(math.sqrt(math.log1p(p.cv**2)))) for name, p in priors.items()
+    }
+
+
+def load_data(path: Path) -> Dataset:
+    """The dataset in folder `path` (a `JobError` when there is no such folder)."""
+    if not Path(path).is_dir():
+        raise JobError(f"{path}: no such dataset folder (it must hold observations.csv)")
+    return load_dataset(path)
