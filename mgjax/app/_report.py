@@ -30,6 +30,7 @@ from ..batch._store import side_tables
 from ..data._dataset import Dataset
 from ..data._units import MODEL_UNITS
 from ..fit._experiment import INTERVAL_OBSERVABLES
+from ..fit._laplace import SLOPPY_SE
 from ..protocols import HyperinsulinemicClamp
 from ..runtime._programs import compile_program
 from ..solve._simulate import simulate
@@ -335,7 +336,7 @@ def _identifiability_figure(parameters: pd.DataFrame, path: Path) -> bool:
     a.legend(fontsize=7)
     rse.plot.bar(ax=b, color="#666666", rot=30, fontsize=7)
     b.set_yscale("log")
-    b.axhline(0.5, color="red", lw=0.8)
+    b.axhline(SLOPPY_SE, color="red", lw=0.8)
     b.set_ylabel("median relative SE", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
