@@ -23,6 +23,7 @@ from .model import OBSERVABLE_UNITS as OBSERVABLE_UNITS  # noqa: E402
 from .model import PRESET_CHANGES as PRESET_CHANGES  # noqa: E402
 from .model import Inputs as Inputs  # noqa: E402
 from .model import MgT2DModel as MgT2DModel  # noqa: E402
+from .model import ParameterRangeWarning as ParameterRangeWarning  # noqa: E402
 from .model import get_parameter as get_parameter  # noqa: E402
 from .model import get_parameters as get_parameters  # noqa: E402
 from .model import mechanisms as mechanisms  # noqa: E402

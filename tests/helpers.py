@@ -1,6 +1,8 @@
 import importlib.util
 import pathlib
+import signal
 import sys
+from contextlib import contextmanager
 
 import jax.numpy as jnp
 import matplotlib.image
@@ -44,3 +46,20 @@ def assert_png_shows_data(path, min_data_fraction=1e-3):
     coloured = float(np.mean(np.ptp(rgb, axis=-1) > 0.25))
     assert inked > 0.01, f"{path}: {inked:.2%} of the pixels inked (a blank figure)"
     assert coloured > min_data_fraction, f"{path}: {coloured:.3%} coloured (no data drawn)"
+
+
+@contextmanager
+def time_limit(seconds: int, what: str = "the body"):
+    """Fail with TimeoutError (instead of hanging the suite) when the body runs longer than
+    `seconds` (SIGALRM: the main thread of a POSIX process)."""
+
+    def hang(*_):
+        raise TimeoutError(f"{what} ran over {seconds} s (a hang)")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

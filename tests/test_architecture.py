@@ -68,9 +68,7 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_every_module_lies_in_a_layer():
-    loose = [
-        n for n in graph() if folder(n) is None and n not in ("mgjax", "mgjax.__main__")
-    ]
+    loose = [n for n in graph() if folder(n) is None and n not in ("mgjax", "mgjax.__main__")]
     assert not loose, f"modules outside the layer folders: {loose}"
     assert set(LAYERS) == {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
 

@@ -20,16 +20,7 @@ from mgjax import batch
 from mgjax.app.cli import default_cohort_path
 
 SUBJECTS = ["s0000", "s0001", "s0008", "s0009"]
-# Opt-in for now (MGJAX_PROCESS_TESTS=1): with these subprocess tests the suite ran 16.5 min
-# on 2 cores, over the 15-min CI budget; they pass locally (see the issue's closing note) and
-# return to CI once the suite is trimmed.
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("MGJAX_PROCESS_TESTS") != "1",
-        reason="subprocess batch tests are opt-in: set MGJAX_PROCESS_TESTS=1",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def _subset(folder):
@@ -52,11 +43,15 @@ def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax-cache")
 
 
-def _env(cache, **extra):
-    env = dict(os.environ, MGJAX_COMPILATION_CACHE="1", MGJAX_CACHE_DIR=str(cache), **extra)
-    if "XLA_FLAGS" not in extra:
-        env.pop("XLA_FLAGS", None)
-    return env
+def _env(cache, devices: int = 1):
+    """The subprocesses' environment: this module's cache, the tests' cheap XLA settings
+    (conftest.py), `devices` forced host devices."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if devices > 1:
+        flags += f" --xla_force_host_platform_device_count={devices}"
+    return dict(
+        os.environ, MGJAX_COMPILATION_CACHE="1", MGJAX_CACHE_DIR=str(cache), XLA_FLAGS=flags
+    )
 
 
 class Reference:
@@ -88,15 +83,12 @@ def reference(data, cache, tmp_path_factory):
                         settings=batch.BatchSettings(width=4), error_models=errors)
         """
     )
-    env = _env(cache, XLA_FLAGS=FOUR_DEVICES)
+    env = _env(cache, devices=4)
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     result = Reference(out)
     assert result.subjects["converged"].all()
     return result
-
-
-FOUR_DEVICES = "--xla_force_host_platform_device_count=4"
 
 
 def _fit_command(data, out, *extra, width=2):
@@ -130,7 +122,7 @@ def test_sigkill_then_resume_equals_uninterrupted(data, reference, cache, tmp_pa
     out = tmp_path / "run"
     process = subprocess.Popen(
         _fit_command(data, out, width=4),
-        env=_env(cache, XLA_FLAGS=FOUR_DEVICES),
+        env=_env(cache, devices=4),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -147,7 +139,7 @@ def test_sigkill_then_resume_equals_uninterrupted(data, reference, cache, tmp_pa
     assert not (out / "subjects.csv").exists()
     resume = subprocess.run(
         _fit_command(data, out, "--resume", width=4),
-        env=_env(cache, XLA_FLAGS=FOUR_DEVICES),
+        env=_env(cache, devices=4),
         capture_output=True,
         text=True,
     )
@@ -160,11 +152,23 @@ def test_sigkill_then_resume_equals_uninterrupted(data, reference, cache, tmp_pa
     np.testing.assert_allclose(subjects["loss"], reference.subjects["loss"], rtol=1e-10)
 
 
-def test_four_host_devices_equal_one_device(reference):
-    """The 4-device run is the reference of the 1-device runs (the two distributed processes,
-    one device each, compare with it below); here its own invariants."""
+def test_four_host_devices_equal_one_device(data, reference, tmp_path):
+    """The same batch on this process's one device gives the 4-device table."""
+    import mgjax
+    from mgjax.synth._cohort import COHORT_PARAMETERS, cohort_error_models
+
+    ds = mgjax.load_dataset(data)
+    errors = cohort_error_models(sorted(ds.observations["observable"].unique()))
+    batch.fit_batch(
+        ds,
+        COHORT_PARAMETERS,
+        tmp_path / "one",
+        settings=batch.BatchSettings(width=4),
+        error_models=errors,
+    )
     assert len(reference.subjects) == len(SUBJECTS)
     assert (reference.subjects["status"] == "converged").all()
+    _same(pd.read_csv(tmp_path / "one" / "parameters.csv"), reference)
 
 
 def _free_port() -> int:

@@ -420,8 +420,9 @@ def test_simulate_writes_the_observation_format(tmp_path):
     assert set(gir["unit"]) == {"mg/kg/min"}
     m = gir.groupby("subject")["value"].mean()
     assert 5.0 < m["healthy"] < 12.0 and m["t2dm"] < m["healthy"]  # M-values, DeFronzo range
-    # the simulated table is valid input: write it as a dataset and check it
+    # the simulated table (with the clamp's infusion) is valid input: write it as a dataset
     frame.to_csv(tmp_path / "observations.csv", index=False)
+    (tmp_path / "doses.csv").write_text((out / "doses.csv").read_text())
     result = invoke("check", "--data", tmp_path)
     assert result.exit_code == 0, result.output
 

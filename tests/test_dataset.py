@@ -218,3 +218,147 @@ def test_dataset_to_experiments_and_protocol(tmp_path):
     np.testing.assert_allclose(float(clamp.target_glucose), 5.0)
     fasting = experiments[0]
     assert float(fasting.times[-1]) == 1440.0  # the 24-h urine needs the end of its collection
+
+
+# --- the fuzzer's findings (hardening issue), one regression test each ------------------------
+
+DOSE_HEADER = "subject,protocol,time,time_unit,route,substance,amount,unit"
+ONE_OBS = OBS_HEADER + "\ns1,fasting,0,min,glucose,5,mmol/L\n"
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("", r"observations.csv: empty file; the first line must be the header"),
+        ("   \n\t\n", r"observations.csv: empty file"),
+        ("\n\n\n", r"observations.csv: empty file"),
+        (OBS_HEADER + ",value \n", r"row 1: columns 6 and 8 are both named 'value'"),
+        (OBS_HEADER + ",unit\t\n", r"row 1: columns 7 and 8 are both named 'unit'"),
+        (
+            OBS_HEADER + "\ns1,fasting,0,min,glucose,5,mmol/L" + "," * 100_000 + "\n",
+            r"row 2: 100007 fields but the header has 7 columns",
+        ),
+        (
+            OBS_HEADER + "\ns1,fasting,0,min,glucose,5,mmol/L,extra\n",
+            r"row 2: 8 fields but the header has 7 columns",
+        ),
+        (
+            OBS_HEADER + "\ns1,fasting,0,min,glucose,95,mmol/L\n",
+            r"95 mmol/L glucose is implausible .*did you mean mg/dL\?",
+        ),
+        (
+            OBS_HEADER + "\ns1,fasting,0,min,glucose,500,mmol/L\n",
+            r"500 mmol/L glucose is implausible",
+        ),
+        (OBS_HEADER + "\ns1,fasting,0,min,glucose,true,mmol/L\n", r"'true' is not a number"),
+        (
+            OBS_HEADER + "\ns1,fasting,1e308,day,glucose,5,mmol/L\n",
+            r"1e\+308 day is beyond ten years",
+        ),
+    ],
+)
+def test_fuzzer_findings_in_observations(tmp_path, text, pattern):
+    (tmp_path / "observations.csv").write_text(text)
+    with pytest.raises(mgjax.DatasetError, match=pattern) as error:
+        mgjax.load_dataset(tmp_path)
+    assert all("\n" not in p and len(p) < 400 for p in error.value.problems)
+
+
+def test_a_folder_in_place_of_a_file_is_refused(tmp_path):
+    (tmp_path / "observations.csv").mkdir()
+    with pytest.raises(mgjax.DatasetError, match=r"observations.csv: is a folder, not a CSV file"):
+        mgjax.load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "row, pattern",
+    [
+        (
+            "s1,mg_trial,0,day,oral,magnesium,10,mmol,,,magnesium_unobtainium",
+            r"column 'salt': unknown Mg salt 'magnesium_unobtainium'",
+        ),
+        ("s1,mg_trial,1e308,day,oral,magnesium,10,mmol,,,", r"beyond ten years"),
+        (
+            "s1,mg_trial,0,day,oral,magnesium,10,mmol,1e308,5,",
+            r"repeated less than once in ten years",
+        ),
+        ("s1,mg_trial,0,day,oral,magnesium,10,mmol,1,0.5,", r"0.5 is not a whole number of doses"),
+        ("s1,mg_trial,0,day,oral,magnesium,10,mmol,1,1e29,", r"1e\+29 is not a whole number"),
+        (
+            "s1,mg_trial,0,day,oral,magnesium,600,mmol,,,",
+            r"600 mmol oral magnesium is above the plausible 100 mmol per dose; did you mean mg\?",
+        ),
+    ],
+)
+def test_fuzzer_findings_in_doses(tmp_path, row, pattern):
+    obs = OBS_HEADER + "\ns1,mg_trial,0,day,serum_mg,0.7,mmol/L\n"
+    doses = DOSE_HEADER + ",repeat_every,repeat_count,salt\n" + row + "\n"
+    with pytest.raises(mgjax.DatasetError, match=pattern):
+        mgjax.load_dataset(_write(tmp_path, obs, doses=doses))
+
+
+def test_two_dose_sizes_in_one_trial_arm_are_refused(tmp_path):
+    obs = OBS_HEADER + "\ns1,mg_trial,0,day,serum_mg,0.7,mmol/L\n"
+    doses = (
+        DOSE_HEADER
+        + "\ns1,mg_trial,0,day,oral,magnesium,10,mmol\ns1,mg_trial,1,day,oral,magnesium,20,mmol\n"
+    )
+    with pytest.raises(
+        mgjax.DatasetError,
+        match=r"doses.csv, row 3, column 'amount': subject 's1': its mg_trial arm gives two dose amounts",
+    ):
+        mgjax.load_dataset(_write(tmp_path, obs, doses=doses))
+
+
+def test_a_per_minute_infusion_needs_the_weight(tmp_path):
+    obs = OBS_HEADER + "\ns1,hyperinsulinemic_clamp,60,min,glucose_infusion,0.4,mmol/min\n"
+    doses = DOSE_HEADER + "\ns1,hyperinsulinemic_clamp,0,min,iv,insulin,40,mU/m2/min\n"
+    with pytest.raises(
+        mgjax.DatasetError, match=r"column 'unit': this conversion needs the subject's body weight"
+    ):
+        mgjax.load_dataset(_write(tmp_path, obs, doses=doses, subjects="subject,weight\ns1,\n"))
+    ds = mgjax.load_dataset(_write(tmp_path, obs, doses=doses, subjects="subject,weight\ns1,80\n"))
+    np.testing.assert_allclose(ds.observations["value"].iloc[0], 0.4 * 180.156 / 80, rtol=1e-3)
+
+
+def test_age_zero_is_valid_and_units_of_covariates_are_named(tmp_path):
+    ds = mgjax.load_dataset(_write(tmp_path, ONE_OBS, subjects="subject,age,height\ns1,0,120\n"))
+    assert float(ds.subjects["age"].iloc[0]) == 0.0
+    with pytest.raises(
+        mgjax.DatasetError,
+        match=r"1.75 is outside 100–250; give height in cm; did you give it in m\?",
+    ):
+        mgjax.load_dataset(_write(tmp_path, ONE_OBS, subjects="subject,height\ns1,1.75\n"))
+
+
+def test_every_problem_is_listed_in_one_pass_and_long_cells_are_cut(tmp_path):
+    text = (
+        OBS_HEADER
+        + "\ns1,fasting,0,min,glucose,NaN,mmol/L"
+        + "\ns1,fasting,0,min,"
+        + "x" * 2_000_000
+        + ",5,mmol/L"
+        + "\ns1,fasting,0,min,glucose,5,mmol"
+        + "\ns1,fastin,0,min,glucose,5,mmol/L\n"
+    )
+    with pytest.raises(mgjax.DatasetError) as error:
+        mgjax.load_dataset(_write(tmp_path, text, subjects="subject,weight\ns1,7\n"))
+    problems = error.value.problems
+    assert len(problems) == 5, problems
+    assert str(error.value).startswith("5 problems in the dataset:")
+    assert any("row 3: not a readable CSV line (field larger than" in p for p in problems)
+    assert any("row 5, column 'protocol': unknown protocol 'fastin'" in p for p in problems)
+    assert max(len(p) for p in problems) < 400
+    assert {p.split(",")[0] for p in problems} == {"observations.csv", "subjects.csv"}
+
+
+def test_check_lists_every_problem(tmp_path):
+    from typer.testing import CliRunner
+
+    from mgjax.app.cli import app
+
+    text = OBS_HEADER + "\ns1,fasting,0,min,glucose,95,mmol/L\ns1,fasting,0,min,serum_mg,x,mmol/L\n"
+    result = CliRunner().invoke(app, ["check", "--data", str(_write(tmp_path, text))])
+    assert result.exit_code == 2
+    assert "2 problems in the dataset" in result.output
+    assert "did you mean mg/dL?" in result.output and "'x' is not a number" in result.output

@@ -10,7 +10,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def test_model_docs_are_current():
     path = ROOT / "docs" / "model.md"
     text = path.read_text(encoding="utf-8")
-    assert render(text) == text, "docs/model.md is stale: run python -m mgjax.model._docs docs/model.md"
+    assert render(text) == text, (
+        "docs/model.md is stale: run python -m mgjax.model._docs docs/model.md"
+    )
 
 
 def test_architecture_names_every_module():

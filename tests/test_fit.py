@@ -40,10 +40,20 @@ def clamp_problem():
     return problem, values
 
 
+PROGRESS: list[str] = []
+
+
 @pytest.fixture(scope="module")
 def clamp_fit(clamp_problem):
     problem, _ = clamp_problem
-    return fit.fit(problem, subject="s1")
+    return fit.fit(problem, subject="s1", progress=PROGRESS.append)
+
+
+def test_fit_reports_its_stages_to_a_progress_callback(clamp_fit):
+    assert PROGRESS[0] == "compiling and optimising (lbfgs, 1 start; the first call compiles)"
+    assert PROGRESS[1].startswith("optimised in") and "Laplace standard errors" in PROGRESS[1]
+    assert f"{clamp_fit.iterations} iterations" in PROGRESS[1]
+    assert PROGRESS[-1].startswith("done in") and len(PROGRESS) == 3
 
 
 def test_default_optimiser_converges_from_twofold_perturbations(clamp_fit, clamp_problem):

@@ -229,6 +229,21 @@ def test_cli_nominal_and_fit_contract(toy_yaml, tmp_path):
     assert list(best["parameterId"]) == ["k1", "k2", "a0", "s", "sigma_a"]
     html = (fit / "report.html").read_text()
     assert "Multistart waterfall" in html and "data:image/png;base64" in html
+    # an interrupted fit (two starts not finished) resumes: only those are fitted again
+    for name in ("starts/start-00001.json", "starts/start-00002.json", "multistart.csv"):
+        (fit / name).unlink()
+    command = ["petab", str(toy_yaml), "--starts", "3", "--seed", "2", "--out", str(fit)]
+    result = runner.invoke(app, [*command, "--no-progress", "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming: 1 of 3 starts already finished" in (fit / "run.log").read_text()
+    resumed = pd.read_csv(fit / "multistart.csv")
+    np.testing.assert_allclose(resumed["nllh"], starts["nllh"], rtol=1e-9)
+    assert list(resumed["iterations"]) == list(starts["iterations"])
+    other_seed = ["petab", str(toy_yaml), "--starts", "3", "--seed", "3", "--out", str(fit)]
+    result = runner.invoke(app, [*other_seed, "--resume"])
+    assert result.exit_code == 2 and "cannot resume with other settings (seed differ" in (
+        " ".join(result.output.split())
+    )
     # the engine's Levenberg–Marquardt/L-BFGS path through the bound transform, same contract
     engine = tmp_path / "engine"
     result = runner.invoke(

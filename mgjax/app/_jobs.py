@@ -7,6 +7,7 @@ fits, plots and `report.html`. Nothing is overwritten without `force`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -19,8 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from ..batch import BatchResult, BatchSettings, fit_batch, fit_each, parse_shard
+from ..batch import BatchResult, BatchSettings, fit_batch, fit_each, parse_shard, shard_subjects
+from ..batch._store import PartsTally
 from ..data._dataset import Dataset, DatasetError
+from ..data._records import insulin_infusion_record
 from ..data._units import MODEL_UNITS, from_model_units
 from ..model import OBSERVABLE_UNITS, sampling_times, source_observable
 from ..model._parameters import set_parameters
@@ -45,7 +48,17 @@ from ._resolve import (
     priors_for,
     solver_options,
 )
-from ._run_dir import JobError, prepare_run_dir, start_log, write_run_header
+from ._run_dir import (
+    FILE_ONLY,
+    JobError,
+    check_fingerprint,
+    fingerprint,
+    prepare_run_dir,
+    remove_unfinished,
+    start_log,
+    write_fingerprint,
+    write_run_header,
+)
 
 # --- fit ------------------------------------------------------------------------------------------
 
@@ -72,19 +85,15 @@ def fit_job(
 ) -> dict:
     """Fit every subject of the dataset; write the run directory and its report. Returns the
     summary (also `summary.json`). `shared_directory`: several processes of one
-    `jax.distributed` job write into `out` (each its own parts; process 0 the header)."""
+    `jax.distributed` job write into `out` (each its own parts; process 0 the header).
+
+    The config, the data and, with `--resume`, the run directory's fingerprint (same settings
+    and data) are checked before anything is written; a run that fails before finishing a
+    subject removes the directory it created, so the same command works again."""
     cfg, shard = _resolve_fit(cfg, data, shard)
-    options = solver_options(cfg, cfg.optimiser.name)  # config errors before anything is written
+    options = solver_options(cfg, cfg.optimiser.name)  # config errors first, then the data's
     priors = priors_for(cfg)
-    out = prepare_run_dir(
-        out, force=force and not shared_directory, resume=resume or shared_directory
-    )
-    if not shared_directory or shard[0] == 0:
-        write_run_header(out, cfg)
-    log = start_log(out)
-    resuming = ", resume" if resume else ""
-    log.info("fit: data %s → %s (shard %d/%d%s)", cfg.data.path, out, *shard, resuming)
-    dataset = _load_fit_data(cfg, log)
+    dataset = _load_fit_data(cfg)
     observables = sorted(dataset.observations["observable"].unique())
     common = dict(
         shard=shard,
@@ -93,11 +102,46 @@ def fit_job(
         priors=priors,
         options=options,
         base_model=base_model_for(cfg),
-        progress=progress,
     )
     devices = _devices(cfg)
+    stamp = fingerprint(cfg)
+    out = Path(out)
+    if resume or shared_directory:
+        check_fingerprint(out, stamp)
+    created = not out.exists()
+    out = prepare_run_dir(
+        out, force=force and not shared_directory, resume=resume or shared_directory
+    )
+    try:
+        if not shared_directory or shard[0] == 0:
+            write_run_header(out, cfg)
+            write_fingerprint(out, stamp)
+        return _fit_into(out, cfg, dataset, devices, common, progress, report)
+    except BaseException:
+        if created and not shared_directory:
+            remove_unfinished(out)
+        raise
+
+
+def _fit_into(
+    out: Path,
+    cfg: RunConfig,
+    dataset: Dataset,
+    devices: list,
+    common: dict,
+    progress: bool,
+    report: bool | None,
+) -> dict:
+    """`fit_job` once its run directory is prepared (`common`: the engines' shared
+    arguments)."""
+    log = start_log(out)
+    resuming = ", resume" if common["resume"] else ""
+    log.info("fit: data %s → %s (shard %d/%d%s)", cfg.data.path, out, *common["shard"], resuming)
+    unknown_em = sorted(set(cfg.fit.error_model) - set(dataset.observations["observable"]))
+    if unknown_em:
+        log.warning("fit.error_model lists %s, which the data do not observe", unknown_em)
     t0 = time.perf_counter()
-    engine, result = _run_fit(cfg, dataset, out, devices, common, log)
+    engine, result = _run_fit(cfg, dataset, out, devices, common, log, progress)
     _log_fit(log, engine, result.summary, t0)
     if report if report is not None else cfg.report.enabled:
         _report_fit(out, cfg, dataset, log)
@@ -117,18 +161,12 @@ def _resolve_fit(
     return cfg, shard or (0, 1)
 
 
-def _load_fit_data(cfg: RunConfig, log: logging.Logger) -> Dataset:
-    """The dataset of `data.path` (a `JobError` for a bad one); warns of error models for
-    observables the data do not hold."""
+def _load_fit_data(cfg: RunConfig) -> Dataset:
+    """The dataset of `data.path` (a `JobError` for a bad one)."""
     try:
-        dataset = load_data(cfg.data.path)
+        return load_data(cfg.data.path)
     except DatasetError as e:
         raise JobError(str(e)) from None
-    observables = sorted(dataset.observations["observable"].unique())
-    unknown_em = sorted(set(cfg.fit.error_model) - set(observables))
-    if unknown_em:
-        log.warning("fit.error_model lists %s, which the data do not observe", unknown_em)
-    return dataset
 
 
 def _devices(cfg: RunConfig) -> list:
@@ -143,27 +181,124 @@ def _devices(cfg: RunConfig) -> list:
     return devices
 
 
+def fit_progress_bar(console=None):
+    """The fit job's progress bar: what it does ("compiling…" until the first round ends, then
+    "fitting"), subjects done / total, subjects per second, elapsed, ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[speed]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+class RoundLog:
+    """A fit's progress after every round of the batch engine (`step` "round"; every subject
+    of the per-subject engine: "subject"): one line in run.log only — subjects done / total,
+    converged so far, subjects per second — and the progress bar `bar`, which reads
+    "compiling…" until the first round ends (the program compiles before it runs)."""
+
+    def __init__(self, out: Path, shard, total: int, log: logging.Logger, bar=None, step="round"):
+        self.tally = PartsTally(out, shard)
+        self.resumed, _ = self.tally.update()
+        self.total, self.log, self.bar, self.step = total, log, bar, step
+        self.rounds = 0
+        self.t0 = time.perf_counter()
+        self.first: tuple[float, int] | None = None  # (time, subjects fitted) after round 1
+        self.task = None
+        if bar is not None:
+            self.task = bar.add_task(
+                "compiling…", total=total, completed=self.resumed, speed="… subjects/s"
+            )
+
+    def __call__(self, fitted: int) -> None:
+        """After a round: `fitted` subjects finished in this run so far (written to `out`)."""
+        now = time.perf_counter()
+        self.rounds += 1
+        done, converged = self.tally.update()
+        rate, since = self._rate(now, fitted)
+        self.log.info(
+            "%s %d: %d/%d subjects (%d resumed), %d converged, %.2f subjects/s%s",
+            self.step, self.rounds, done, self.total, self.resumed, converged, rate, since,
+            extra=FILE_ONLY,
+        )  # fmt: skip
+        if self.bar is not None:
+            speed = f"{rate:.2f} subjects/s"
+            self.bar.update(self.task, description="fitting", completed=done, speed=speed)
+
+    def _rate(self, now: float, fitted: int) -> tuple[float, str]:
+        """(subjects per second since the first round ended, or — for the first round —
+        since the start, a note saying compilation is included)."""
+        if self.first is None:
+            self.first = (now, fitted)
+            return fitted / max(now - self.t0, 1e-9), " (compilation included)"
+        t, n = self.first
+        return (fitted - n) / max(now - t, 1e-9), ""
+
+
 def _run_fit(
-    cfg: RunConfig, dataset: Dataset, out: Path, devices: list, common: dict, log: logging.Logger
+    cfg: RunConfig,
+    dataset: Dataset,
+    out: Path,
+    devices: list,
+    common: dict,
+    log: logging.Logger,
+    progress: bool,
 ) -> tuple[str, BatchResult]:
     """(engine description, result): the vmapped batch engine for single-start
-    Levenberg–Marquardt, else subject by subject."""
+    Levenberg–Marquardt, else subject by subject. Progress: `RoundLog` (with worker
+    processes, the workers' own bar and no per-round lines)."""
+    batch = cfg.optimiser.name == "levenberg_marquardt" and cfg.multistart.starts == 1
+    if batch and cfg.batch.workers > 1:
+        return _run_batch(cfg, dataset, out, devices, dict(common, progress=progress))
+    everyone = dataset.observations["subject"].unique().tolist()
+    total = len(shard_subjects(everyone, common["shard"]))
+    bar = fit_progress_bar() if progress else None
+    rounds = RoundLog(out, common["shard"], total, log, bar, "round" if batch else "subject")
+    with bar if bar is not None else contextlib.nullcontext():
+        if batch:
+            return _run_batch(cfg, dataset, out, devices, dict(common, on_progress=rounds))
+        return _run_each(cfg, dataset, out, dict(common, on_progress=rounds), log)
+
+
+def _run_batch(
+    cfg: RunConfig, dataset: Dataset, out: Path, devices: list, common: dict
+) -> tuple[str, BatchResult]:
+    """The vmapped batch engine (single-start Levenberg–Marquardt)."""
+    width = max(len(devices), cfg.batch.width - cfg.batch.width % len(devices))
+    settings = BatchSettings(
+        width=width,
+        round_steps=cfg.batch.round_steps,
+        restarts=cfg.batch.restarts,
+        max_steps=cfg.optimiser.max_steps,
+        rtol=cfg.optimiser.rtol,
+        atol=cfg.optimiser.atol,
+        devices=tuple(devices),
+    )
+    result = fit_batch(
+        dataset, cfg.fit.free, out, settings=settings, workers=cfg.batch.workers, **common
+    )
+    return "batch (vmapped Levenberg–Marquardt lanes)", result
+
+
+def _run_each(
+    cfg: RunConfig, dataset: Dataset, out: Path, common: dict, log: logging.Logger
+) -> tuple[str, BatchResult]:
+    """Subject by subject (`fit_each`: any optimiser, multistart)."""
     method = cfg.optimiser.name
-    if method == "levenberg_marquardt" and cfg.multistart.starts == 1:
-        width = max(len(devices), cfg.batch.width - cfg.batch.width % len(devices))
-        settings = BatchSettings(
-            width=width,
-            round_steps=cfg.batch.round_steps,
-            restarts=cfg.batch.restarts,
-            max_steps=cfg.optimiser.max_steps,
-            rtol=cfg.optimiser.rtol,
-            atol=cfg.optimiser.atol,
-            devices=tuple(devices),
-        )
-        result = fit_batch(
-            dataset, cfg.fit.free, out, settings=settings, workers=cfg.batch.workers, **common
-        )
-        return "batch (vmapped Levenberg–Marquardt lanes)", result
     if cfg.batch.workers > 1:
         log.warning("batch.workers applies to the batch engine only; fitting in this process")
     result = fit_each(
@@ -241,6 +376,7 @@ def synth_job(cfg: RunConfig, out: Path, *, force: bool = False) -> dict:
     return dict(
         subjects=len(cohort.subjects),
         observations=len(cohort.observations),
+        redrawn=", ".join(cohort.redrawn) or "none",  # subjects drawn again: a failed solve
         seconds=time.perf_counter() - t0,
     )
 
@@ -272,11 +408,12 @@ def _protocol(spec) -> tuple[Any, np.ndarray]:
 
 def simulate_job(cfg: RunConfig, out: Path, *, force: bool = False) -> pd.DataFrame:
     """Simulate each preset of `simulate.presets` under each protocol; write
-    `trajectories.csv` in the long observation format."""
+    `trajectories.csv` in the long observation format, and `doses.csv` with the infusions a
+    dataset needs to rebuild the protocols (hyperinsulinaemic clamps' insulin)."""
     out = prepare_run_dir(out, force=force)
     write_run_header(out, cfg)
     options = solver_options(cfg, "lbfgs")
-    rows = []
+    rows, doses = [], []
     for k, spec in enumerate(cfg.simulate.protocols):
         protocol, times = _protocol(spec)
         name = _protocol_name(cfg, k, spec)
@@ -285,10 +422,21 @@ def simulate_job(cfg: RunConfig, out: Path, *, force: bool = False) -> pd.DataFr
             if cfg.model.parameters:
                 model = set_parameters(model, dict(cfg.model.parameters))
             rows += _simulated_rows(model, preset_name, name, protocol, spec, times, options)
+            if spec.kind == "hyperinsulinemic_clamp":
+                doses.append(_clamp_infusion(preset_name, name, spec))
     frame = pd.DataFrame(rows)
     frame.to_csv(out / "trajectories.csv", index=False)
+    if doses:
+        pd.DataFrame(doses).to_csv(out / "doses.csv", index=False)
     _simulate_plot(frame, out / "trajectories.png")
     return frame
+
+
+def _clamp_infusion(subject: str, name: str, spec) -> dict:
+    """A hyperinsulinaemic clamp's insulin infusion as a doses.csv row."""
+    return insulin_infusion_record(
+        subject, name, spec.insulin_rate, spec.insulin_unit, spec.duration
+    )
 
 
 def _protocol_name(cfg: RunConfig, k: int, spec) -> str:

@@ -261,17 +261,19 @@ def petab_job(
     out: Path,
     *,
     force: bool = False,
+    resume: bool = False,
     progress: bool = True,
     log: logging.Logger | None = None,
 ) -> dict[str, Any]:
     """Run `mgjax petab` with the `petab:` section of `cfg` (see the module docstring); returns
-    the summary."""
+    the summary. Each finished start is saved (`starts/`) as it ends; `resume` continues an
+    interrupted run with the same settings, fitting only the starts not yet saved."""
     settings = cfg.petab
     problem_yaml = _check_ready(settings)
-    out = prepare_run_dir(Path(out), force=force)
+    out = prepare_run_dir(Path(out), force=force, resume=resume)
     log = log or start_log(out, "mgjax.petab")
     optimiser = _optimiser(settings, log)
-    _write_header(out, settings, problem_yaml, optimiser)
+    _write_header(out, settings, problem_yaml, optimiser, resume=resume)
     t_start = time.perf_counter()
     petab_problem, problem = _import(problem_yaml, settings, log, t_start)
     summary: dict[str, Any] = dict(
@@ -289,7 +291,7 @@ def petab_job(
     pd.DataFrame(starts, columns=list(problem.estimated_ids)).to_csv(
         out / "starts.tsv", sep="\t", index=False
     )
-    fit = _multistart(problem, petab_problem, starts, settings, optimiser, progress, log)
+    fit = _multistart(problem, petab_problem, starts, settings, optimiser, progress, log, out)
     table, parameters, stats, sims = _write_fit_tables(out, problem, petab_problem, fit, log)
     summary.update(_fit_summary(table, stats, fit, t_start))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -333,8 +335,11 @@ def _optimiser(settings: PetabConfig, log: logging.Logger) -> str:
     return settings.optimiser
 
 
-def _write_header(out: Path, settings: PetabConfig, problem_yaml: Path, optimiser: str) -> None:
-    """`config.yaml` (the settings of the run, described) and `environment.json`."""
+def _write_header(
+    out: Path, settings: PetabConfig, problem_yaml: Path, optimiser: str, *, resume: bool = False
+) -> None:
+    """`config.yaml` (the settings of the run, described) and `environment.json`; on `resume`
+    the settings must be those of the interrupted run."""
     fides = optimiser == "fides"
     described = dict(
         problem=str(problem_yaml),
@@ -358,8 +363,22 @@ def _write_header(out: Path, settings: PetabConfig, problem_yaml: Path, optimise
             else dict(rtol=1e-8, atol=1e-8)
         ),
     )
-    (out / "config.yaml").write_text(yaml.safe_dump(described, sort_keys=False), encoding="utf-8")
+    text = yaml.safe_dump(described, sort_keys=False)
+    if resume and (out / "config.yaml").is_file():
+        _check_same_settings(out / "config.yaml", described)
+    (out / "config.yaml").write_text(text, encoding="utf-8")
     write_environment(out)
+
+
+def _check_same_settings(path: Path, described: dict) -> None:
+    """Refuse to resume a run whose settings differ (naming the first keys that do)."""
+    before = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    differ = [k for k in sorted(set(before) | set(described)) if before.get(k) != described.get(k)]
+    if differ:
+        raise PetabError(
+            f"{path.parent}: cannot resume with other settings ({', '.join(differ[:5])} differ "
+            "from the interrupted run); use the same options, or a new --out"
+        )
 
 
 def _import(problem_yaml: Path, settings: PetabConfig, log: logging.Logger, t_start: float):
@@ -413,7 +432,9 @@ class _Multistart(eqx.Module):
     explorations: list[dict[str, Any]]
 
 
-def _multistart(problem, petab_problem, starts, settings, optimiser, progress, log) -> _Multistart:
+def _multistart(
+    problem, petab_problem, starts, settings, optimiser, progress, log, out: Path
+) -> _Multistart:
     """Fit from every start: in one vmapped program, or one start after another."""
     outer = [problem.estimated_ids.index(p) for p in problem.free]
     # hierarchical parameters start at their closed-form optimum: only the others are taken
@@ -439,7 +460,31 @@ def _multistart(problem, petab_problem, starts, settings, optimiser, progress, l
         progress,
         log,
         compile_events,
+        out / STARTS_DIR,
     )
+
+
+#: Folder of the finished starts of a multistart fit, one JSON file each (resume reads them).
+STARTS_DIR = "starts"
+
+
+def _save_start(folder: Path, row: dict, values: np.ndarray) -> None:
+    """Start `row["start"]`'s result, written atomically (a kill never leaves half a file)."""
+    folder.mkdir(exist_ok=True)
+    path = folder / f"start-{row['start']:05d}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dict(row, values=[float(v) for v in values])))
+    tmp.replace(path)
+
+
+def _saved_starts(folder: Path) -> dict[int, tuple[dict, np.ndarray]]:
+    """The starts an interrupted run finished: {start: (row, end values)}."""
+    saved = {}
+    for path in sorted(folder.glob("start-*.json")) if folder.is_dir() else []:
+        record = json.loads(path.read_text())
+        values = np.asarray(record.pop("values"), dtype=float)
+        saved[int(record["start"])] = (record, values)
+    return saved
 
 
 def _engine_run(max_steps: int):
@@ -458,39 +503,50 @@ def _engine_run(max_steps: int):
 
 
 def _sequential_starts(
-    problem, starts, settings, optimiser, progress, log, compile_events
+    problem, starts, settings, optimiser, progress, log, compile_events, saved_dir: Path
 ) -> _Multistart:
     """One start after another (`starts`: fides' on the PEtab scale, else the engine's u);
-    each start's `seconds` excludes its compilation (JAX's compile events split that off)."""
+    each start's `seconds` excludes its compilation (JAX's compile events split that off).
+    Each finished start is saved in `saved_dir`; starts saved there already are not fitted
+    again."""
     fit_one = (
         _FidesStart(problem, settings, log)
         if optimiser == "fides"
         else _EngineStart(problem, _engine_run(settings.max_steps))
     )
-    compile_seconds = fit_one.compile(starts)
+    saved = _saved_starts(saved_dir)
+    if saved:
+        log.info("resuming: %d of %d starts already finished", len(saved), len(starts))
+    todo = [i for i in range(len(starts)) if i not in saved]
+    compile_seconds = fit_one.compile([starts[i] for i in todo])
     rows, best = [], None
+    for row, values_i in saved.values():
+        rows.append(row)
+        if best is None or row["nllh"] < best[0]:
+            best = (row["nllh"], values_i)
     with _progress_bar(progress) as bar:
-        task = bar.add_task("fit", total=len(starts), best="–")
-        for i, start in enumerate(starts):
+        task = bar.add_task("fit", total=len(starts), completed=len(saved), best="–")
+        for i in todo:
             compiled_before = sum(compile_events)
             t0 = time.perf_counter()
-            nllh, converged, iterations, values_i = fit_one(i, start, best)
+            nllh, converged, iterations, values_i = fit_one(i, starts[i], best)
             compiling = sum(compile_events) - compiled_before
             seconds = time.perf_counter() - t0 - compiling
             compile_seconds = (compile_seconds or 0.0) + compiling
-            rows.append(
-                dict(
-                    start=i,
-                    nllh=nllh,
-                    converged=converged,
-                    iterations=iterations,
-                    seconds=round(seconds, 3),
-                )
+            row = dict(
+                start=i,
+                nllh=nllh,
+                converged=converged,
+                iterations=iterations,
+                seconds=round(seconds, 3),
             )
+            _save_start(saved_dir, row, values_i)
+            rows.append(row)
             if best is None or nllh < best[0]:
                 best = (nllh, values_i)
             bar.update(task, advance=1, best=f"{best[0]:.4f}")
             log.info("start %d: nllh %.4f, %d iterations, %.1f s", i, nllh, iterations, seconds)
+    rows.sort(key=lambda r: r["start"])
     return _Multistart(rows, best, compile_seconds, fit_one.explorations)
 
 

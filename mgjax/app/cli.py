@@ -17,12 +17,14 @@ import contextlib
 import json
 import os
 import sys
+import typing
 from pathlib import Path
 
 import jax
 import typer
 from jax.experimental import multihost_utils
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..batch import RunDirectoryError, parse_shard
@@ -46,9 +48,12 @@ from ._report import write_report
 from ._resolve import bundled_cohort
 from ._run_dir import JobError, default_run_dir, package_version
 
+# help texts are Markdown (`code` spans): brackets such as `simulate.presets=[t2dm]` and
+# "mgjax[petab]" show as written (rich markup would swallow them as style tags)
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     help="mgjax: Mg²⁺ × type 2 diabetes physiology in JAX — simulate, synthesise, fit, report.",
 )
 console = Console()
@@ -63,7 +68,10 @@ def _main(
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    """Print one error message (its brackets as written, not as rich markup) and exit with 2."""
+    console.print(
+        f"[red]error:[/red] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+    )
     raise typer.Exit(code=2)
 
 
@@ -83,7 +91,12 @@ def _errors():
             raise
         _fail(f"{type(e).__name__}: {e}")
     except KeyboardInterrupt:
-        _fail("interrupted; finished subjects are saved — continue with --resume")
+        console.print(
+            "[red]interrupted:[/red] finished work is saved — run the same command with "
+            "--resume to continue",
+            highlight=False,
+        )
+        raise typer.Exit(code=130) from None
 
 
 def _cache() -> None:
@@ -143,7 +156,9 @@ def _print_fit(summary: dict, out: Path) -> None:
 def run(
     config: str | None = CONFIG_ARG,
     overrides: list[str] | None = OVERRIDES_ARG,
-    out: Path | None = typer.Option(None, help="Run directory (default <output_dir>/<timestamp>)."),
+    out: Path | None = typer.Option(
+        None, help="Run directory (default `<output_dir>/<timestamp>`)."
+    ),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
@@ -183,7 +198,11 @@ def fit_command(
         None, help="Shortcut for batch.workers (CPU processes, one per core)."
     ),
     max_steps: int | None = typer.Option(None, help="Shortcut for optimiser.max_steps."),
-    report: bool = typer.Option(True, help="Write the plots and report.html."),
+    report: bool | None = typer.Option(
+        None,
+        "--report/--no-report",
+        help="Write the plots and report.html (default report.enabled).",
+    ),
     distributed: bool = typer.Option(
         False, help="Multi-process: call jax.distributed.initialize and split over processes."
     ),
@@ -215,7 +234,7 @@ def fit_command(
             resume=resume,
             force=force,
             progress=progress,
-            report=report and not distributed,
+            report=False if distributed else report,  # None: the config's report.enabled
             shared_directory=distributed,
         )
         if distributed:
@@ -269,10 +288,11 @@ def _merge_distributed(out: Path, shard_pair: tuple[int, int]) -> None:
 
 
 @app.command("petab")
+@typing.no_type_check  # Typer hands a click Context where `typer.Context` is written
 def petab_command(
     ctx: typer.Context,
     problem: Path = typer.Argument(..., help="PEtab v1 problem YAML."),
-    overrides: list[str] = typer.Argument(
+    overrides: list[str] | None = typer.Argument(
         None, help="Overrides petab.key=value (the options below set the same keys)."
     ),
     config: Path | None = typer.Option(
@@ -322,6 +342,11 @@ def petab_command(
         "after another.",
     ),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
+    resume: bool = typer.Option(
+        False,
+        help="Continue an interrupted fit in --out with the same settings: the starts saved "
+        "there (starts/) are kept, the others fitted.",
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Evaluate (`--nominal`) or fit (multistart) a PEtab v1 problem; writes simulations.tsv,
@@ -351,7 +376,7 @@ def petab_command(
         cfg = _petab_config(config, overrides, problem, options)
         _cache()
         try:
-            summary = petab_job(cfg, out, force=force, progress=progress)
+            summary = petab_job(cfg, out, force=force, resume=resume, progress=progress)
         except petab_errors as e:
             _fail(str(e))
         _print_petab(summary, problem, out)
@@ -369,8 +394,9 @@ def _petab_extra():
     return petab_job, (PetabError, UnsupportedSBMLError)
 
 
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether option `name` was given (on the command line or in the environment)."""
+def _given(ctx: typing.Any, name: str) -> bool:
+    """Whether option `name` was given (on the command line or in the environment); `ctx`:
+    the command's click context (Typer passes click's own class, not `typer.Context`)."""
     source = ctx.get_parameter_source(name)
     return source is not None and source.name != "DEFAULT"
 
@@ -436,6 +462,8 @@ def synth(
             f"wrote {info['subjects']} subjects ({info['observations']} observations) to {out} "
             f"in {info['seconds']:.1f} s"
         )
+        if info["redrawn"] != "none":
+            console.print(f"drew again (their simulation failed): {escape(info['redrawn'])}")
 
 
 @app.command()
@@ -533,17 +561,26 @@ def report(
 def merge(
     runs: list[Path] = typer.Argument(..., help="Run directories (shards of one job)."),
     out: Path = typer.Option(..., help="Folder for the merged tables."),
+    allow_missing: bool = typer.Option(
+        False,
+        help="Merge even if whole shards are missing (summary.json lists them as "
+        "missing_shards); by default a missing shard is refused, by name.",
+    ),
 ) -> None:
     """Merge the shards of a batch job (`mgjax fit --shard i/n`) into one set of tables.
+    Refuses a subject seen twice, a shard with unfinished subjects and a shard that is missing
+    (unless --allow-missing).
 
     Example: `mgjax merge runs/shard0 runs/shard1 --out runs/all`
     """
     with _errors():
-        summary = merge_runs(runs, out)
+        summary = merge_runs(runs, out, allow_missing=allow_missing)
         first = runs[0] / "config.yaml"
         if first.exists() and not (out / "config.yaml").exists():
             (out / "config.yaml").write_text(first.read_text())
         console.print(f"merged {summary['subjects']} subjects into {out}")
+        if summary.get("missing_shards"):
+            console.print(f"without the missing shard(s) {', '.join(summary['missing_shards'])}")
 
 
 @app.command()

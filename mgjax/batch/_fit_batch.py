@@ -39,6 +39,7 @@ def fit_batch(
     base_model: Callable[[str | None, Mapping[str, float]], MgT2DModel] = default_base_model,
     progress: bool = False,
     workers: int = 1,
+    on_progress: Callable[[int], None] | None = None,
 ) -> BatchResult:
     """Fit the `free` parameters of every subject of `dataset` (or of `subjects`), vmapped.
 
@@ -55,10 +56,14 @@ def fit_batch(
     - `workers`: CPU processes, each pinned to one core with its own lane pool on every
       `workers`-th subject (the round program uses one core; `mgjax.batch._workers`). The
       default 1 runs in this process, on `settings.devices`. Arguments must be picklable
-      (a module-level `base_model`).
+      (a module-level `base_model`);
+    - `on_progress(subjects finished in this run so far)`: called after every round (its
+      subjects already written to `out`); with `workers` = 1 only.
     """
     if workers < 1:
         raise ValueError(f"workers = {workers}: need at least 1")
+    if on_progress is not None and workers > 1:
+        raise ValueError("on_progress needs workers = 1 (the workers report to their own bar)")
     common = dict(
         dataset=dataset,
         free=free,
@@ -72,7 +77,7 @@ def fit_batch(
     )
     if workers > 1:
         return fit_in_workers(workers, shard, out, progress, **common)
-    return fit_lanes(out=out, shard=shard, progress=progress, **common)
+    return fit_lanes(out=out, shard=shard, progress=progress, on_progress=on_progress, **common)
 
 
 def _multistart_json(result: FitResult) -> str | None:
@@ -152,12 +157,14 @@ def fit_each(
     subjects: Sequence[str] | None = None,
     base_model: Callable[[str | None, Mapping[str, float]], MgT2DModel] = default_base_model,
     progress: bool = False,
+    on_progress: Callable[[int], None] | None = None,
 ) -> BatchResult:
     """Fit subjects one after another with `mgjax.fit.fit` — any optimiser (`method`: a name
     with these settings, or an `AbstractOptimiser`), with a
     vmapped multistart per subject (`n_starts`) — into the same run directory, tables and
     resume logic as `fit_batch`; the multistart table of every subject goes to
     `multistart.csv`. One compilation per problem structure (the first subject pays it).
+    `on_progress(subjects finished in this run so far)` after every subject.
 
     Use `fit_batch` for Levenberg–Marquardt from one start: it is the fast path."""
 
@@ -191,6 +198,8 @@ def fit_each(
                     store.write(frame)
                 if bar is not None:
                     bar.advance(task)
+                if on_progress is not None:
+                    on_progress(len(frames))
     finally:
         if bar is not None:
             bar.stop()

@@ -254,7 +254,16 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
             "batch-round",
             flat_round,
             example,
-            static=(rs, settings.rtol, settings.atol, settings.decrement, str(sharding)),
+            # the problems' structure (free names, error models, static fields) shapes the
+            # trace although only their leaves are arguments
+            static=(
+                str(one_tree),
+                rs,
+                settings.rtol,
+                settings.atol,
+                settings.decrement,
+                str(sharding),
+            ),
             in_shardings=sharding,
         )
     return program, carried
@@ -280,7 +289,7 @@ def status_of(converged: np.ndarray, solve_success: np.ndarray, finite: np.ndarr
     )
 
 
-def chi2_limit(dof: np.ndarray, z: float = CHI2_Z) -> np.ndarray:
+def chi2_limit(dof: jax.typing.ArrayLike, z: float = CHI2_Z) -> np.ndarray | np.floating:
     """Upper quantile (`z` standard deviations) of the χ² distribution with `dof` degrees of
     freedom (Wilson–Hilferty: (χ²/k)^(1/3) is nearly normal, mean 1 − 2/(9k), variance
     2/(9k); within 2 % of the exact quantile, 0.2 % from 30 degrees of freedom)."""
@@ -290,7 +299,7 @@ def chi2_limit(dof: np.ndarray, z: float = CHI2_Z) -> np.ndarray:
 
 def implausible_fit(
     chi2: jax.typing.ArrayLike, n_observations: jax.typing.ArrayLike, n_free: int
-) -> np.ndarray:
+) -> np.ndarray | np.bool_:
     """Fits worth another start: the data's χ² above its 99.9 % quantile for observations −
     free quantities degrees of freedom (or not finite). On the benchmark cohort such a fit is
     far more often a spurious optimum than a subject with unlucky noise, whether or not
@@ -473,7 +482,7 @@ def run_batch(
         finished = pool.advance(out, settings)
         status = status_of(out["converged"], out["solve_success"], np.isfinite(out["loss"]))
         rows = []
-        for r in np.flatnonzero(finished):
+        for r in np.flatnonzero(finished).tolist():
             i = int(pool.lanes[r])
             row = _start_row(batch, i, r, out, status, n_observations)
             row = _with_earlier(row, best.pop(i, None), pool, r)

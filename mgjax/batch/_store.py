@@ -9,6 +9,7 @@ parts (`assemble`, `merge`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from ..fit._laplace import SLOPPY_SE
 from ..model._parameters import parameter_infos
 
 PART_PATTERN = re.compile(r"part-s(\d+)of(\d+)-(\d+)\.parquet$")
+MANIFEST_PATTERN = re.compile(r"shard-(\d+)of(\d+)\.json$")
 
 
 class RunDirectoryError(RuntimeError):
@@ -127,6 +129,61 @@ def read_parts(folder: str | Path, shard: tuple[int, int] | None = None) -> pd.D
     return pd.concat(frames, ignore_index=True)
 
 
+class PartsTally:
+    """Finished and converged subjects of one shard's parts, read incrementally (each part
+    once): `update()` after every round costs only that round's part."""
+
+    def __init__(self, folder: str | Path, shard: tuple[int, int] = (0, 1)):
+        i, n = shard
+        self.parts = Path(folder) / "parts"
+        self.pattern = f"part-s{i}of{n}-*.parquet"
+        self.seen: set[str] = set()
+        self.subjects = 0
+        self.converged = 0
+
+    def update(self) -> tuple[int, int]:
+        """(finished subjects, converged subjects) in the parts written so far."""
+        for path in sorted(self.parts.glob(self.pattern)):
+            if path.name in self.seen:
+                continue
+            self.seen.add(path.name)
+            frame = pd.read_parquet(path, columns=["converged"])
+            self.subjects += len(frame)
+            self.converged += int(frame["converged"].sum())
+        return self.subjects, self.converged
+
+
+def shards_in(folder: str | Path) -> set[tuple[int, int]]:
+    """The shards (i, n) that have started in a run directory: their manifests and parts."""
+    folder = Path(folder)
+    names = [p.name for p in folder.glob("shard-*of*.json")]
+    names += [p.name for p in (folder / "parts").glob("part-*.parquet")]
+    found = set()
+    for name in names:
+        match = MANIFEST_PATTERN.fullmatch(name) or PART_PATTERN.fullmatch(name)
+        if match is not None:
+            found.add((int(match.group(1)), int(match.group(2))))
+    return found
+
+
+def missing_shards(shards: set[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The shards of a job that `shards` leave out, each named by the coarsest split (i, n).
+    Subject k of the sorted ids is in shard (i, n) iff k ≡ i (mod n), so modulo the least
+    common multiple L of the n's the uncovered residues are the missing subjects' classes."""
+    size = math.lcm(*(n for _, n in shards)) if shards else 1
+    uncovered = set(range(size))
+    for i, n in shards:
+        uncovered -= set(range(i, size, n))
+    missing = []
+    for n in (d for d in range(1, size + 1) if size % d == 0):
+        for i in range(n):
+            members = set(range(i, size, n))
+            if uncovered and members <= uncovered:
+                missing.append((i, n))
+                uncovered -= members
+    return missing
+
+
 def split_tables(wide: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(subjects table, long parameters table) from the wide rows of the parts."""
     wide = wide.sort_values("subject", kind="stable").reset_index(drop=True)
@@ -231,15 +288,38 @@ def write_tables(folder: str | Path, wide: pd.DataFrame, extra: dict | None = No
     return summary
 
 
-def merge(folders: Sequence[str | Path], out: str | Path) -> dict:
-    """Assemble the parts of one or several run directories (shards of one job) into `out`:
-    checks that no subject appears twice and that every shard's subjects are all finished."""
-    out = Path(out)
-    frames, expected = [], set()
+def _check_shards(folders: Sequence[Path], allow_missing: bool) -> list[str]:
+    """The missing shards of the job ('i/n'); refused unless `allow_missing`."""
+    found: set[tuple[int, int]] = set()
     for folder in folders:
-        folder = Path(folder)
+        found |= shards_in(folder)
+    if not found:
+        raise RunDirectoryError(
+            f"no shard has started in {', '.join(map(str, folders))} (no parts or shard "
+            "manifests); nothing to merge"
+        )
+    missing = [f"{i}/{n}" for i, n in missing_shards(found)]
+    if missing and not allow_missing:
+        raise RunDirectoryError(
+            f"missing shard(s) {', '.join(missing)}: none of the run directories holds their "
+            "subjects; fit them (mgjax fit --shard i/n) and merge again, or pass "
+            "--allow-missing to merge without them"
+        )
+    return missing
+
+
+def merge(folders: Sequence[str | Path], out: str | Path, *, allow_missing: bool = False) -> dict:
+    """Assemble the parts of one or several run directories (shards of one job) into `out`:
+    checks that no subject appears twice, that every shard's subjects are all finished and
+    that no shard is missing altogether (unless `allow_missing`; the summary then lists them
+    as `missing_shards`)."""
+    out = Path(out)
+    folders = [Path(f) for f in folders]
+    for folder in folders:
         if not (folder / "parts").is_dir():
             raise RunDirectoryError(f"{folder}: not a batch run directory (no parts/)")
+    frames, expected = [], set()
+    for folder in folders:
         frames.append(read_parts(folder))
         for manifest in folder.glob("shard-*of*.json"):
             expected.update(json.loads(manifest.read_text())["subjects"])
@@ -250,6 +330,7 @@ def merge(folders: Sequence[str | Path], out: str | Path) -> dict:
             f"subject(s) {duplicated[:5]} appear in more than one part; merge shards of one job "
             "only, each once"
         )
+    absent = _check_shards(folders, allow_missing)
     missing = sorted(expected - set(wide["subject"]))
     if missing:
         raise RunDirectoryError(
@@ -257,4 +338,7 @@ def merge(folders: Sequence[str | Path], out: str | Path) -> dict:
             "with --resume before merging"
         )
     out.mkdir(parents=True, exist_ok=True)
-    return write_tables(out, wide, dict(merged_from=[str(f) for f in folders]))
+    extra: dict = dict(merged_from=[str(f) for f in folders])
+    if absent:
+        extra["missing_shards"] = absent
+    return write_tables(out, wide, extra)

@@ -29,6 +29,23 @@ from ._dataset import DatasetError
 MINUTES_PER_DAY = 1440.0
 
 
+def insulin_infusion_record(
+    subject: str, protocol: str, rate: float, unit: str = "mU/m2/min", duration: float = 120.0
+) -> dict:
+    """A clamp's insulin infusion as a doses.csv row (docs/data.md), from time 0."""
+    return dict(
+        subject=subject,
+        protocol=protocol,
+        time=0.0,
+        time_unit="min",
+        route="iv",
+        substance="insulin",
+        amount=rate,
+        unit=unit,
+        duration=duration,
+    )
+
+
 def _records(doses: pd.DataFrame, route: str, substance: str) -> pd.DataFrame:
     return doses[(doses["route"] == route) & (doses["substance"] == substance)].sort_values("time")
 

@@ -162,3 +162,52 @@ def from_model_units(observable: str, values: Any, unit: str, **context: Any) ->
 
 def known_units(observable: str) -> tuple[str, ...]:
     return tuple(UNITS[observable]) if observable in UNITS else ()
+
+
+#: Plausible range of each observable in model units: wider than any patient's values (fasting
+#: to clamp, severe deficiency to intravenous therapy), so a value outside it is almost surely a
+#: unit mix-up or a typing error.
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "glucose": (0.5, 60.0),
+    "insulin": (0.0, 20000.0),
+    "c_peptide": (0.0, 20000.0),
+    "serum_mg": (0.1, 5.0),
+    "ionized_mg": (0.05, 3.0),
+    "intracellular_mg": (0.01, 30.0),
+    "urinary_mg": (0.0, 60.0),
+    "urinary_mg_24h": (0.0, 60.0),
+    "mg_absorption": (0.0, 60.0),
+    "hba1c": (2.0, 20.0),
+    "homa_ir": (0.0, 100.0),
+    "fractional_mg_excretion": (0.0, 100.0),
+    "glucose_infusion": (0.0, 40.0),
+    "m_value": (0.0, 40.0),
+    "insulin_secretion": (0.0, 20000.0),
+    "egp": (-5.0, 20.0),
+    "glucose_uptake": (0.0, 40.0),
+}
+
+
+def implausible_value(observable: str, raw: float, unit: str, value: float) -> str | None:
+    """Why `raw` `unit` (`value` in model units) cannot be a measurement of `observable`,
+    naming the unit it was probably given in; None if it is plausible."""
+    if observable not in PLAUSIBLE_RANGES:
+        return None
+    lo, hi = PLAUSIBLE_RANGES[observable]
+    if lo <= value <= hi:
+        return None
+    model_unit = MODEL_UNITS[observable]
+    likely = []
+    for other, (to_model, _) in UNITS[observable].items():
+        try:
+            with np.errstate(over="ignore"):
+                converted = float(to_model(np.asarray(raw, dtype=float)))
+        except UnitError:  # needs a body weight: not a likely mix-up
+            continue
+        if lo <= converted <= hi and not np.isclose(converted, value):
+            likely.append(other)
+    hint = f"did you mean {likely[0]}?" if likely else "check the value and its unit"
+    return (
+        f"{raw:g} {unit.strip()} {observable} is implausible (plausible {lo:g}–{hi:g} "
+        f"{model_unit}); {hint}"
+    )

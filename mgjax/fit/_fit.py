@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -53,6 +55,16 @@ def _result(problem, best: OptimisationResult, stats: dict, **extra) -> FitResul
     )
 
 
+def _reporter(progress: bool | Callable[[str], None], subject: str) -> Callable[[str], None]:
+    """Where `fit` reports its stages: nowhere, stderr, or the caller's callable."""
+    if callable(progress):
+        return progress
+    if not progress:
+        return lambda line: None
+    prefix = f"mgjax.fit[{subject}]" if subject else "mgjax.fit"
+    return lambda line: print(f"{prefix}: {line}", file=sys.stderr, flush=True)
+
+
 def fit(
     problem: AbstractFitProblem,
     *,
@@ -65,6 +77,7 @@ def fit(
     atol: float = ATOL,
     learning_rate: float = LEARNING_RATE,
     subject: str = "",
+    progress: bool | Callable[[str], None] = False,
 ) -> FitResult:
     """Fit `problem`: from its base values (`n_starts=1`) or from a Latin-hypercube multistart
     (vmapped), then Laplace standard errors, 95 % intervals, correlations and identifiability
@@ -74,7 +87,12 @@ def fit(
     `learning_rate`) or an `AbstractOptimiser` (its own settings). It defaults to L-BFGS for
     one start (`DEFAULT_METHOD`, the fastest to converge on our problems) and to
     Levenberg–Marquardt for a vmapped multistart (`VMAPPED_METHOD`) unless error-model terms
-    are estimated (then L-BFGS)."""
+    are estimated (then L-BFGS).
+
+    `progress`: True prints each stage (compiling and optimising, uncertainty, done, with
+    times) to stderr; a callable receives those lines instead. The optimisation is one
+    compiled program, so its stages, not its iterations, are reported."""
+    say = _reporter(progress, subject)
     optimiser = make_optimiser(
         default_method(problem, n_starts) if method is None else method,
         max_steps=max_steps,
@@ -84,12 +102,19 @@ def fit(
     )
     t0 = time.perf_counter()
     table = None
+    starts = f"{n_starts} starts, vmapped" if n_starts > 1 else "1 start"
+    say(f"compiling and optimising ({optimiser.name}, {starts}; the first call compiles)")
     if n_starts > 1:
         best, table = multistart(problem, n_starts, method=optimiser, seed=seed, spread=spread)
     else:
         best = optimise_jit(problem, method=optimiser)
     u = np.asarray(best.u)
+    say(
+        f"optimised in {time.perf_counter() - t0:.1f} s ({int(np.max(best.iterations))} "
+        f"iterations, loss {float(np.min(best.loss)):.6g}); Laplace standard errors"
+    )
     stats = laplace(problem, u)
+    say(f"done in {time.perf_counter() - t0:.1f} s")
     return _result(
         problem,
         best,

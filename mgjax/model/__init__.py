@@ -26,6 +26,7 @@ from ._numpy import scalar_math as scalar_math
 from ._numpy import to_numpy as to_numpy
 from ._parameter import ParameterInfo as ParameterInfo
 from ._parameter import parameter as parameter
+from ._parameters import ParameterRangeWarning as ParameterRangeWarning
 from ._parameters import get_parameter as get_parameter
 from ._parameters import get_parameters as get_parameters
 from ._parameters import parameter_infos as parameter_infos

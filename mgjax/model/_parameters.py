@@ -6,11 +6,14 @@ a `{name: value}` mapping (configs, CLI overrides, fit results) while staying a 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pandas as pd
 
 from ._coupled import MgT2DModel
@@ -46,19 +49,47 @@ def get_parameters(model: MgT2DModel, names: tuple[str, ...] | None = None) -> d
     return {n: get_parameter(model, n) for n in (names or parameter_names())}
 
 
+class ParameterRangeWarning(UserWarning):
+    """A parameter set outside its documented plausible range (`parameter_table()`)."""
+
+
 def set_parameters(
-    model: MgT2DModel, values: Mapping[str, Any] | None = None, **kw: Any
+    model: MgT2DModel, values: Mapping[str, Any] | None = None, *, strict: bool = False, **kw: Any
 ) -> MgT2DModel:
-    """A copy of `model` with the given parameters replaced (values may be traced arrays)."""
+    """A copy of `model` with the given parameters replaced (values may be traced arrays).
+
+    A concrete value outside the parameter's documented range (`lower`–`upper` of
+    `parameter_table()`; NaN and infinities too) warns (`ParameterRangeWarning`); with
+    `strict=True` it is refused (`ValueError`). Traced values are not checked."""
     values = {**(values or {}), **kw}
     if not values:
         return model
+    for name, value in values.items():
+        _check_range(name, value, strict)
     names = list(values)
     owners = [_owner(n) for n in names]
     new = [jnp.asarray(values[n], dtype=jnp.float64) for n in names]
     return eqx.tree_at(
         lambda m: [getattr(getattr(m, o), n) for o, n in zip(owners, names)], model, new
     )
+
+
+def _check_range(name: str, value: Any, strict: bool) -> None:
+    """Warn of (or, `strict`, refuse) a concrete value outside the documented range (NaN and
+    infinities included)."""
+    info = parameter_infos().get(name)
+    if info is None or isinstance(value, jax.core.Tracer):
+        return
+    array = np.asarray(value, dtype=float)
+    if np.all((array >= info.lower) & (array <= info.upper)):
+        return
+    message = (
+        f"parameter {name!r} = {np.array2string(array, threshold=4)} {info.unit} is outside its "
+        f"documented range {info.lower:g}–{info.upper:g} (docs/model.md)"
+    )
+    if strict:
+        raise ValueError(message + "; give a value inside it or drop strict=True")
+    warnings.warn(message, ParameterRangeWarning, stacklevel=3)
 
 
 def parameter_table(model: MgT2DModel | None = None) -> pd.DataFrame:

@@ -173,7 +173,13 @@ def compile_program(
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    call = jax.jit(exported.call)
+    # a program exported for several devices is called under the same shardings (JAX refuses
+    # to call it in a one-device context)
+    call = (
+        jax.jit(exported.call, in_shardings=in_shardings)
+        if in_shardings is not None
+        else (jax.jit(exported.call))
+    )
     compiled = call.lower(*args).compile()
     program = CompiledProgram(compiled, source, time.perf_counter() - t0)
     _IN_MEMORY[name, key] = program

@@ -12,6 +12,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ..model import BetaCell, Inputs, MgT2DModel
@@ -26,6 +27,25 @@ class Series(eqx.Module):
 
     times: Float[Array, " n"] = eqx.field(converter=_as_array)
     values: Float[Array, " n"] = eqx.field(converter=_as_array)
+
+    def __check_init__(self) -> None:
+        """Concrete series: one time per value, finite, times strictly increasing."""
+        if _traced(self.times, self.values):
+            return
+        times, values = np.asarray(self.times), np.asarray(self.values)
+        if times.ndim != 1 or times.shape != values.shape or times.size == 0:
+            raise ValueError(
+                f"a Series needs one time per value (got times {times.shape}, values "
+                f"{values.shape})"
+            )
+        if not (np.all(np.isfinite(times)) and np.all(np.isfinite(values))):
+            raise ValueError("a Series' times and values must be finite numbers")
+        if np.any(np.diff(times) <= 0):
+            k = int(np.argmax(np.diff(times) <= 0)) + 1
+            raise ValueError(
+                f"a Series' times must increase strictly: time {k} ({times[k]:g} min) follows "
+                f"{times[k - 1]:g} min; sort the samples by time (and merge repeated times)"
+            )
 
     def __call__(self, t: Any) -> Any:
         return jnp.interp(t, self.times, self.values)
@@ -87,7 +107,10 @@ def _vector_field(t, y, args):
     return jnp.stack([d[n] for n in BetaCell.state_names])
 
 
-@eqx.filter_jit
+def _traced(*values: Any) -> bool:
+    return any(isinstance(v, jax.core.Tracer) for v in values)
+
+
 def simulate_secretion(
     model: MgT2DModel,
     glucose: GlucoseSeries,
@@ -108,9 +131,32 @@ def simulate_secretion(
       subject's fasting value, held constant;
     - `options`, `throw`: as for `mgjax.simulate`.
 
-    The beta-cell starts at rest at the series' first glucose value.
+    The beta-cell starts at rest at the series' first glucose value. A constant `mg_free` is
+    traced (a new value never compiles again); concrete output times are checked to be sorted
+    and not before the series' start.
     """
     ts = jnp.asarray(ts, dtype=jnp.float64)
+    if not _traced(ts, glucose.times):
+        _check_output_times(np.asarray(ts), float(glucose.times[0]))
+    if mg_free is not None and not isinstance(mg_free, Series):
+        mg_free = jnp.asarray(mg_free, dtype=jnp.float64)
+    return _simulate_secretion(model, glucose, ts, mg_free, options, throw)
+
+
+def _check_output_times(ts: np.ndarray, start: float) -> None:
+    if ts.ndim != 1 or ts.size == 0 or not np.all(np.isfinite(ts)):
+        raise ValueError("simulate_secretion: `ts` must be a non-empty 1-D array of finite times")
+    if np.any(np.diff(ts) < 0):
+        raise ValueError("simulate_secretion: output times `ts` must be sorted")
+    if ts[0] < start:
+        raise ValueError(
+            f"simulate_secretion: output time {ts[0]:g} min is before the glucose series starts "
+            f"({start:g} min); give times from the series' first sample on"
+        )
+
+
+@eqx.filter_jit
+def _simulate_secretion(model, glucose, ts, mg_free, options, throw) -> SecretionTrajectory:
     beta = model.beta_cell
     weight = model.glucose_insulin.body_weight
     if mg_free is None:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ..data._records import insulin_infusion_record
 from ..fit._experiment import make_experiment
 from ..fit._objective import ErrorModel, combined, proportional
 from ..model import MgT2DModel
@@ -152,6 +153,8 @@ class Cohort:
     doses: pd.DataFrame
     subjects: pd.DataFrame
     truth: pd.DataFrame  # subject, parameter, value, unit
+    #: Subjects drawn again because a simulation of theirs failed (their ids are kept).
+    redrawn: list[str] = field(default_factory=list)
 
     def write(self, folder: str | Path) -> Path:
         """Write observations.csv, doses.csv, subjects.csv and truth.csv into `folder`."""
@@ -189,10 +192,15 @@ def synthesize(
             _sample_group(subjects, group, groups[group], count, rng, prefix, width)
     # every subject of every group in one vmapped simulation per protocol
     stacked = jax.tree.map(lambda *x: jnp.concatenate(x), *subjects.models)
+    design = study_design()
+    predictions = {
+        name: _simulate(stacked, protocol, plan) for name, (protocol, plan) in design.items()
+    }
+    redrawn = _redraw_failures(subjects, stacked, predictions, design, groups, rng, prefix, width)
     obs_rows, dose_rows = [], []
-    for protocol_name, (protocol, plan) in study_design().items():
+    for protocol_name, (_, plan) in design.items():
         observed, doses = _observe(
-            stacked, subjects.ids, protocol_name, protocol, plan, error_models, rng
+            predictions[protocol_name][0], subjects.ids, protocol_name, plan, error_models, rng
         )
         obs_rows += observed
         dose_rows += doses
@@ -204,7 +212,52 @@ def synthesize(
         doses=pd.DataFrame(dose_rows),
         subjects=pd.DataFrame(subjects.rows),
         truth=pd.DataFrame(subjects.truth),
+        redrawn=redrawn,
     )
+
+
+#: Times a subject whose simulation fails is drawn again before `synthesize` gives up.
+MAX_REDRAWS = 5
+
+
+def _simulate(models, protocol, plan) -> tuple[np.ndarray, np.ndarray]:
+    """(predictions, success) of every subject under one protocol of the design."""
+    times = [t for ts in plan.values() for t in ts]
+    names = [name for name, ts in plan.items() for _ in ts]
+    experiment = make_experiment(protocol, times, names, np.zeros(len(times)))
+    predictions, success = _predict_all(models, experiment)
+    return np.array(predictions), np.array(success) & np.all(np.isfinite(predictions), axis=1)
+
+
+def _redraw_failures(subjects, stacked, predictions, design, groups, rng, prefix, width):
+    """Draw again (same group, same id) every subject with a failed simulation, until all
+    simulate or `MAX_REDRAWS` rounds are spent; `predictions` updated in place. Returns the
+    redrawn ids. Uses no random numbers when nothing failed (a cohort stays reproducible)."""
+    redrawn: list[str] = []
+    for _ in range(MAX_REDRAWS):
+        failed = np.flatnonzero(~np.all([ok for _, ok in predictions.values()], axis=0))
+        if failed.size == 0:
+            return redrawn
+        for i in failed.tolist():
+            new = _Subjects()
+            group = subjects.rows[i]["group"]
+            _sample_group(new, group, groups[group], 1, rng, prefix, width)
+            subjects.replace(i, new)
+            redrawn.append(subjects.ids[i])
+        models = jax.tree.map(
+            lambda *x: jnp.concatenate(x), *[subjects.model(i) for i in failed.tolist()]
+        )
+        for name, (protocol, plan) in design.items():
+            values, ok = _simulate(models, protocol, plan)
+            predictions[name][0][failed], predictions[name][1][failed] = values, ok
+    failed = np.flatnonzero(~np.all([ok for _, ok in predictions.values()], axis=0))
+    if failed.size:
+        ids = [subjects.ids[i] for i in failed[:5]]
+        raise RuntimeError(
+            f"the simulations of subject(s) {ids} failed after {MAX_REDRAWS} redraws; check "
+            "the groups' parameter distributions"
+        )
+    return sorted(set(redrawn))
 
 
 def _group_counts(n: int | Mapping[str, int], groups: Mapping[str, Population]) -> dict[str, int]:
@@ -229,6 +282,30 @@ class _Subjects:
     models: list[MgT2DModel] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     truth: list[dict] = field(default_factory=list)
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        """(group batch, index within it) of subject `i`."""
+        for k, batch in enumerate(self.models):
+            n = len(jax.tree.leaves(batch)[0])
+            if i < n:
+                return k, i
+            i -= n
+        raise IndexError(i)
+
+    def model(self, i: int) -> MgT2DModel:
+        """Subject `i`'s model, with a leading axis of 1."""
+        k, j = self._locate(i)
+        return jax.tree.map(lambda x: x[j : j + 1], self.models[k])
+
+    def replace(self, i: int, new: "_Subjects") -> None:
+        """Subject `i` becomes `new`'s only subject (keeping id `self.ids[i]`)."""
+        sid = self.ids[i]
+        k, j = self._locate(i)
+        self.models[k] = jax.tree.map(lambda x, y: x.at[j].set(y[0]), self.models[k], new.models[0])
+        self.rows[i] = {**new.rows[0], "subject": sid}
+        self.truth = [t for t in self.truth if t["subject"] != sid] + [
+            {**t, "subject": sid} for t in new.truth
+        ]
 
 
 def _sample_group(
@@ -271,17 +348,11 @@ def _sample_group(
             )
 
 
-def _observe(stacked, ids, protocol_name, protocol, plan, error_models, rng):
+def _observe(predictions, ids, protocol_name, plan, error_models, rng):
     """Observation rows (and, for the clamp, dose rows) of one protocol of the design for
     every subject: predictions with noise from the error models, floored at 0."""
     times = [t for ts in plan.values() for t in ts]
     names = [name for name, ts in plan.items() for _ in ts]
-    experiment = make_experiment(protocol, times, names, np.zeros(len(times)))
-    predictions, success = _predict_all(stacked, experiment)
-    predictions = np.asarray(predictions)
-    if not bool(np.all(np.asarray(success))):
-        failed = [ids[i] for i in np.flatnonzero(~np.asarray(success))]
-        raise RuntimeError(f"the {protocol_name} simulation failed for {failed[:5]}")
     em = [error_models[name] for name in names]
     a = np.array([float(e.additive) for e in em])
     b = np.array([float(e.proportional) for e in em])
@@ -308,17 +379,7 @@ def _observe(stacked, ids, protocol_name, protocol, plan, error_models, rng):
 
 def _clamp_dose(sid: str, protocol_name: str) -> dict:
     """The clamp's insulin infusion, as a dose-table row."""
-    return dict(
-        subject=sid,
-        protocol=protocol_name,
-        time=0.0,
-        time_unit="min",
-        route="iv",
-        substance="insulin",
-        amount=CLAMP_INSULIN_RATE,
-        unit="mU/m2/min",
-        duration=120.0,
-    )
+    return insulin_infusion_record(sid, protocol_name, CLAMP_INSULIN_RATE)
 
 
 def cohort_error_models(observables: Sequence[str]) -> dict[str, ErrorModel]:
