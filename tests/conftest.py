@@ -14,9 +14,12 @@ os.environ.setdefault(
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# float64 throughout. Strict dtype promotion (as Diffrax's tests) is not on yet: optax's L-BFGS,
-# numpyro and the worked examples still mix int and float implicitly under it.
+# float64 throughout, and strict dtype promotion (as Diffrax's tests): an implicit int/float or
+# float32/float64 mix in mgjax is an error. (Where mgjax calls optax's L-BFGS, whose int32
+# counter meets int64 indices, it promotes explicitly; the examples driving optax's Adam and
+# numpyro run under standard promotion, see test_embedding_examples.py.)
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 import mgjax  # noqa: E402
 
@@ -38,6 +41,7 @@ def _release_compiled_programs():
     from mgjax.runtime import _programs as _program_cache
 
     _program_cache._IN_MEMORY.clear()  # compiled batch/report programs kept by the runner
+    _program_cache._JSON_IN_MEMORY.clear()  # and the optimiser-state shapes beside them
     jax.clear_caches()
     gc.collect()
 

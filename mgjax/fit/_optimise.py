@@ -407,7 +407,7 @@ OPTIMISERS: dict[str, type[AbstractOptimiser]] = {
 
 
 def make_optimiser(
-    method: Method | AbstractOptimiser = DEFAULT_METHOD,
+    method: str | AbstractOptimiser = DEFAULT_METHOD,
     *,
     max_steps: int = MAX_STEPS,
     rtol: float = RTOL,
@@ -432,7 +432,7 @@ def optimise(
     problem: AbstractFitProblem,
     u0: Float[Array, " p"] | None = None,
     *,
-    method: Method | AbstractOptimiser = DEFAULT_METHOD,
+    method: str | AbstractOptimiser = DEFAULT_METHOD,
     max_steps: int = MAX_STEPS,
     rtol: float = RTOL,
     atol: float = ATOL,

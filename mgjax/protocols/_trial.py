@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from ..model import Inputs, ModelLike
 from ._base import (
@@ -71,13 +72,13 @@ class OralMagnesiumTrial(AbstractProtocol):
     @classmethod
     def daily(
         cls,
-        dose_mmol: float,
+        dose_mmol: ArrayLike,
         weeks: int,
         *,
         salt: str = "chloride",
         visit_weeks: tuple[int, ...] | None = None,
         averaged: bool = False,
-        dose_time: float = 60.0,
+        dose_time: ArrayLike = 60.0,
     ) -> "OralMagnesiumTrial":
         """`dose_mmol` elemental Mg²⁺ once a day for `weeks` weeks, visits at `visit_weeks`
         (default: baseline, every 4 weeks and the end)."""
