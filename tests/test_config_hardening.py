@@ -424,22 +424,28 @@ def accepted_is_valid(cfg: RunConfig) -> None:
     assert RunConfig.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
 
 
-def check(load, source: str) -> None:
-    """`load()` either refuses with one short line naming `source` or gives a valid config."""
+def check(load, source: str) -> str:
+    """`load()` either refuses with one short line naming `source` (returns "refused") or gives
+    a valid config ("accepted")."""
     try:
         with no_hang():
             cfg = load()
     except ConfigError as error:
         assert_message(str(error), source)
-    else:
-        accepted_is_valid(cfg)
+        return "refused"
+    accepted_is_valid(cfg)
+    return "accepted"
+
+
+#: Outcomes of the mutation fuzz tests (checked by the test after them, same process).
+OUTCOMES: list[str] = []
 
 
 @settings(FUZZ, max_examples=500)
 @given(data=st.data())
 def test_fuzz_mutated_mappings(data):
     raw = mutate(data, yaml.safe_load(yaml.safe_dump(BASE)))
-    check(lambda: validate(raw, "fuzzed.yaml"), "fuzzed.yaml")
+    OUTCOMES.append(check(lambda: validate(raw, "fuzzed.yaml"), "fuzzed.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -457,7 +463,13 @@ def test_fuzz_mutated_yaml_files(fuzz_dir, data, depth):
     text = text.replace("DEEPMARKER", "[" * depth + "]" * depth)
     path = fuzz_dir / "mutated.yaml"
     path.write_text(text, encoding="utf-8")
-    check(lambda: load_config(path), str(path))
+    OUTCOMES.append(check(lambda: load_config(path), str(path)))
+
+
+def test_the_mutation_fuzzers_reach_both_outcomes():
+    """The 900 mutated configs above are neither all refused nor all accepted."""
+    assert OUTCOMES.count("refused") >= 200, len(OUTCOMES)
+    assert OUTCOMES.count("accepted") >= 50, OUTCOMES.count("accepted")
 
 
 #: Pieces of YAML (and of this schema) that random text is built from.
