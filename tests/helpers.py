@@ -26,13 +26,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def load_experiment(path):
     """The module `experiments/<path>.py`, e.g. `load_experiment("examples/vicious_circle")`
-    (experiments are scripts, not a package)."""
+    (experiments are scripts, not a package: as when run as a script, its own folder is on
+    `sys.path` while it loads, so it may import its siblings)."""
     file = ROOT / "experiments" / f"{path}.py"
     name = file.stem
     spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(file.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(file.parent))
     return module
 
 

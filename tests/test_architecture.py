@@ -21,7 +21,8 @@ LAYERS = {
     "batch": 5,
     "petab": 5,
     "synth": 5,
-    "app": 6,
+    "population": 6,
+    "app": 7,
 }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import diffrax as dfx
@@ -23,6 +22,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import timed  # experiments/benchmarks/timing.py
 
 import mgjax
 from mgjax.solve import jax_jacobian, scipy_solve
@@ -35,19 +35,6 @@ PROTOCOLS = {
     ),
     "16-week supplementation": (mgjax.ConstantInputs(oral_mg=26.0), jnp.arange(17.0) * WEEK),
 }
-
-
-def timed(fn, *args, repeat=5):
-    """(first call incl. compile, best of `repeat` warm calls), in seconds."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return first, best
 
 
 def population(model, n, seed=0):
@@ -66,19 +53,9 @@ def scipy_time(model, protocol, ts, y0, method, repeat=3):
     y0 = np.asarray(y0.y)
     jax_jac = jax_jacobian(model, protocol)
     for jac in [jax_jac, "finite-difference"]:
-        scipy_solve(
-            model,
-            protocol,
-            np.asarray(ts),
-            method=method,
-            rtol=1e-6,
-            atol=1e-9,
-            jacobian=jac,
-            y0=y0,
-        )
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            scipy_solve(
+
+        def solve(jac=jac):
+            return scipy_solve(
                 model,
                 protocol,
                 np.asarray(ts),
@@ -88,9 +65,10 @@ def scipy_time(model, protocol, ts, y0, method, repeat=3):
                 jacobian=jac,
                 y0=y0,
             )
-            t = time.perf_counter() - t0
-            if t < best:
-                best, label = t, ("jax" if callable(jac) else jac)
+
+        _, t = timed(solve, repeat=repeat)  # the first call warms the JAX Jacobian
+        if t < best:
+            best, label = t, ("jax" if callable(jac) else jac)
     return best, label
 
 

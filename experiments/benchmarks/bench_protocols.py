@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import timed  # experiments/benchmarks/timing.py
 
 import mgjax
 
@@ -78,18 +78,6 @@ def protocols(n: int, rng):
     ]
 
 
-def timed(fn, *args, repeat=3):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        best = min(best, time.perf_counter() - t0)
-    return first - best, best
-
-
 def main(n: int = 1000, quick: bool = False) -> dict:
     subjects, rng = population(n)
     one_subject = mgjax.preset("t2dm")
@@ -106,10 +94,12 @@ def main(n: int = 1000, quick: bool = False) -> dict:
             return traj.ys, traj.num_steps
 
         single = eqx.filter_jit(run)
-        c1, r1 = timed(single, one_subject, protocol)
+        first, r1 = timed(single, one_subject, protocol, repeat=3)
+        c1 = first - r1  # compile: the first call less a warm one
         steps1 = int(single(one_subject, protocol)[1])
         batched = eqx.filter_jit(jax.vmap(lambda m, p: run(m, p, throw=False)))
-        cn, rn = timed(batched, subjects, batch, repeat=1)
+        first, rn = timed(batched, subjects, batch, repeat=1)
+        cn = first - rn
         steps = batched(subjects, batch)[1]
         rows[name] = dict(
             compile_single_s=c1,

@@ -58,6 +58,21 @@ def _panels(out, name, title, runs, keys, xlabel="min", xscale=1.0):
     return path
 
 
+HEC_SUMMARY = (
+    "m_value",
+    "steady_state_insulin_uu_ml",
+    "m_over_i",
+    "max_glucose_deviation_after_30_min",
+)
+
+
+def _hec_row(protocol: str, preset: str, summary: dict, *extra: str) -> dict:
+    """One table row of a hyperinsulinaemic clamp: its M value, insulin and M/I (+ `extra`)."""
+    return dict(
+        protocol=protocol, preset=preset, **{k: float(summary[k]) for k in HEC_SUMMARY + extra}
+    )
+
+
 def clamps(out):
     rows, runs_hec, runs_hgc, runs_iv = [], {}, {}, {}
     hec = mgjax.HyperinsulinemicClamp(insulin_rate=1.0, per_kg=True, target_glucose=5.0)
@@ -68,37 +83,13 @@ def clamps(out):
         model = mgjax.preset(preset)
         t = jnp.arange(0.0, 120.5, 1.0)
         traj = simulate(model, hec, t)
-        s = {k: float(v) for k, v in hec.summary(traj).items()}
+        rows.append(_hec_row("HEC 1 mU/kg/min @ 5 mmol/L", preset, hec.summary(traj)))
         rows.append(
-            dict(
-                protocol="HEC 1 mU/kg/min @ 5 mmol/L",
-                preset=preset,
-                **{
-                    k: s[k]
-                    for k in [
-                        "m_value",
-                        "steady_state_insulin_uu_ml",
-                        "m_over_i",
-                        "max_glucose_deviation_after_30_min",
-                    ]
-                },
-            )
-        )
-        s = {k: float(v) for k, v in isoglycaemic.summary(simulate(model, isoglycaemic, t)).items()}
-        rows.append(
-            dict(
-                protocol="HEC 1 mU/kg/min, isoglycaemic (own fasting glucose)",
-                preset=preset,
-                **{
-                    k: s[k]
-                    for k in [
-                        "m_value",
-                        "steady_state_insulin_uu_ml",
-                        "m_over_i",
-                        "max_glucose_deviation_after_30_min",
-                        "target_glucose",
-                    ]
-                },
+            _hec_row(
+                "HEC 1 mU/kg/min, isoglycaemic (own fasting glucose)",
+                preset,
+                isoglycaemic.summary(simulate(model, isoglycaemic, t)),
+                "target_glucose",
             )
         )
         runs_hec[preset] = (

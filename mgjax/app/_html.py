@@ -31,6 +31,15 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: Path, *, dpi: int = 100, rect=None) -> bool:
+    """Lay out `fig`, write it to `path` as PNG at `dpi` and close it; True (the figure
+    functions' "drawn" answer)."""
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return True
+
+
 def figure_html(path: Path, caption: str) -> str:
     """A PNG embedded as a data URI, with its caption."""
     data = base64.b64encode(path.read_bytes()).decode("ascii")

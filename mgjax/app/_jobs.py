@@ -38,7 +38,7 @@ from ..protocols import (
 from ..solve._simulate import observed_values, simulate
 from ..synth._cohort import _REPORT_UNITS, synthesize
 from ._config import RunConfig, apply_override, grid_points, to_yaml, validate
-from ._html import pyplot
+from ._html import pyplot, save_figure
 from ._report import write_report
 from ._resolve import (
     base_model_for,
@@ -502,9 +502,7 @@ def _simulate_plot(frame: pd.DataFrame, path: Path) -> None:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def check_job(data: Path) -> dict:

@@ -42,16 +42,8 @@ from ..petab._fides import RESTART_TOLERANCE, compile_for, fit_start
 from ..petab._import import PetabError, import_problem
 from ..petab._problem import _replace_static
 from ..solve._solve import SolverOptions
+from . import _html
 from ._config import PetabConfig, RunConfig
-from ._html import (
-    environment_html,
-    figure_html,
-    page_head,
-    pyplot,
-    section_html,
-    table_html,
-    write_page,
-)
 from ._run_dir import prepare_run_dir, start_log, write_environment
 
 #: A start "reached the best optimum" when its NLLH is within this of the best (PEtab
@@ -135,7 +127,7 @@ def simulation_table(problem, petab_problem, values) -> tuple[pd.DataFrame, dict
 
 
 def _fits_figure(table: pd.DataFrame, measurements: pd.DataFrame, path: Path) -> bool:
-    plt = pyplot()
+    plt = _html.pyplot()
     groups = list(table.groupby(["observableId", "simulationConditionId"], sort=False))
     if not groups:
         return False
@@ -158,10 +150,7 @@ def _fits_figure(table: pd.DataFrame, measurements: pd.DataFrame, path: Path) ->
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    return _html.save_figure(fig, path, dpi=90)
 
 
 def _waterfall(starts: pd.DataFrame, path: Path) -> bool:
@@ -169,7 +158,7 @@ def _waterfall(starts: pd.DataFrame, path: Path) -> bool:
     finite = np.sort(finite[np.isfinite(finite)])
     if finite.size == 0:
         return False
-    plt = pyplot()
+    plt = _html.pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     ax.plot(np.arange(1, finite.size + 1), finite - finite[0] + 1e-3, "o-", ms=4, lw=0.8)
     ax.axhline(AT_BEST_TOLERANCE, color="#999", ls=":", lw=0.8)
@@ -181,10 +170,7 @@ def _waterfall(starts: pd.DataFrame, path: Path) -> bool:
         f"{int(np.sum(finite - finite[0] <= AT_BEST_TOLERANCE))} of {len(starts)} starts at it",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return _html.save_figure(fig, path, dpi=100)
 
 
 def _compile_events() -> list[float]:
@@ -701,11 +687,11 @@ def _write_fit_report(out, summary, table, parameters, sims, measurements) -> Pa
         [(k, v) for k, v in summary.items() if not isinstance(v, dict | list)],
         columns=["", "value"],
     )
-    parts = page_head(f"mgjax petab {out.name}", f"mgjax petab: {summary.get('problem', '')}")
-    parts += section_html("Summary", table_html(facts))
+    parts = _html.page_head(f"mgjax petab {out.name}", f"mgjax petab: {summary.get('problem', '')}")
+    parts += _html.section_html("Summary", _html.table_html(facts))
     for name, caption in figures:
-        parts += section_html(caption, figure_html(out / name, caption))
+        parts += _html.section_html(caption, _html.figure_html(out / name, caption))
     for caption, frame in tables.items():
-        parts += section_html(caption, table_html(frame, rows=100))
-    parts += environment_html(env)
-    return write_page(out / "report.html", parts)
+        parts += _html.section_html(caption, _html.table_html(frame, rows=100))
+    parts += _html.environment_html(env)
+    return _html.write_page(out / "report.html", parts)

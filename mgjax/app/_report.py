@@ -40,6 +40,7 @@ from ._html import (
     figure_html,
     page_head,
     pyplot,
+    save_figure,
     section_html,
     table_html,
     write_page,
@@ -147,10 +148,7 @@ def _fits_figure(items: list[dict], path: Path) -> bool:
     for ax in axes[-1]:
         ax.set_xlabel("min", fontsize=7)
     fig.suptitle("Data (dots) and fitted model (line; band: error model's 95 % range)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / len(subjects)))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=90, rect=(0, 0, 1, 1 - 0.25 / len(subjects)))
 
 
 def _fasting_figure(rows: pd.DataFrame, path: Path) -> bool:
@@ -168,10 +166,7 @@ def _fasting_figure(rows: pd.DataFrame, path: Path) -> bool:
         ax.set_xlabel(f"observed ({g['unit'].iloc[0]})", fontsize=8)
         ax.set_ylabel("fitted", fontsize=8)
         ax.set_title(f"fasting {name}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=100)
 
 
 def _loss_figure(history: pd.DataFrame, subjects: pd.DataFrame, path: Path) -> bool:
@@ -195,10 +190,7 @@ def _loss_figure(history: pd.DataFrame, subjects: pd.DataFrame, path: Path) -> b
     ax.set_xlabel("iterations")
     ax.set_ylabel("NLL − final NLL (+1e-6)")
     ax.set_title(f"Loss curves ({len(shown)} subjects)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=100)
 
 
 def _waterfall_figure(starts: pd.DataFrame, path: Path) -> bool:
@@ -217,10 +209,7 @@ def _waterfall_figure(starts: pd.DataFrame, path: Path) -> bool:
         "Multistart waterfall (a plateau at the left = the best optimum, found repeatedly)",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=100)
 
 
 def _estimates_figure(parameters: pd.DataFrame, truth: pd.DataFrame | None, path: Path) -> bool:
@@ -258,10 +247,7 @@ def _estimates_figure(parameters: pd.DataFrame, truth: pd.DataFrame | None, path
         ax.set_xticks([])
         ax.tick_params(labelsize=7)
     axes[0, 0].legend(fontsize=7, ncol=4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=90)
 
 
 def _cohort_figure(parameters: pd.DataFrame, subjects: pd.DataFrame, path: Path) -> bool:
@@ -289,10 +275,7 @@ def _cohort_figure(parameters: pd.DataFrame, subjects: pd.DataFrame, path: Path)
             ax.set_yscale("log")
         ax.set_title(name, fontsize=8)
     fig.suptitle("Estimates by group (converged subjects)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=100)
 
 
 def _recovery_figure(parameters: pd.DataFrame, truth: pd.DataFrame, path: Path) -> bool:
@@ -317,10 +300,7 @@ def _recovery_figure(parameters: pd.DataFrame, truth: pd.DataFrame, path: Path) 
         ax.set_ylabel("estimate", fontsize=7)
         ax.set_title(name, fontsize=8)
     fig.suptitle("Estimates vs the true parameters of the synthetic cohort", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=100)
 
 
 def _identifiability_figure(parameters: pd.DataFrame, path: Path) -> bool:
@@ -338,10 +318,7 @@ def _identifiability_figure(parameters: pd.DataFrame, path: Path) -> bool:
     b.set_yscale("log")
     b.axhline(SLOPPY_SE, color="red", lw=0.8)
     b.set_ylabel("median relative SE", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=100)
 
 
 def _circle_figure(points: pd.DataFrame, path: Path) -> bool:
@@ -359,10 +336,7 @@ def _circle_figure(points: pd.DataFrame, path: Path) -> bool:
     ax.set_ylabel("fitted clamp M/I (insulin sensitivity)")
     ax.set_title("Where each subject sits on the Mg²⁺ – insulin-resistance circle", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path, dpi=100)
 
 
 # --- the report -----------------------------------------------------------------------------------
@@ -606,21 +580,24 @@ def _draw_figures(run_dir, cfg, dataset, tables, truth, log) -> list[tuple[str, 
     return figures
 
 
+def summary_rows(summary: dict) -> list[tuple[str, Any]]:
+    """(key, value) for the `SUMMARY_KEYS` that summary.json holds; lists and dicts as JSON.
+    The report's summary table and `mgjax fit`'s printed table."""
+    return [
+        (
+            k,
+            json.dumps(summary[k], default=str)
+            if isinstance(summary[k], (dict, list))
+            else summary[k],
+        )
+        for k in SUMMARY_KEYS
+        if k in summary
+    ]
+
+
 def _facts(summary: dict) -> pd.DataFrame:
-    """The summary table: `SUMMARY_KEYS` of summary.json (lists and dicts as JSON)."""
-    return pd.DataFrame(
-        [
-            (
-                k,
-                json.dumps(summary[k], default=str)
-                if isinstance(summary.get(k), (dict, list))
-                else summary.get(k),
-            )
-            for k in SUMMARY_KEYS
-            if k in summary
-        ],
-        columns=["", "value"],
-    )
+    """The summary table of the report."""
+    return pd.DataFrame(summary_rows(summary), columns=["", "value"])
 
 
 def _write_page(run_dir: Path, cfg: RunConfig, tables: dict, figures) -> Path:

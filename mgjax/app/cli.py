@@ -44,7 +44,7 @@ from ._config import (
     with_values,
 )
 from ._jobs import check_job, fit_job, simulate_job, sweep_job, synth_job
-from ._report import write_report
+from ._report import summary_rows, write_report
 from ._resolve import bundled_cohort
 from ._run_dir import JobError, default_run_dir, package_version
 
@@ -128,24 +128,8 @@ def default_cohort_path() -> Path:
 
 def _print_fit(summary: dict, out: Path) -> None:
     table = Table(title=f"fit → {out}")
-    for key in (
-        "subjects",
-        "converged",
-        "status",
-        "median_iterations",
-        "seconds_compile",
-        "seconds_total",
-    ):
-        if key in summary:
-            value = summary[key]
-            text = (
-                f"{value:.2f}"
-                if isinstance(value, float)
-                else json.dumps(value)
-                if isinstance(value, dict)
-                else str(value)
-            )
-            table.add_row(key, text)
+    for key, value in summary_rows(summary):
+        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
     console.print(table)
 
 

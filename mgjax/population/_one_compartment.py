@@ -1,0 +1,260 @@
+"""The classic one-compartment model with first-order oral absorption, as a fit problem: the
+population engine's built-in structural model for pharmacokinetic data (NONMEM's ADVAN2).
+
+C(t) = Σ_doses D·ka / (V·(ka − ke)) · (e^{−ke·(t−t_d)} − e^{−ka·(t−t_d)}),  ke = CL/V,
+
+for every dose given at or before t (superposition; bioavailability F is not separable from
+CL and V with oral data alone, so CL and V are the apparent CL/F and V/F). Residual error
+σ(C) = √(a² + (b·C)²) (combined; a in the concentration's unit, b a fraction).
+
+Units are the data's own: with doses in mg, times in h and concentrations in mg/L, ka and
+ke are 1/h, CL L/h and V L.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+from ..fit._objective import LOG_2PI
+from ..fit._problem import AbstractFitProblem
+from ..solve._solve import SolverOptions
+
+#: every quantity of the model, in the order of `OneCompartmentOral.values`
+QUANTITIES = ("ka", "cl", "v", "sigma_additive", "sigma_proportional")
+#: the model parameters among them (the rest are the residual error's terms)
+MODEL_PARAMETERS = QUANTITIES[:3]
+#: units, for tables (with doses in mg, times in h, concentrations in mg/L)
+UNITS = {"ka": "1/h", "cl": "L/h", "v": "L", "sigma_additive": "mg/L", "sigma_proportional": "1"}
+#: ka within this of ke uses the limit of the formula (ka = ke: D·k/V · τ·e^{−kτ})
+_FLIP_FLOP_GAP = 1e-7
+
+
+def concentration(
+    times: Float[Array, " m"],
+    dose_times: Float[Array, " d"],
+    dose_amounts: Float[Array, " d"],
+    ka: Any,
+    cl: Any,
+    v: Any,
+) -> Float[Array, " m"]:
+    """Concentrations at `times` after oral doses (`dose_amounts` at `dose_times`; zero
+    amounts are padding) in the one-compartment model."""
+    ke = cl / v
+    tau = times[:, None] - dose_times[None, :]
+    after = tau >= 0.0
+    tau = jnp.where(after, tau, 0.0)
+    gap = ka - ke
+    near = jnp.abs(gap) < _FLIP_FLOP_GAP * ka
+    safe_gap = jnp.where(near, 1.0, gap)
+    general = (jnp.exp(-ke * tau) - jnp.exp(-ka * tau)) * ka / safe_gap
+    limit = ka * tau * jnp.exp(-ke * tau)
+    per_dose = jnp.where(near, limit, general) * dose_amounts[None, :] / v
+    return jnp.sum(jnp.where(after, per_dose, 0.0), axis=1)
+
+
+class OneCompartmentOral(AbstractFitProblem):
+    """One subject's oral-dose concentrations and the one-compartment model: an
+    `AbstractFitProblem` on the log of its free quantities (`free` model parameters, then
+    the estimated error terms). Padded observations (`mask` False) and zero doses count for
+    nothing, so subjects of one cohort share shapes and stack for `jax.vmap`."""
+
+    times: Float[Array, " m"]  # h
+    observed: Float[Array, " m"]  # mg/L
+    mask: Bool[Array, " m"]
+    dose_times: Float[Array, " d"]  # h
+    dose_amounts: Float[Array, " d"]  # mg
+    values: Float[Array, " 5"]  # every quantity of `QUANTITIES` (fixed ones hold here)
+    lower: Float[Array, " p"]
+    upper: Float[Array, " p"]
+    prior_mean: Float[Array, " p"]
+    prior_sd: Float[Array, " p"]
+    options: SolverOptions = SolverOptions()  # no ODE: kept for the interface
+    free: tuple[str, ...] = eqx.field(static=True, default=MODEL_PARAMETERS)
+    error_parameters: tuple = eqx.field(
+        static=True, default=(("concentration", "additive"), ("concentration", "proportional"))
+    )
+    least_squares: bool = eqx.field(static=True, default=False)
+
+    # --- coordinates ----------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.free + tuple(f"sigma_{kind}[{obs}]" for obs, kind in self.error_parameters)
+
+    @property
+    def _index(self) -> list[int]:
+        return [QUANTITIES.index(n) for n in self.free] + [
+            QUANTITIES.index(f"sigma_{kind}") for _, kind in self.error_parameters
+        ]
+
+    def to_values(self, u: Float[Array, " p"]) -> Float[Array, " p"]:
+        return jnp.exp(u)
+
+    def from_values(self, values: Any) -> Float[Array, " p"]:
+        return jnp.log(jnp.asarray(values, dtype=jnp.float64))
+
+    def log_scale(self) -> tuple[bool, ...]:
+        return (True,) * len(self.names)
+
+    def initial(self) -> Float[Array, " p"]:
+        return jnp.log(self.values[jnp.asarray(self._index)])
+
+    def fix(self, name: str, value: Any) -> OneCompartmentOral:
+        k = self.free.index(name)
+        keep = np.array([i for i in range(len(self.names)) if i != k])
+        return OneCompartmentOral(
+            times=self.times,
+            observed=self.observed,
+            mask=self.mask,
+            dose_times=self.dose_times,
+            dose_amounts=self.dose_amounts,
+            values=self.values.at[QUANTITIES.index(name)].set(value),
+            lower=self.lower[keep],
+            upper=self.upper[keep],
+            prior_mean=self.prior_mean[keep],
+            prior_sd=self.prior_sd[keep],
+            options=self.options,
+            free=tuple(n for n in self.free if n != name),
+            error_parameters=self.error_parameters,
+        )
+
+    # --- evaluation -------------------------------------------------------------------------
+    def all_values(self, u: Float[Array, " p"]) -> Float[Array, " 5"]:
+        """Every quantity of `QUANTITIES` at u (the free ones from u, the others fixed)."""
+        return self.values.at[jnp.asarray(self._index)].set(self.to_values(u))
+
+    def predictions(self, u: Float[Array, " p"]) -> tuple[Any, Any]:
+        ka, cl, v = self.all_values(u)[:3]
+        c = concentration(self.times, self.dose_times, self.dose_amounts, ka, cl, v)
+        return c, jnp.all(jnp.isfinite(jnp.where(self.mask, c, 0.0)))
+
+    def sigma(self, u: Float[Array, " p"], preds: Any) -> Float[Array, " m"]:
+        """The residual error's SD at each observation (mg/L)."""
+        a, b = self.all_values(u)[3:]
+        return jnp.sqrt(a**2 + (b * preds) ** 2 + 1e-300)
+
+    def mean_and_sd(self, u: Float[Array, " p"]) -> tuple[Array, Array, Array]:
+        """(concentration, the residual error's SD, mask) per observation: what the
+        population engine's expected information is built from."""
+        preds, _ = self.predictions(u)
+        return preds, self.sigma(u, preds), self.mask
+
+    def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
+        sigma = jax.lax.stop_gradient(self.sigma(u, preds))
+        return jnp.where(self.mask, (self.observed - preds) / sigma, 0.0)
+
+    def negative_log_likelihood_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Any:
+        sigma = self.sigma(u, preds)
+        r = (self.observed - preds) / sigma
+        terms = 0.5 * r**2 + jnp.log(sigma) + 0.5 * LOG_2PI
+        return jnp.sum(jnp.where(self.mask, terms, 0.0))
+
+    def fisher_residuals(self, u: Float[Array, " p"]) -> Float[Array, " m2"]:
+        """Residuals whose JᵀJ is the Gaussian likelihood's expected Fisher information,
+        the σ terms included: ∂C/σ and √2·∂σ/σ per observation."""
+        preds, _ = self.predictions(u)
+        sigma = self.sigma(u, preds)
+        held = jax.lax.stop_gradient(sigma)
+        mean_part = jnp.where(self.mask, -preds / held, 0.0)
+        sigma_part = jnp.where(self.mask, jnp.sqrt(2.0) * jnp.log(sigma), 0.0)
+        return jnp.concatenate([mean_part, sigma_part])
+
+
+def one_compartment_problem(
+    times: Any,
+    observed: Any,
+    dose_times: Any,
+    dose_amounts: Any,
+    *,
+    values: dict[str, float] | None = None,
+    free: tuple[str, ...] = MODEL_PARAMETERS,
+    estimate_error: tuple[str, ...] = ("additive", "proportional"),
+    n_observations: int | None = None,
+    n_doses: int | None = None,
+) -> OneCompartmentOral:
+    """One subject's problem; NaN observations are left out. `values`: starting (or fixed)
+    values of `QUANTITIES` (defaults ka 1/h, CL 5 L/h, V 50 L, a 0.05 mg/L, b 0.1);
+    `n_observations`/`n_doses` pad to a cohort's largest, so problems stack."""
+    start = dict(ka=1.0, cl=5.0, v=50.0, sigma_additive=0.05, sigma_proportional=0.1)
+    start.update(values or {})
+    unknown = set(start) - set(QUANTITIES)
+    if unknown:
+        raise ValueError(f"unknown quantities {sorted(unknown)}; use {', '.join(QUANTITIES)}")
+    times = np.asarray(times, dtype=float)
+    observed = np.asarray(observed, dtype=float)
+    keep = np.isfinite(observed)
+    times, observed = times[keep], observed[keep]
+    m = n_observations or len(times)
+    d = n_doses or len(dose_times)
+    pad = m - len(times)
+    pad_d = d - len(dose_times)
+    if pad < 0 or pad_d < 0:
+        raise ValueError("n_observations / n_doses below this subject's own counts")
+    error = tuple(("concentration", kind) for kind in estimate_error)
+    p = len(free) + len(error)
+    return OneCompartmentOral(
+        times=jnp.asarray(np.concatenate([times, np.zeros(pad)])),
+        observed=jnp.asarray(np.concatenate([observed, np.zeros(pad)])),
+        mask=jnp.asarray(np.concatenate([np.ones(len(times), bool), np.zeros(pad, bool)])),
+        dose_times=jnp.asarray(np.concatenate([np.asarray(dose_times, float), np.zeros(pad_d)])),
+        dose_amounts=jnp.asarray(
+            np.concatenate([np.asarray(dose_amounts, float), np.zeros(pad_d)])
+        ),
+        values=jnp.asarray([float(start[k]) for k in QUANTITIES]),
+        lower=jnp.zeros(p),
+        upper=jnp.full(p, jnp.inf),
+        prior_mean=jnp.full(p, jnp.nan),
+        prior_sd=jnp.ones(p),
+        free=tuple(free),
+        error_parameters=error,
+    )
+
+
+def simulate_one_compartment_cohort(
+    n: int,
+    *,
+    typical: dict[str, float],
+    omega_sd: dict[str, float],
+    times: Any,
+    dose_amount: float = 100.0,
+    weight_exponent: float = 0.75,
+    weight_mean: float = 75.0,
+    weight_sd: float = 12.0,
+    seed: int = 0,
+) -> tuple[list[OneCompartmentOral], np.ndarray, dict[str, np.ndarray]]:
+    """A synthetic cohort with known truth: `n` subjects, one oral dose (mg) at t = 0,
+    concentrations at `times` (h) with the combined error of `typical`'s `sigma_additive`
+    and `sigma_proportional`; log-normal ka, CL, V (SDs `omega_sd` on the log scale, any
+    subset) and CL ∝ (weight/70 kg)^`weight_exponent` (weights normal, clipped to 40–150 kg).
+
+    **Returns:** (each subject's problem, the weights, the individual true values)."""
+    rng = np.random.default_rng(seed)
+    times = np.asarray(times, dtype=float)
+    weights = np.clip(rng.normal(weight_mean, weight_sd, n), 40.0, 150.0)
+    truth = {k: np.empty(n) for k in MODEL_PARAMETERS}
+    problems = []
+    a, b = typical["sigma_additive"], typical["sigma_proportional"]
+    for i in range(n):
+        eta = {k: rng.normal(0.0, omega_sd.get(k, 0.0)) for k in MODEL_PARAMETERS}
+        values = {k: typical[k] * np.exp(eta[k]) for k in MODEL_PARAMETERS}
+        values["cl"] *= (weights[i] / 70.0) ** weight_exponent
+        for k in MODEL_PARAMETERS:
+            truth[k][i] = values[k]
+        c = np.asarray(
+            concentration(
+                jnp.asarray(times),
+                jnp.zeros(1),
+                jnp.full(1, dose_amount),
+                values["ka"],
+                values["cl"],
+                values["v"],
+            )
+        )
+        y = c + np.sqrt(a**2 + (b * c) ** 2) * rng.standard_normal(c.shape)
+        problems.append(one_compartment_problem(times, y, [0.0], [dose_amount]))
+    return problems, weights, truth

@@ -1,0 +1,271 @@
+"""Population inference (FOCE-I): the objective against an exact marginal likelihood, its
+gradient against finite differences, recovery of a simulated cohort, and refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from mgjax.fit import AbstractFitProblem
+from mgjax.population import (
+    CovariateEffect,
+    PopulationModel,
+    fit_population,
+    one_compartment_problem,
+    simulate_one_compartment_cohort,
+    stack_problems,
+)
+from mgjax.population._fit import _start
+from mgjax.population._laplace import fit_subjects, population_objective, subjects_objective
+from mgjax.solve import SolverOptions
+
+TYPICAL = dict(ka=1.2, cl=4.0, v=40.0, sigma_additive=0.05, sigma_proportional=0.1)
+OMEGA = dict(ka=0.3, cl=0.25, v=0.2)
+TIMES = [0.5, 2.0, 8.0]  # sparse: three samples per subject
+
+
+class LinearProblem(AbstractFitProblem):
+    """y = X·u + ε, ε ~ N(0, σ²): linear in u, so the Laplace approximation is exact."""
+
+    design: Any
+    observed: Any
+    sd: Any
+    lower: Any
+    upper: Any
+    prior_mean: Any
+    prior_sd: Any
+    options: SolverOptions = SolverOptions()
+    free: tuple[str, ...] = eqx.field(static=True, default=("a", "b"))
+    error_parameters: tuple = eqx.field(static=True, default=())
+    least_squares: bool = eqx.field(static=True, default=True)
+
+    @property
+    def names(self):
+        return self.free
+
+    def to_values(self, u):
+        return u
+
+    def from_values(self, values):
+        return jnp.asarray(values, dtype=jnp.float64)
+
+    def log_scale(self):
+        return (False, False)
+
+    def initial(self):
+        return jnp.zeros(2)
+
+    def fix(self, name, value):
+        raise NotImplementedError("not needed by these tests")
+
+    def predictions(self, u):
+        return self.design @ u, jnp.asarray(True)
+
+    def residuals_from(self, u, preds, ok):
+        return (self.observed - preds) / self.sd
+
+    def negative_log_likelihood_from(self, u, preds, ok):
+        r = (self.observed - preds) / self.sd
+        return jnp.sum(0.5 * r**2 + jnp.log(self.sd) + 0.5 * np.log(2 * np.pi))
+
+    def mean_and_sd(self, u):
+        preds, _ = self.predictions(u)
+        return preds, jnp.full_like(preds, self.sd), jnp.ones(preds.shape, bool)
+
+
+def _linear_cohort(n=6, m=4, seed=0):
+    rng = np.random.default_rng(seed)
+    problems = []
+    for _ in range(n):
+        x = np.stack([np.ones(m), rng.uniform(0, 3, m)], axis=1)
+        y = x @ np.array([1.0, 0.5]) + rng.normal(0, 0.4, m)
+        problems.append(
+            LinearProblem(
+                design=jnp.asarray(x),
+                observed=jnp.asarray(y),
+                sd=jnp.asarray(0.3),
+                lower=jnp.full(2, -jnp.inf),
+                upper=jnp.full(2, jnp.inf),
+                prior_mean=jnp.full(2, jnp.nan),
+                prior_sd=jnp.ones(2),
+            )
+        )
+    return problems
+
+
+@pytest.mark.parametrize("omega", ["diagonal", "full"])
+def test_foce_objective_equals_the_exact_marginal_likelihood_of_a_linear_model(omega):
+    problems = _linear_cohort()
+    model = PopulationModel(names=("a", "b"), random=("a", "b"), omega=omega)
+    stacked = stack_problems(problems)
+    extra = [0.4] if omega == "full" else []
+    theta = jnp.asarray([0.8, 0.7, np.log(0.5), np.log(0.2), *extra])
+    z = jnp.zeros((len(problems), 0))
+    inner = fit_subjects(model, stacked, theta, z, jnp.zeros((len(problems), 2)))
+    ofv = np.asarray(subjects_objective(model, stacked, theta, z, inner.xi))
+    mu, _, chol = (np.asarray(a) for a in model.unpack(theta))
+    cov_eta = chol @ chol.T
+    for k, p in enumerate(problems):
+        x, y = np.asarray(p.design), np.asarray(p.observed)
+        cov = x @ cov_eta @ x.T + 0.09 * np.eye(len(y))
+        resid = y - x @ mu
+        exact = (
+            len(y) * np.log(2 * np.pi)
+            + np.linalg.slogdet(cov)[1]
+            + resid @ np.linalg.solve(cov, resid)
+        )
+        assert ofv[k] == pytest.approx(exact, rel=1e-10, abs=1e-10)
+    assert bool(np.all(np.asarray(inner.converged)))
+
+
+def _cohort(n, seed=1):
+    problems, weights, truth = simulate_one_compartment_cohort(
+        n, typical=TYPICAL, omega_sd=OMEGA, times=TIMES, seed=seed
+    )
+    model = PopulationModel(
+        names=problems[0].names,
+        random=("ka", "cl", "v"),
+        covariates=(CovariateEffect("cl", "weight", "power", 70.0),),
+    )
+    return problems, weights, truth, model
+
+
+START = {
+    "ka": 1.0,
+    "cl": 5.0,
+    "v": 50.0,
+    "sigma_additive[concentration]": 0.1,
+    "sigma_proportional[concentration]": 0.2,
+}
+
+
+def test_population_gradient_matches_finite_differences():
+    problems, weights, _, model = _cohort(12)
+    stacked = stack_problems(problems)
+    z = jnp.asarray(model.design({"weight": weights}, [str(i) for i in range(12)]))
+    theta = _start(model, stacked, problems[0], START, 0.3).at[-4].set(0.5)  # β ≠ 0
+    xi0 = jnp.zeros((12, 3))
+
+    def ofv(t):
+        return population_objective(t, (model, stacked, z, xi0, 100))[0]
+
+    exact = np.asarray(jax.grad(ofv)(theta))
+    step = 1e-5
+    central = np.array(
+        [
+            (ofv(theta.at[k].add(step)) - ofv(theta.at[k].add(-step))) / (2 * step)
+            for k in range(theta.shape[0])
+        ]
+    )
+    np.testing.assert_allclose(exact, central, rtol=1e-5, atol=1e-5)
+    assert np.min(np.abs(exact)) > 0.1  # away from the optimum: a real comparison
+
+
+@pytest.mark.slow
+def test_foce_recovers_a_sparse_simulated_cohort():
+    n = 100
+    problems, weights, truth, model = _cohort(n)
+    subjects = [f"s{i:03d}" for i in range(n)]
+    result = fit_population(
+        problems,
+        model,
+        subjects=subjects,
+        covariates=pd.DataFrame({"weight": weights}, index=subjects),
+        start=START,
+        units={"ka": "1/h", "cl": "L/h", "v": "L"},
+    )
+    assert result.converged and not result.excluded
+    table = result.population_parameters.set_index("parameter")
+    expected = {
+        "ka": TYPICAL["ka"],
+        "cl": TYPICAL["cl"],
+        "v": TYPICAL["v"],
+        "sigma_proportional[concentration]": TYPICAL["sigma_proportional"],
+        "cl~weight": 0.75,
+    }
+    for name, value in expected.items():
+        row = table.loc[name]
+        # within 3 SE of the truth, and the SE a real one (not zero or huge)
+        assert abs(row["estimate"] - value) < 3 * row["se"], (name, row.to_dict())
+        assert 0 < row["rse_percent"] < 50, (name, row.to_dict())
+    # 95 % intervals around the estimate (coverage over replicate cohorts is a study, not a test)
+    assert (table["ci_low"] < table["estimate"]).all() and (
+        table["estimate"] < table["ci_high"]
+    ).all()
+    omega = result.random_effects.set_index("parameter")
+    for name, sd in OMEGA.items():
+        assert abs(omega.loc[name, "omega_sd"] - sd) < 3 * omega.loc[name, "se"], name
+    # EBEs: the individual CLs follow the truth (sparse data: shrunk, but correlated)
+    ebe = result.individual_parameters.pivot(index="subject", columns="parameter", values="ebe")
+    assert np.corrcoef(np.log(ebe["cl"].to_numpy()), np.log(truth["cl"]))[0, 1] > 0.7
+    # OFV, AIC, BIC consistent; diagnostics where the model is right look like N(0, 1)
+    q = len(result.theta)
+    assert result.aic == pytest.approx(result.ofv + 2 * q)
+    assert result.bic == pytest.approx(result.ofv + q * np.log(3 * n))
+    cwres = result.predictions["cwres"].to_numpy()
+    assert abs(np.mean(cwres)) < 0.2 and 0.8 < np.std(cwres) < 1.2
+    assert list(result.predictions.columns[:7]) == [
+        "subject",
+        "time",
+        "observable",
+        "dv",
+        "pred",
+        "ipred",
+        "iwres",
+    ]
+    assert set(result.tables()) >= {
+        "population_parameters.csv",
+        "random_effects.csv",
+        "individual_parameters.csv",
+        "predictions.csv",
+    }
+
+
+def test_a_subject_that_cannot_be_evaluated_is_left_out_and_poisons_nobody():
+    problems, weights, _, _ = _cohort(16, seed=3)
+    model = PopulationModel(names=problems[0].names, random=("cl", "v"))
+    broken = one_compartment_problem(TIMES, [1e308, 1.0, 0.5], [0.0], [100.0])
+    subjects = [f"s{i}" for i in range(16)]
+    clean = fit_population(problems, model, subjects=subjects, start=START)
+    mixed = fit_population(
+        problems[:5] + [broken] + problems[5:],
+        model,
+        subjects=subjects[:5] + ["broken"] + subjects[5:],
+        start=START,
+    )
+    assert mixed.excluded == ("broken",) and clean.excluded == ()
+    np.testing.assert_allclose(mixed.theta, clean.theta, rtol=1e-8, atol=1e-10)
+    assert mixed.ofv == pytest.approx(clean.ofv, rel=1e-10)
+
+
+def test_population_models_refuse_what_they_cannot_fit():
+    names = ("ka", "cl", "v")
+    with pytest.raises(ValueError, match="not quantities of the structural model"):
+        PopulationModel(names=names, random=("clearance",))
+    with pytest.raises(ValueError, match="distinct"):
+        PopulationModel(names=names, random=())
+    with pytest.raises(ValueError, match="unknown covariate effect kind"):
+        CovariateEffect("cl", "weight", "exponential")
+    with pytest.raises(ValueError, match="needs a `level`"):
+        CovariateEffect("cl", "sex", "categorical")
+    model = PopulationModel(
+        names=names, random=("cl",), covariates=(CovariateEffect("cl", "weight", "power", 70.0),)
+    )
+    with pytest.raises(ValueError, match="no column 'weight'"):
+        model.design(pd.DataFrame({"age": [50.0]}, index=["a"]), ["a"])
+    with pytest.raises(ValueError, match="subject 'b' is -3.0; a power effect needs a positive"):
+        model.design(pd.DataFrame({"weight": [70.0, -3.0]}, index=["a", "b"]), ["a", "b"])
+    sex = CovariateEffect("cl", "sex", "categorical", level="F")
+    assert sex.name == "cl~sex=F"
+    np.testing.assert_array_equal(sex.design(pd.Series(["F", "M", "F"])), [1.0, 0.0, 1.0])
+    problems, *_ = _cohort(2)
+    with pytest.raises(ValueError, match="are not the problems'"):
+        fit_population(problems, PopulationModel(names=names, random=("cl",)))
+    with pytest.raises(ValueError, match="differs in structure or shapes"):
+        stack_problems([problems[0], one_compartment_problem([1.0], [1.0], [0.0], [100.0])])
