@@ -152,6 +152,7 @@ def test_population_gradient_matches_finite_differences():
     theta = _start(model, stacked, problems[0], START, 0.3).at[-4].set(0.5)  # β ≠ 0
     xi0 = jnp.zeros((12, 3))
 
+    @jax.jit
     def ofv(t):
         return population_objective(t, (model, stacked, z, xi0, 100))[0]
 
@@ -269,3 +270,67 @@ def test_population_models_refuse_what_they_cannot_fit():
         fit_population(problems, PopulationModel(names=names, random=("cl",)))
     with pytest.raises(ValueError, match="differs in structure or shapes"):
         stack_problems([problems[0], one_compartment_problem([1.0], [1.0], [0.0], [100.0])])
+
+
+@pytest.mark.slow
+def test_population_command_fits_a_nonmem_csv_into_a_run_directory(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mgjax.app.cli import app
+    from mgjax.population import nonmem_table
+
+    n = 40
+    problems, weights, _ = simulate_one_compartment_cohort(
+        n, typical=TYPICAL, omega_sd=OMEGA, times=TIMES, seed=7
+    )
+    subjects = [f"id{i}" for i in range(n)]
+    table = nonmem_table(problems, subjects, pd.DataFrame({"wt": weights}, index=subjects))
+    table.to_csv(tmp_path / "pk.csv", index=False)
+    out = tmp_path / "run"
+    args = ["population", "configs/population_pk.yaml", "--data", tmp_path / "pk.csv"]
+    result = CliRunner().invoke(app, [str(a) for a in [*args, "--out", out]])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "foce-i" and summary["subjects"] == n and summary["converged"]
+    population = pd.read_csv(out / "population_parameters.csv")
+    assert list(population.columns) == [
+        "parameter",
+        "estimate",
+        "se",
+        "rse_percent",
+        "ci_low",
+        "ci_high",
+        "unit",
+    ]
+    assert population.set_index("parameter").loc["cl", "unit"] == "L/h"
+    # the same fit from Python, on the same problems: the command adds nothing of its own
+    model = PopulationModel(
+        names=problems[0].names,
+        random=("ka", "cl", "v"),
+        covariates=(CovariateEffect("cl", "wt", "power", 70.0),),
+    )
+    direct = fit_population(
+        problems,
+        model,
+        subjects=subjects,
+        covariates=pd.DataFrame({"wt": weights}, index=subjects),
+        start=START,
+    )
+    np.testing.assert_allclose(
+        population["estimate"].to_numpy(),
+        direct.population_parameters["estimate"].to_numpy(),
+        rtol=1e-6,
+    )
+    for name in ("random_effects.csv", "individual_parameters.csv", "predictions.csv"):
+        assert len(pd.read_csv(out / name)) > 0
+    # bad input: one message, exit 2
+    bad = table.copy()
+    bad.loc[1, "TIME"] = -1.0
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    result = CliRunner().invoke(
+        app,
+        [*map(str, args[:2]), "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "r2")],
+    )
+    assert result.exit_code == 2 and "bad.csv, row 3, column 'TIME'" in result.output, result.output

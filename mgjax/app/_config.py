@@ -405,8 +405,41 @@ class PetabConfig(_Strict):
         return v
 
 
+class CovariateEffectConfig(_Strict):
+    """One covariate effect of a population model (`mgjax.population.CovariateEffect`)."""
+
+    parameter: str
+    covariate: str
+    kind: Literal["power", "linear", "categorical"] = "power"
+    reference: Real = 1.0
+    level: str | Real | None = None
+
+
+class PopulationConfig(_Strict):
+    """`mgjax population`: a nonlinear mixed-effects fit (FOCE-I) of `structural_model` —
+    `one_compartment` (oral PK from a NONMEM-style CSV, `data`) or `mgjax` (the coupled
+    model's `fit.free` parameters from a native dataset folder) — with random effects on
+    `random`, the covariate effects `covariates`, Ω `omega` (diagonal or full), starting
+    typical values `start` (physical units) and random-effect SDs `omega_start`."""
+
+    data: Path | None = None
+    structural_model: Literal["one_compartment", "mgjax"] = "one_compartment"
+    random: list[str] = ["ka", "cl", "v"]
+    covariates: list[CovariateEffectConfig] = []
+    omega: Literal["diagonal", "full"] = "diagonal"
+    start: dict[str, Real] = {}
+    omega_start: Real = Field(0.3, gt=0.0, le=5.0)
+    covariance: Literal["hessian", "sandwich"] = "hessian"
+    #: one_compartment: observation compartment (CMT) → observable; dose compartments
+    observables: dict[int, str] = {2: "concentration"}
+    dose_compartments: list[int] = [1]
+    estimate_error: list[Literal["additive", "proportional"]] = ["additive", "proportional"]
+    max_steps: Whole = Field(500, ge=1, le=100_000)
+
+
 class RunConfig(_Strict):
-    """One config for every command (`mgjax run | fit | synth | simulate | sweep | petab`)."""
+    """One config for every command (`mgjax run | fit | synth | simulate | sweep | petab |
+    population`)."""
 
     seed: Whole = Field(0, ge=0, lt=2**63)
     output_dir: Path = Path("runs")
@@ -421,6 +454,7 @@ class RunConfig(_Strict):
     simulate: SimulateConfig = SimulateConfig()
     report: ReportConfig = ReportConfig()
     petab: PetabConfig = PetabConfig()
+    population: PopulationConfig = PopulationConfig()
 
 
 # --- loading, overrides, errors ----------------------------------------------------------------

@@ -52,6 +52,7 @@ RESUMABLE_KEYS = (
     "synth",
     "simulate",
     "petab",
+    "population",
 )
 #: `extra` of a log record for run.log only (not the console): `log.info(…, extra=FILE_ONLY)`.
 FILE_ONLY = {"file_only": True}

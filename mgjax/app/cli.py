@@ -44,6 +44,7 @@ from ._config import (
     with_values,
 )
 from ._jobs import check_job, fit_job, simulate_job, sweep_job, synth_job
+from ._population_job import population_job
 from ._report import summary_rows, write_report
 from ._resolve import bundled_cohort
 from ._run_dir import JobError, default_run_dir, package_version
@@ -402,6 +403,35 @@ def _print_petab(summary: dict, problem: Path, out: Path) -> None:
         if key in summary:
             table.add_row(key, str(summary[key]))
     console.print(table)
+
+
+@app.command()
+def population(
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] | None = OVERRIDES_ARG,
+    data: Path | None = typer.Option(
+        None,
+        help="NONMEM-style CSV (structural model one_compartment) or dataset folder (mgjax); "
+        "shortcut for population.data.",
+    ),
+    out: Path = typer.Option(..., help="Run directory."),
+    force: bool = typer.Option(False, help="Replace an existing run directory."),
+) -> None:
+    """Fit a population (nonlinear mixed-effects) model by FOCE-I: typical values, covariate
+    effects, random effects; writes population_parameters.csv, random_effects.csv, omega.csv,
+    individual_parameters.csv, predictions.csv and summary.json (docs/population.md).
+
+    Example: `mgjax population configs/population_pk.yaml --data pk.csv --out runs/pk`
+    """
+    with _errors():
+        cfg = _config(config, overrides, [f"population.data={data}"] if data else [])
+        _cache()
+        summary = population_job(cfg, out, force=force)
+        table = Table(title=f"population → {out}")
+        for key in ("ofv", "aic", "bic", "converged", "iterations", "subjects", "seconds_total"):
+            value = summary[key]
+            table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+        console.print(table)
 
 
 @app.command()

@@ -76,13 +76,15 @@ def build_batches(
     priors: Mapping[str, tuple[float, float]] | None = None,
     options: SolverOptions | None = None,
     averaged_trials: bool = True,
+    bounded: bool = True,
     base_model: Callable[[str | None, Mapping[str, float]], MgT2DModel] = default_base_model,
 ) -> list[SubjectBatch]:
     """Fit problems for `subjects` (default all, sorted), grouped into batches of identical
     structure (largest first).
 
     `base_model(group, covariates)` gives each subject's fixed parameters and starting point
-    (default: the preset named by the subjects table's `group`, with weight and height)."""
+    (default: the preset named by the subjects table's `group`, with weight and height);
+    `bounded` as `mgjax.fit.make_problem`'s."""
     obs_all = dataset.observations
     if subjects is None:
         subjects = sorted(obs_all["subject"].unique())
@@ -121,7 +123,13 @@ def build_batches(
             pad_to=pad_to,
         )
         problem = make_problem(
-            model, experiments, free, error_models=error_models, priors=priors, options=options
+            model,
+            experiments,
+            free,
+            error_models=error_models,
+            priors=priors,
+            options=options,
+            bounded=bounded,
         )
         problem = jax.tree.map(np.asarray, problem)
         entry = by_signature.setdefault(_signature(problem), ([], [], []))

@@ -4,6 +4,8 @@
 from ._dataset import Dataset as Dataset
 from ._dataset import DatasetError as DatasetError
 from ._dataset import load_dataset as load_dataset
+from ._nonmem import NonmemData as NonmemData
+from ._nonmem import read_nonmem as read_nonmem
 from ._published import published as published
 from ._published import published_targets as published_targets
 from ._records import protocol_from_records as protocol_from_records

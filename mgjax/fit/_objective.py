@@ -169,11 +169,12 @@ class FitProblem(AbstractFitProblem):
             ok = ok & success & jnp.all(jnp.isfinite(jnp.where(e.mask, p, 0.0)))
         return preds, ok
 
-    def _scaled(self, u, preds, ok, hold_sigma: bool = False):
-        """(r, σ, mask) per observation, failed solves replaced by a finite penalty. With
-        `hold_sigma`, a prediction-dependent σ is not differentiated (reweighting)."""
+    def _moments(self, u, preds, ok, hold_sigma: bool = False):
+        """Per experiment: (observed, mean, σ, mask), a failed solve's means replaced by the
+        observations (its residuals are penalised in `_scaled`). With `hold_sigma`, a
+        prediction-dependent σ is not differentiated (reweighting)."""
         terms = self._error_terms(u)
-        rs, sigmas, masks = [], [], []
+        out = []
         for e, p in zip(self.experiments, preds):
             a = jnp.stack([terms[n][0] for n in e.observable_names])[e.observable_index]
             b = jnp.stack([terms[n][1] for n in e.observable_names])[e.observable_index]
@@ -181,12 +182,28 @@ class FitProblem(AbstractFitProblem):
             p_sigma = jax.lax.stop_gradient(safe_p) if hold_sigma else safe_p
             sigma_model = jnp.sqrt(a**2 + (b * p_sigma) ** 2 + 1e-300)
             sigma = jnp.where(jnp.isnan(e.sigma), sigma_model, e.sigma)
-            r = (e.values - safe_p) / sigma
-            r = jnp.where(ok, r, FAILED_RESIDUAL)
-            rs.append(jnp.where(e.mask, r, 0.0))
-            sigmas.append(jnp.where(e.mask, sigma, 1.0))
-            masks.append(e.mask)
+            out.append((e.values, safe_p, sigma, e.mask))
+        return out
+
+    def _scaled(self, u, preds, ok, hold_sigma: bool = False):
+        """(r, σ, mask) per observation, failed solves replaced by a finite penalty. With
+        `hold_sigma`, a prediction-dependent σ is not differentiated (reweighting)."""
+        rs, sigmas, masks = [], [], []
+        for values, mean, sigma, mask in self._moments(u, preds, ok, hold_sigma):
+            r = jnp.where(ok, (values - mean) / sigma, FAILED_RESIDUAL)
+            rs.append(jnp.where(mask, r, 0.0))
+            sigmas.append(jnp.where(mask, sigma, 1.0))
+            masks.append(mask)
         return jnp.concatenate(rs), jnp.concatenate(sigmas), jnp.concatenate(masks)
+
+    def mean_and_sd(self, u: Float[Array, " p"]) -> tuple[Any, Any, Any]:
+        """(model mean, residual SD, mask) per observation (padding masked; a failed solve's
+        means are the observations): what the population engine's FOCE-I curvature uses."""
+        preds, ok = self.predictions(u)
+        moments = self._moments(u, preds, ok)
+        mean = jnp.concatenate([jnp.where(m, p, 0.0) for _, p, _, m in moments])
+        sd = jnp.concatenate([jnp.where(m, s, 1.0) for _, _, s, m in moments])
+        return mean, sd, jnp.concatenate([m for *_, m in moments])
 
     def prior_residuals(self, u: Float[Array, " p"]) -> Float[Array, " p"]:
         """(log θ − log median)/log gsd for parameters with a log-normal prior, else 0."""
@@ -260,6 +277,7 @@ def make_problem(
     error_models: Mapping[str, ErrorModel] | None = None,
     priors: Mapping[str, tuple[float, float]] | None = None,
     options: SolverOptions | None = None,
+    bounded: bool = True,
 ) -> FitProblem:
     """Assemble a `FitProblem`.
 
@@ -273,7 +291,10 @@ def make_problem(
     - `priors`: `{name: (median, geometric_sd)}` log-normal priors (MAP), for positive
       parameters; e.g. `(default, 2.0)` means "within ×/÷ 2 at 1 SD";
     - `options`: solver options; default forward-mode differentiable (`ForwardMode`), as
-      Levenberg–Marquardt needs.
+      Levenberg–Marquardt needs;
+    - `bounded`: positive parameters move on log θ kept inside their plausible range
+      (`loglogit`, default); with False on plain log θ (`log`), as population models with
+      log-normal random effects need.
     """
     import diffrax as dfx
 
@@ -300,7 +321,7 @@ def make_problem(
     transforms, lower, upper = [], [], []
     for name in free:
         info = infos[name]
-        if info.log_scale and info.lower > 0:
+        if info.log_scale and info.lower > 0 and bounded:
             transforms.append("loglogit")
         elif info.log_scale:
             transforms.append("log")

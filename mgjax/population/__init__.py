@@ -1,9 +1,10 @@
 """Population inference (nonlinear mixed effects): one population model over a cohort of
 per-subject fit problems, estimated by FOCE-I (`fit_population`).
 
-Imports: fit (the problems' interface, optimiser constants), solve (solver options). Imported
-by: app."""
+Imports: batch (the coupled model's cohorts as stacked problems), fit (the problems'
+interface), data, solve and below. Imported by: app."""
 
+from ._cohort import cohort_problems
 from ._fit import PopulationResult, fit_population, stack_problems
 from ._laplace import empirical_bayes, subject_objective
 from ._model import CovariateEffect, PopulationModel
@@ -13,7 +14,9 @@ from ._one_compartment import (
 from ._one_compartment import (
     OneCompartmentOral,
     concentration,
+    nonmem_table,
     one_compartment_problem,
+    one_compartment_problems,
     simulate_one_compartment_cohort,
 )
 
@@ -23,10 +26,13 @@ __all__ = [
     "OneCompartmentOral",
     "PopulationModel",
     "PopulationResult",
+    "cohort_problems",
     "concentration",
     "empirical_bayes",
     "fit_population",
+    "nonmem_table",
     "one_compartment_problem",
+    "one_compartment_problems",
     "simulate_one_compartment_cohort",
     "stack_problems",
     "subject_objective",

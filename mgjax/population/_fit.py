@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,8 @@ from ..fit._problem import AbstractFitProblem
 from ._laplace import (
     INNER_MAX_STEPS,
     fit_subjects,
-    population_objective,
+    population_objective_forward,
+    population_value,
     subject_objective,
     subjects_objective,
 )
@@ -115,16 +117,22 @@ class PopulationResult:
         return out
 
 
+def forward_only(problem: AbstractFitProblem) -> bool:
+    """Whether the problem's simulations support only forward-mode derivatives (Diffrax's
+    `ForwardMode` adjoint): then the outer gradient is taken in forward mode."""
+    return isinstance(getattr(problem.options, "adjoint", None), dfx.ForwardMode)
+
+
 @eqx.filter_jit
 def _outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol):
     solver = optx.BFGS(rtol=rtol, atol=atol)
     args = (model, problems, z, xi0, inner_max_steps)
+    objective = population_objective_forward if forward_only(problems) else population_value
     solution = optx.minimise(
-        population_objective,
+        objective,
         solver,
         theta0,
         args=args,
-        has_aux=True,
         max_steps=max_steps,
         throw=False,
     )
@@ -143,7 +151,8 @@ def _scores(model, problems, theta, z, xi0, inner_max_steps):
     inner = fit_subjects(model, problems, theta, z, xi0, inner_max_steps)
 
     def one(problem, zi, x):
-        return jax.grad(lambda t: 0.5 * subject_objective(model, problem, t, zi, x))(theta)
+        # forward mode: q directions, and every structural problem supports it
+        return jax.jacfwd(lambda t: 0.5 * subject_objective(model, problem, t, zi, x))(theta)
 
     return jax.vmap(one)(problems, z, inner.xi), inner.xi
 

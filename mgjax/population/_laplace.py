@@ -27,6 +27,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ..fit._problem import AbstractFitProblem
@@ -139,10 +140,12 @@ def subject_objective(
 ) -> Array:
     """−2 log L_i (FOCE-I) at θ, differentiable in θ, given the subject's ξ̂ at θ."""
     xi_hat = jax.lax.stop_gradient(xi_hat)
-    f_of_xi = _objective_in_xi(model, problem, theta, z)
-    gradient = jax.jacfwd(f_of_xi)
-    # the exact Hessian: the implicit function theorem's dξ̂/dθ needs it
-    xi = xi_hat - jnp.linalg.solve(jax.jacfwd(gradient)(xi_hat), gradient(xi_hat))
+    # the exact Hessian at θ held constant: the implicit function theorem's dξ̂/dθ needs it,
+    # and its own derivative multiplies ∇f = 0, so it is not differentiated (second order)
+    held = _objective_in_xi(model, problem, jax.lax.stop_gradient(theta), z)
+    hessian = jax.lax.stop_gradient(jax.jacfwd(jax.jacfwd(held))(xi_hat))
+    gradient = jax.jacfwd(_objective_in_xi(model, problem, theta, z))(xi_hat)
+    xi = xi_hat - jnp.linalg.solve(hessian, gradient)
     f, _, h = value_gradient_curvature(model, problem, theta, z, xi)
     return 2.0 * f + jnp.linalg.slogdet(h)[1]
 
@@ -181,3 +184,44 @@ def population_objective(
     model, problems, z, xi0, max_steps = args
     inner = fit_subjects(model, problems, jax.lax.stop_gradient(theta), z, xi0, max_steps)
     return jnp.sum(subjects_objective(model, problems, theta, z, inner.xi)), inner
+
+
+def _zero_cotangent(x: Any) -> Any:
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.zeros_like(x)
+    return np.zeros(x.shape, dtype=jax.dtypes.float0)
+
+
+@jax.custom_vjp
+def population_objective_forward(theta: Float[Array, " q"], args: tuple[Any, ...]) -> Array:
+    """The OFV of `population_objective` (without the inner fits) whose gradient is computed
+    in forward mode (q directions) and handed to reverse-mode callers (Optimistix): for
+    structural problems that support only forward-mode derivatives (Diffrax's `ForwardMode`
+    adjoint)."""
+    return population_objective(theta, args)[0]
+
+
+def _forward_fwd(theta, args):
+    value, gradient = _value_and_forward_gradient(theta, args)
+    return value, (gradient, args)
+
+
+def _value_and_forward_gradient(theta, args):
+    def value(t):
+        return population_objective(t, args)[0]
+
+    return value(theta), jax.jacfwd(value)(theta)
+
+
+def _forward_bwd(residuals, cotangent):
+    gradient, args = residuals
+    return cotangent * gradient, jax.tree.map(_zero_cotangent, args)
+
+
+population_objective_forward.defvjp(_forward_fwd, _forward_bwd)
+
+
+def population_value(theta: Float[Array, " q"], args: tuple[Any, ...]) -> Array:
+    """The OFV of `population_objective` alone (reverse-mode differentiable)."""
+    return population_objective(theta, args)[0]

@@ -19,8 +19,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 from jaxtyping import Array, Bool, Float
 
+from ..data._nonmem import NonmemData
 from ..fit._objective import LOG_2PI
 from ..fit._problem import AbstractFitProblem
 from ..solve._solve import SolverOptions
@@ -258,3 +260,72 @@ def simulate_one_compartment_cohort(
         y = c + np.sqrt(a**2 + (b * c) ** 2) * rng.standard_normal(c.shape)
         problems.append(one_compartment_problem(times, y, [0.0], [dose_amount]))
     return problems, weights, truth
+
+
+def one_compartment_problems(
+    data: NonmemData,
+    *,
+    values: dict[str, float] | None = None,
+    free: tuple[str, ...] = MODEL_PARAMETERS,
+    estimate_error: tuple[str, ...] = ("additive", "proportional"),
+    observable: str = "concentration",
+) -> tuple[list[OneCompartmentOral], list[str], pd.DataFrame]:
+    """Each subject's problem from a NONMEM-style dataset (`mgjax.data.read_nonmem`), padded
+    to the cohort's largest; (problems, subjects, covariates)."""
+    obs = data.observations[data.observations["observable"] == observable]
+    obs_by = dict(tuple(obs.groupby("subject", sort=False)))
+    dose_by = dict(tuple(data.doses.groupby("subject", sort=False)))
+    subjects = [s for s in data.subjects if s in obs_by]
+    if not subjects:
+        raise ValueError(f"{data.source.name}: no {observable!r} observations")
+    no_dose = [s for s in subjects if s not in dose_by]
+    if no_dose:
+        raise ValueError(
+            f"{data.source.name}: subject(s) {no_dose[:5]} have no dose (EVID 1); the oral "
+            "model needs each subject's doses"
+        )
+    m = max(len(obs_by[s]) for s in subjects)
+    d = max(len(dose_by[s]) for s in subjects)
+    problems = [
+        one_compartment_problem(
+            obs_by[s]["time"].to_numpy(),
+            obs_by[s]["value"].to_numpy(),
+            dose_by[s]["time"].to_numpy(),
+            dose_by[s]["amount"].to_numpy(),
+            values=values,
+            free=free,
+            estimate_error=estimate_error,
+            n_observations=m,
+            n_doses=d,
+        )
+        for s in subjects
+    ]
+    return problems, subjects, data.covariates.loc[subjects]
+
+
+def nonmem_table(
+    problems: list[OneCompartmentOral], subjects: list[str], covariates: pd.DataFrame
+) -> pd.DataFrame:
+    """A NONMEM-style table (ID, TIME, DV, MDV, EVID, AMT, CMT, covariates) of one-compartment
+    problems: doses into CMT 1, concentrations from CMT 2."""
+    rows = []
+    for subject, p in zip(subjects, problems):
+        extra = {c.upper(): covariates.loc[subject, c] for c in covariates.columns}
+        events = [
+            (float(t), 1, float(a)) for t, a in zip(p.dose_times, p.dose_amounts) if a > 0
+        ] + [(float(t), 0, float(y)) for t, y, k in zip(p.times, p.observed, p.mask) if k]
+        for t, evid, x in sorted(events, key=lambda e: (e[0], -e[1])):
+            dose = evid == 1
+            rows.append(
+                dict(
+                    ID=subject,
+                    TIME=t,
+                    DV="." if dose else x,
+                    MDV=int(dose),
+                    EVID=evid,
+                    AMT=x if dose else ".",
+                    CMT=1 if dose else 2,
+                    **extra,
+                )
+            )
+    return pd.DataFrame(rows)

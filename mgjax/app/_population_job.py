@@ -1,0 +1,149 @@
+"""`mgjax population`: a nonlinear mixed-effects fit (FOCE-I) into a run directory.
+
+The run directory (the contract other tools read):
+- `population_parameters.csv` (parameter, estimate, se, rse_percent, ci_low, ci_high, unit),
+  `random_effects.csv` (parameter, omega_sd, se, rse_percent, cv_percent,
+  shrinkage_percent), `omega.csv` (correlations), `individual_parameters.csv` (subject,
+  parameter, ebe, unit), `predictions.csv` (subject, time, observable, dv, pred, ipred, iwres,
+  cwres; for the one-compartment model);
+- `summary.json`: method, ofv, aic, bic, converged, iterations, subjects, excluded,
+  observations, seconds_compile, seconds_total;
+- `config.yaml`, `environment.json`, `run.log`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..data import load_dataset, read_nonmem
+from ..model._parameters import parameter_infos
+from ..population import (
+    CovariateEffect,
+    PopulationModel,
+    cohort_problems,
+    fit_population,
+    one_compartment_problems,
+)
+from ..population._one_compartment import UNITS as ONE_COMPARTMENT_UNITS
+from ._config import PopulationConfig, RunConfig
+from ._resolve import error_models_for, solver_options
+from ._run_dir import JobError, prepare_run_dir, start_log, write_run_header
+
+
+def _structural(cfg: RunConfig, data: Path):
+    """(problems, subjects, covariates table, units) of the configured structural model."""
+    pop = cfg.population
+    if pop.structural_model == "one_compartment":
+        table = read_nonmem(
+            data,
+            observables=pop.observables,
+            dose_compartments=tuple(pop.dose_compartments),
+        )
+        problems, subjects, covariates = one_compartment_problems(
+            table, estimate_error=tuple(pop.estimate_error)
+        )
+        units = {**ONE_COMPARTMENT_UNITS}
+        for kind in pop.estimate_error:
+            units[f"sigma_{kind}[concentration]"] = units.pop(f"sigma_{kind}")
+        return problems, subjects, covariates, units
+    dataset = load_dataset(data)
+    problems, subjects, covariates = cohort_problems(
+        dataset,
+        cfg.fit.free,
+        error_models=error_models_for(cfg, sorted(dataset.observations["observable"].unique())),
+        # forward-mode derivatives: FOCE-I's curvature and outer gradient take them
+        options=solver_options(cfg, "levenberg_marquardt"),
+    )
+    infos = parameter_infos()
+    return problems, subjects, covariates, {n: infos[n].unit for n in cfg.fit.free}
+
+
+def population_model(pop: PopulationConfig, names: tuple[str, ...]) -> PopulationModel:
+    """The `PopulationModel` the config describes, over the structural model's `names`."""
+    effects = tuple(
+        CovariateEffect(
+            parameter=c.parameter,
+            covariate=c.covariate.lower(),
+            kind=c.kind,
+            reference=float(c.reference),
+            level=c.level,
+        )
+        for c in pop.covariates
+    )
+    return PopulationModel(
+        names=names, random=tuple(pop.random), covariates=effects, omega=pop.omega
+    )
+
+
+def population_job(
+    cfg: RunConfig, out: Path, *, force: bool = False, log: logging.Logger | None = None
+) -> dict[str, Any]:
+    """Fit `cfg.population` into run directory `out`; returns the summary."""
+    pop = cfg.population
+    data = pop.data or cfg.data.path
+    if data is None:
+        raise JobError("no data: give --data (a NONMEM-style CSV or a dataset folder)")
+    t0 = time.perf_counter()
+    problems, subjects, covariates, units = _structural(cfg, Path(data))
+    first = problems if not isinstance(problems, list) else problems[0]
+    names = tuple(first.names)
+    try:
+        model = population_model(pop, names)
+    except ValueError as e:
+        raise JobError(f"population: {e}") from None
+    out = prepare_run_dir(Path(out), force=force)
+    log = log or start_log(out, "mgjax.population")
+    write_run_header(out, cfg)
+    log.info(
+        "population fit (FOCE-I): %d subjects, random effects on %s, %d covariate effect(s)",
+        len(subjects),
+        ", ".join(model.random),
+        len(model.covariates),
+    )
+    result = fit_population(
+        problems,
+        model,
+        subjects=subjects,
+        covariates=covariates,
+        start=_start_names(pop.start, names),
+        omega_start=float(pop.omega_start),
+        covariance=pop.covariance,
+        units=units,
+        max_steps=pop.max_steps,
+    )
+    for name, frame in result.tables().items():
+        frame.to_csv(out / name, index=name == "omega.csv")
+    summary = result.summary() | dict(seconds_total=time.perf_counter() - t0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info(
+        "OFV %.3f (AIC %.3f, BIC %.3f), %s after %d iterations, %.1f s (compile %.1f s)",
+        result.ofv,
+        result.aic,
+        result.bic,
+        "converged" if result.converged else "NOT converged",
+        result.iterations,
+        summary["seconds_total"],
+        result.seconds_compile,
+    )
+    if result.excluded:
+        log.warning("left out (objective not finite at the start): %s", list(result.excluded))
+    return summary
+
+
+def _start_names(start: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
+    """Starting values by the structural model's names; `sigma_additive` may stand for
+    `sigma_additive[concentration]`."""
+    out = {}
+    for key, value in start.items():
+        matches = [n for n in names if n == key or n.startswith(key + "[")]
+        if len(matches) != 1:
+            raise JobError(
+                f"population.start: {key!r} is not one of the model's quantities "
+                f"({', '.join(names)})"
+            )
+        out[matches[0]] = float(value)
+    return out
