@@ -42,6 +42,9 @@ def _release_compiled_programs():
 
     _program_cache._IN_MEMORY.clear()  # compiled batch/report programs kept by the runner
     _program_cache._JSON_IN_MEMORY.clear()  # and the optimiser-state shapes beside them
+    from mgjax.population import _fit as _population_fit
+
+    _population_fit._COMPILED.clear()  # compiled population fits
     jax.clear_caches()
     gc.collect()
 

@@ -417,13 +417,13 @@ class CovariateEffectConfig(_Strict):
 
 class PopulationConfig(_Strict):
     """`mgjax population`: a nonlinear mixed-effects fit (FOCE-I) of `structural_model` —
-    `one_compartment` (oral PK from a NONMEM-style CSV, `data`) or `mgjax` (the coupled
-    model's `fit.free` parameters from a native dataset folder) — with random effects on
-    `random`, the covariate effects `covariates`, Ω `omega` (diagonal or full), starting
-    typical values `start` (physical units) and random-effect SDs `omega_start`."""
+    `one_compartment` (oral PK from a NONMEM-style CSV, `data`; the coupled model's cohorts
+    are fitted from Python for now, docs/population.md) — with random effects on `random`,
+    the covariate effects `covariates`, Ω `omega` (diagonal or full), starting typical
+    values `start` (physical units) and random-effect SDs `omega_start`."""
 
     data: Path | None = None
-    structural_model: Literal["one_compartment", "mgjax"] = "one_compartment"
+    structural_model: Literal["one_compartment"] = "one_compartment"
     random: list[str] = ["ka", "cl", "v"]
     covariates: list[CovariateEffectConfig] = []
     omega: Literal["diagonal", "full"] = "diagonal"

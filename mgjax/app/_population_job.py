@@ -19,47 +19,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..data import load_dataset, read_nonmem
-from ..model._parameters import parameter_infos
+from ..data import read_nonmem
 from ..population import (
     CovariateEffect,
     PopulationModel,
-    cohort_problems,
     fit_population,
     one_compartment_problems,
 )
 from ..population._one_compartment import UNITS as ONE_COMPARTMENT_UNITS
 from ._config import PopulationConfig, RunConfig
-from ._resolve import error_models_for, solver_options
 from ._run_dir import JobError, prepare_run_dir, start_log, write_run_header
 
 
 def _structural(cfg: RunConfig, data: Path):
-    """(problems, subjects, covariates table, units) of the configured structural model."""
+    """(problems, subjects, covariates table, units) of the configured structural model (the
+    one-compartment model on a NONMEM-style CSV)."""
     pop = cfg.population
-    if pop.structural_model == "one_compartment":
-        table = read_nonmem(
-            data,
-            observables=pop.observables,
-            dose_compartments=tuple(pop.dose_compartments),
-        )
-        problems, subjects, covariates = one_compartment_problems(
-            table, estimate_error=tuple(pop.estimate_error)
-        )
-        units = {**ONE_COMPARTMENT_UNITS}
-        for kind in pop.estimate_error:
-            units[f"sigma_{kind}[concentration]"] = units.pop(f"sigma_{kind}")
-        return problems, subjects, covariates, units
-    dataset = load_dataset(data)
-    problems, subjects, covariates = cohort_problems(
-        dataset,
-        cfg.fit.free,
-        error_models=error_models_for(cfg, sorted(dataset.observations["observable"].unique())),
-        # forward-mode derivatives: FOCE-I's curvature and outer gradient take them
-        options=solver_options(cfg, "levenberg_marquardt"),
+    table = read_nonmem(
+        data, observables=pop.observables, dose_compartments=tuple(pop.dose_compartments)
     )
-    infos = parameter_infos()
-    return problems, subjects, covariates, {n: infos[n].unit for n in cfg.fit.free}
+    problems, subjects, covariates = one_compartment_problems(
+        table, estimate_error=tuple(pop.estimate_error)
+    )
+    units = {**ONE_COMPARTMENT_UNITS}
+    for kind in pop.estimate_error:
+        units[f"sigma_{kind}[concentration]"] = units.pop(f"sigma_{kind}")
+    return problems, subjects, covariates, units
 
 
 def population_model(pop: PopulationConfig, names: tuple[str, ...]) -> PopulationModel:

@@ -411,15 +411,15 @@ def population(
     overrides: list[str] | None = OVERRIDES_ARG,
     data: Path | None = typer.Option(
         None,
-        help="NONMEM-style CSV (structural model one_compartment) or dataset folder (mgjax); "
-        "shortcut for population.data.",
+        help="NONMEM-style CSV (the one-compartment model); shortcut for population.data.",
     ),
     out: Path = typer.Option(..., help="Run directory."),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
 ) -> None:
-    """Fit a population (nonlinear mixed-effects) model by FOCE-I: typical values, covariate
-    effects, random effects; writes population_parameters.csv, random_effects.csv, omega.csv,
-    individual_parameters.csv, predictions.csv and summary.json (docs/population.md).
+    """Fit a population (nonlinear mixed-effects) model by FOCE-I — the one-compartment oral
+    model to a NONMEM-style CSV: typical values, covariate effects, random effects; writes
+    population_parameters.csv, random_effects.csv, omega.csv, individual_parameters.csv,
+    predictions.csv and summary.json (docs/population.md).
 
     Example: `mgjax population configs/population_pk.yaml --data pk.csv --out runs/pk`
     """

@@ -139,6 +139,20 @@ def _outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, at
     return solution.value, solution.result == optx.RESULTS.successful, solution.stats["num_steps"]
 
 
+#: compiled outer fits of this process, by population model, problem structure and settings
+_COMPILED: dict[Any, Any] = {}
+
+
+def _compiled_outer(model, stacked, z, xi0, theta0, *settings):
+    """The outer fit compiled for these shapes (once per process: a later cohort of the same
+    structure and size, e.g. a replicate, reuses it)."""
+    leaves, treedef = jax.tree.flatten((stacked, z, xi0, theta0))
+    key = (model, treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves), settings)
+    if key not in _COMPILED:
+        _COMPILED[key] = _outer.lower(model, stacked, z, xi0, theta0, *settings).compile()
+    return _COMPILED[key]
+
+
 @eqx.filter_jit
 def _screen(model, problems, theta, z, xi0, inner_max_steps):
     return fit_subjects(model, problems, theta, z, xi0, inner_max_steps)
@@ -233,9 +247,9 @@ def fit_population(
     subjects = tuple(subjects[i] for i in keep)
 
     t_compile = time.perf_counter()
-    compiled = _outer.lower(
+    compiled = _compiled_outer(
         model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
-    ).compile()
+    )
     seconds_compile = time.perf_counter() - t_compile
     theta, converged, steps = compiled(
         model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
