@@ -70,12 +70,24 @@ def refused(text: str, tmp_path, name: str = "bad.yaml") -> str:
     return message
 
 
+def message_problems(message: str, source: str) -> list[str]:
+    """What is wrong with a refusal: it must be one short line naming its source, with no
+    pydantic internals."""
+    problems = []
+    if "\n" in message or "\r" in message:
+        problems.append("more than one line")
+    if len(message) > 400:
+        problems.append(f"{len(message)} characters")
+    if source not in message:
+        problems.append(f"does not name {source}")
+    if any(tag in message for tag in INTERNALS):
+        problems.append("shows pydantic internals")
+    return problems
+
+
 def assert_message(message: str, source: str) -> None:
     """One line, short, naming its source, with no pydantic internals."""
-    assert "\n" not in message and "\r" not in message, message
-    assert len(message) <= 400, message
-    assert source in message, message
-    assert not any(tag in message for tag in INTERNALS), message
+    assert not message_problems(message, source), (message_problems(message, source), message)
 
 
 def test_base_config_is_valid():
@@ -410,8 +422,10 @@ def mutate(data: st.DataObject, raw: dict) -> dict:
     return raw
 
 
-def accepted_is_valid(cfg: RunConfig) -> None:
-    """An accepted config: finite numbers only, and it round-trips through its YAML."""
+def config_problems(cfg: RunConfig) -> list[str]:
+    """What is wrong with an accepted config: a number that is not finite, or a YAML round
+    trip that gives another config."""
+    problems = []
     stack = [cfg.model_dump()]
     while stack:
         node = stack.pop()
@@ -419,22 +433,22 @@ def accepted_is_valid(cfg: RunConfig) -> None:
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
-        elif isinstance(node, float):
-            assert math.isfinite(node), cfg
-    assert RunConfig.model_validate(yaml.safe_load(to_yaml(cfg))) == cfg
+        elif isinstance(node, float) and not math.isfinite(node):
+            problems.append(f"non-finite number {node}")
+    if RunConfig.model_validate(yaml.safe_load(to_yaml(cfg))) != cfg:
+        problems.append("does not round-trip through its YAML")
+    return problems
 
 
-def check(load, source: str) -> str:
-    """`load()` either refuses with one short line naming `source` (returns "refused") or gives
-    a valid config ("accepted")."""
+def check(load, source: str) -> tuple[str, list[str]]:
+    """(outcome, problems): `load()` either refuses ("refused"; problems of its message) or
+    gives a config ("accepted"; problems of the config). Both must come with none."""
     try:
         with no_hang():
             cfg = load()
     except ConfigError as error:
-        assert_message(str(error), source)
-        return "refused"
-    accepted_is_valid(cfg)
-    return "accepted"
+        return "refused", message_problems(str(error), source)
+    return "accepted", config_problems(cfg)
 
 
 #: Outcomes of the mutation fuzz tests (checked by the test after them, same process).
@@ -445,7 +459,9 @@ OUTCOMES: list[str] = []
 @given(data=st.data())
 def test_fuzz_mutated_mappings(data):
     raw = mutate(data, yaml.safe_load(yaml.safe_dump(BASE)))
-    OUTCOMES.append(check(lambda: validate(raw, "fuzzed.yaml"), "fuzzed.yaml"))
+    outcome, problems = check(lambda: validate(raw, "fuzzed.yaml"), "fuzzed.yaml")
+    OUTCOMES.append(outcome)
+    assert not problems, (outcome, problems, raw)
 
 
 @pytest.fixture(scope="module")
@@ -463,7 +479,9 @@ def test_fuzz_mutated_yaml_files(fuzz_dir, data, depth):
     text = text.replace("DEEPMARKER", "[" * depth + "]" * depth)
     path = fuzz_dir / "mutated.yaml"
     path.write_text(text, encoding="utf-8")
-    OUTCOMES.append(check(lambda: load_config(path), str(path)))
+    outcome, problems = check(lambda: load_config(path), str(path))
+    OUTCOMES.append(outcome)
+    assert not problems, (outcome, problems, text[:2000])
 
 
 def test_the_mutation_fuzzers_reach_both_outcomes():
@@ -499,4 +517,5 @@ def test_fuzz_random_yaml_text(fuzz_dir, text):
             read_yaml(path)
     except ConfigError as error:
         assert_message(str(error), str(path))
-    check(lambda: load_config(path), str(path))
+    outcome, problems = check(lambda: load_config(path), str(path))
+    assert not problems, (outcome, problems, text)
