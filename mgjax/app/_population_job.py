@@ -74,8 +74,7 @@ def population_job(
         raise JobError("no data: give --data (a NONMEM-style CSV or a dataset folder)")
     t0 = time.perf_counter()
     problems, subjects, covariates, units = _structural(cfg, Path(data))
-    first = problems if not isinstance(problems, list) else problems[0]
-    names = tuple(first.names)
+    names = tuple(problems[0].names)
     try:
         model = population_model(pop, names)
     except ValueError as e:

@@ -328,13 +328,12 @@ def _tables(model, stacked, subjects, theta, xi, z, cov, units) -> dict[str, Any
     log_scale = first.log_scale()
     mu_se = np.sqrt(np.maximum(np.diag(cov)[:p], 0.0))
     mu = np.asarray(theta[:p])
-    rows = []
-    for k, name in enumerate(model.names):
-        lo, hi = (
-            np.asarray(first.to_values(jnp.asarray(mu - Z95 * mu_se)))[k],
-            np.asarray(first.to_values(jnp.asarray(mu + Z95 * mu_se)))[k],
-        )
-        rows.append((name, derived[k], se[k], lo, hi, units.get(name, "")))
+    low = np.asarray(first.to_values(jnp.asarray(mu - Z95 * mu_se)))
+    high = np.asarray(first.to_values(jnp.asarray(mu + Z95 * mu_se)))
+    rows = [
+        (name, derived[k], se[k], low[k], high[k], units.get(name, ""))
+        for k, name in enumerate(model.names)
+    ]
     for k, effect in enumerate(model.covariates):
         b, s = derived[p + k], se[p + k]
         rows.append((effect.name, b, s, b - Z95 * s, b + Z95 * s, ""))
