@@ -31,9 +31,12 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from ..batch._store import parse_shard
+from ..data._dataset import PROTOCOLS, TIME_UNITS
+from ..data._nonmem import dose_target, observation_target
 from ..fit._experiment import INTERVAL_OBSERVABLES
 from ..model import OBSERVABLE_UNITS
 from ..model._parameters import parameter_infos
@@ -415,6 +418,24 @@ class CovariateEffectConfig(_Strict):
     level: str | Real | None = None
 
 
+class SaemConfig(_Strict):
+    """SAEM's iterations (Monolix's K₁ exploration, K₂ smoothing; the first `annealing`
+    keep the variances from shrinking fast) and Markov chains per subject."""
+
+    exploration: Whole = Field(200, ge=1, le=100_000)
+    smoothing: Whole = Field(100, ge=1, le=100_000)
+    annealing: Whole = Field(100, ge=0, le=100_000)
+    chains: Whole = Field(1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _annealing_within_exploration(self) -> SaemConfig:
+        if self.annealing > self.exploration:
+            raise ValueError(
+                f"annealing ({self.annealing}) cannot exceed exploration ({self.exploration})"
+            )
+        return self
+
+
 class PopulationConfig(_Strict):
     """`mgjax population`: a nonlinear mixed-effects fit (FOCE-I) of `structural_model` —
     `one_compartment` (oral PK from a NONMEM-style CSV, `data`; the coupled model's cohorts
@@ -429,17 +450,106 @@ class PopulationConfig(_Strict):
     omega: Literal["diagonal", "full"] = "diagonal"
     start: dict[str, Real] = {}
     omega_start: Real = Field(0.3, gt=0.0, le=5.0)
-    covariance: Literal["hessian", "sandwich"] = "hessian"
+    covariance: Literal["hessian", "sandwich", "none"] = "hessian"
+    #: estimation method: FOCE-I (Laplace, exact gradients) or SAEM (Monolix's algorithm)
+    method: Literal["foce-i", "saem"] = "foce-i"
+    saem: SaemConfig = SaemConfig()
     #: one_compartment: observation compartment (CMT) → observable; dose compartments
     observables: dict[int, str] = {2: "concentration"}
     dose_compartments: list[int] = [1]
-    estimate_error: list[Literal["additive", "proportional"]] = ["additive", "proportional"]
+    #: the residual error model's terms (an error term not listed is zero: `[additive]` is
+    #: the additive model, `[proportional]` the proportional one)
+    estimate_error: list[Literal["additive", "proportional"]] = Field(
+        ["additive", "proportional"], min_length=1
+    )
     max_steps: Whole = Field(500, ge=1, le=100_000)
+    #: the report's visual predictive check (`mgjax vpc` overrides): simulated replicates,
+    #: time bins (quantile bins; one per distinct time when there are at most this many),
+    #: a covariate column to stratify by, and the prediction-corrected VPC as well
+    vpc_replicates: Whole = Field(200, ge=1, le=100_000)
+    vpc_bins: Whole = Field(10, ge=1, le=1000)
+    vpc_stratify: str | None = None
+    vpc_prediction_corrected: bool = True
+
+
+class ConvertObservationConfig(_Strict):
+    """An observation compartment (CMT) of a NONMEM-style file: the native observable its DV
+    measures and DV's unit (docs/data.md)."""
+
+    observable: str
+    unit: str
+
+
+class ConvertDoseConfig(_Strict):
+    """A dose compartment (CMT): the native dose's route, substance and AMT's unit (an oral
+    Mg²⁺ salt optional)."""
+
+    route: str
+    substance: str
+    unit: str
+    salt: str | None = None
+
+
+class ConvertConfig(_Strict):
+    """`mgjax convert`: a NONMEM-style CSV → the native dataset. Each observation CMT → its
+    observable and DV's unit, each dose CMT → route, substance and AMT's unit; TIME's unit; the
+    protocol of every row (`protocol`) or a column naming each row's (`protocol_column`);
+    covariate columns renamed for subjects.csv (`{WT: weight}`)."""
+
+    protocol: str | None = None
+    protocol_column: str | None = None
+    time_unit: str = "h"
+    observations: dict[int, ConvertObservationConfig] = {}
+    doses: dict[int, ConvertDoseConfig] = {}
+    covariates: dict[str, str] = {}
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, v: str | None) -> str | None:
+        if v is not None and v not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {_shown(v)}; use one of {', '.join(PROTOCOLS)}")
+        return v
+
+    @field_validator("time_unit")
+    @classmethod
+    def _time_unit(cls, v: str) -> str:
+        if v.strip() not in TIME_UNITS:
+            raise ValueError(
+                f"unknown time unit {_shown(v)}; use one of {', '.join(sorted(TIME_UNITS))}"
+            )
+        return v
+
+    @field_validator("observations")
+    @classmethod
+    def _observations(cls, v: dict[int, ConvertObservationConfig]) -> dict:
+        for cmt, target in v.items():
+            _compartment(cmt)
+            try:
+                observation_target(target.observable, target.unit)
+            except ValueError as e:
+                raise ValueError(f"CMT {cmt}: {e}") from None
+        return v
+
+    @field_validator("doses")
+    @classmethod
+    def _doses(cls, v: dict[int, ConvertDoseConfig]) -> dict:
+        for cmt, target in v.items():
+            _compartment(cmt)
+            try:
+                dose_target(target.route, target.substance, target.unit, target.salt)
+            except ValueError as e:
+                raise ValueError(f"CMT {cmt}: {e}") from None
+        return v
+
+
+def _compartment(cmt: int) -> None:
+    if cmt < 1:
+        raise ValueError(f"compartment {cmt}: NONMEM compartments (CMT) are numbered from 1")
 
 
 class RunConfig(_Strict):
     """One config for every command (`mgjax run | fit | synth | simulate | sweep | petab |
-    population`)."""
+    population | convert`)."""
 
     seed: Whole = Field(0, ge=0, lt=2**63)
     output_dir: Path = Path("runs")
@@ -455,6 +565,7 @@ class RunConfig(_Strict):
     report: ReportConfig = ReportConfig()
     petab: PetabConfig = PetabConfig()
     population: PopulationConfig = PopulationConfig()
+    convert: ConvertConfig = ConvertConfig()
 
 
 # --- loading, overrides, errors ----------------------------------------------------------------

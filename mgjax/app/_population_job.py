@@ -8,6 +8,8 @@ The run directory (the contract other tools read):
   cwres; for the one-compartment model);
 - `summary.json`: method, ofv, aic, bic, converged, iterations, subjects, excluded,
   observations, seconds_compile, seconds_total;
+- `population_fit.json` (θ by name, subjects, excluded, EBE η: what `mgjax vpc` reads);
+- `report.html` with its figures (GOF, η, VPC; `vpc.csv`), unless `report.enabled` is false;
 - `config.yaml`, `environment.json`, `run.log`.
 """
 
@@ -23,11 +25,13 @@ from ..data import read_nonmem
 from ..population import (
     CovariateEffect,
     PopulationModel,
+    SaemSettings,
     fit_population,
     one_compartment_problems,
 )
 from ..population._one_compartment import UNITS as ONE_COMPARTMENT_UNITS
-from ._config import PopulationConfig, RunConfig
+from ._config import PopulationConfig, RunConfig, load_config
+from ._population_report import report_population, write_population_fit, write_population_report
 from ._run_dir import JobError, prepare_run_dir, start_log, write_run_header
 
 
@@ -38,8 +42,11 @@ def _structural(cfg: RunConfig, data: Path):
     table = read_nonmem(
         data, observables=pop.observables, dose_compartments=tuple(pop.dose_compartments)
     )
+    absent = {f"sigma_{kind}": 0.0 for kind in ("additive", "proportional")}
+    for kind in pop.estimate_error:
+        absent.pop(f"sigma_{kind}")
     problems, subjects, covariates = one_compartment_problems(
-        table, estimate_error=tuple(pop.estimate_error)
+        table, values=absent, estimate_error=tuple(pop.estimate_error)
     )
     units = {**ONE_COMPARTMENT_UNITS}
     for kind in pop.estimate_error:
@@ -83,7 +90,8 @@ def population_job(
     log = log or start_log(out, "mgjax.population")
     write_run_header(out, cfg)
     log.info(
-        "population fit (FOCE-I): %d subjects, random effects on %s, %d covariate effect(s)",
+        "population fit (%s): %d subjects, random effects on %s, %d covariate effect(s)",
+        pop.method.upper(),
         len(subjects),
         ", ".join(model.random),
         len(model.covariates),
@@ -98,6 +106,14 @@ def population_job(
         covariance=pop.covariance,
         units=units,
         max_steps=pop.max_steps,
+        method=pop.method,
+        saem_settings=SaemSettings(
+            exploration=pop.saem.exploration,
+            smoothing=pop.saem.smoothing,
+            annealing=pop.saem.annealing,
+            chains=pop.saem.chains,
+        ),
+        seed=cfg.seed,
     )
     for name, frame in result.tables().items():
         frame.to_csv(out / name, index=name == "omega.csv")
@@ -113,8 +129,18 @@ def population_job(
         summary["seconds_total"],
         result.seconds_compile,
     )
+    if result.undetermined:
+        log.warning(
+            "covariance step: R is singular along %s (not determined by the data; their SEs "
+            "are NaN)",
+            list(result.undetermined),
+        )
     if result.excluded:
         log.warning("left out (objective not finite at the start): %s", list(result.excluded))
+    write_population_fit(out, result)
+    if cfg.report.enabled:
+        inputs = dict(problems=problems, subjects=subjects, covariates=covariates, model=model)
+        report_population(out, log, cfg=cfg, **inputs)
     return summary
 
 
@@ -131,3 +157,16 @@ def _start_names(start: dict[str, float], names: tuple[str, ...]) -> dict[str, f
             )
         out[matches[0]] = float(value)
     return out
+
+
+def population_vpc(run: Path, *, data: Path | None = None, **options: Any) -> Path:
+    """`mgjax vpc`: redraw a population run's VPC and report (`options`: replicates, bins,
+    stratify, prediction_corrected, seed), its problems rebuilt from its config and data."""
+    cfg = load_config(Path(run) / "config.yaml")
+    data = data or cfg.population.data or cfg.data.path
+    if data is None or not Path(data).is_file():
+        raise JobError(f"{run}: its data ({data}) is not a file; give --data")
+    problems, subjects, covariates, _ = _structural(cfg, Path(data))
+    model = population_model(cfg.population, tuple(problems[0].names))
+    inputs = dict(problems=problems, subjects=subjects, covariates=covariates, model=model)
+    return write_population_report(run, cfg=cfg, **inputs, **options)

@@ -44,7 +44,7 @@ from ._config import (
     with_values,
 )
 from ._jobs import check_job, fit_job, simulate_job, sweep_job, synth_job
-from ._population_job import population_job
+from ._population_job import population_job, population_vpc
 from ._report import summary_rows, write_report
 from ._resolve import bundled_cohort
 from ._run_dir import JobError, default_run_dir, package_version
@@ -435,6 +435,38 @@ def population(
 
 
 @app.command()
+def vpc(
+    run: Path = typer.Argument(..., help="A finished population run directory."),
+    replicates: int | None = typer.Option(
+        None, min=1, help="Simulated datasets (default population.vpc_replicates, 200)."
+    ),
+    bins: int | None = typer.Option(
+        None, min=1, help="Time bins (quantiles; default population.vpc_bins, 10)."
+    ),
+    stratify: str | None = typer.Option(None, help="Covariate column to stratify by."),
+    prediction_corrected: bool | None = typer.Option(
+        None,
+        "--prediction-corrected/--no-prediction-corrected",
+        help="Also the prediction-corrected VPC (default population.vpc_prediction_corrected).",
+    ),
+    seed: int | None = typer.Option(None, help="Simulation seed (default the run's seed)."),
+    data: Path | None = typer.Option(None, help="The run's NONMEM-style CSV, if it moved."),
+) -> None:
+    """Redraw the visual predictive check (and the rest of report.html) of a population run,
+    e.g. with more replicates; writes vpc.csv, vpc.png (pcvpc.png) and report.html.
+
+    Example: `mgjax vpc runs/pk --replicates 1000 --stratify sex --prediction-corrected`
+    """
+    with _errors():
+        if not (run / "population_fit.json").exists():
+            _fail(f"{run}: no population_fit.json; is this a finished `mgjax population` run?")
+        _cache()
+        options = dict(replicates=replicates, bins=bins, stratify=stratify, seed=seed)
+        path = population_vpc(run, data=data, prediction_corrected=prediction_corrected, **options)
+        console.print(f"wrote {run / 'vpc.csv'} and {path}")
+
+
+@app.command()
 def synth(
     config: str | None = CONFIG_ARG,
     overrides: list[str] | None = OVERRIDES_ARG,
@@ -554,6 +586,50 @@ def check(
         for key, value in info.items():
             table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
         console.print(table)
+
+
+@app.command()
+def convert(
+    data: Path = typer.Argument(
+        ..., help="NONMEM-style CSV (ID, TIME, DV, MDV, EVID, AMT, RATE, CMT, ADDL, II, …)."
+    ),
+    overrides: list[str] | None = typer.Argument(None, help="Overrides convert.key=value."),
+    config: Path | None = typer.Option(
+        None, help="YAML run config; its convert: section maps each CMT (docs/data.md)."
+    ),
+    out: Path = typer.Option(..., help="Folder for the native dataset."),
+    force: bool = typer.Option(False, help="Replace a folder mgjax wrote before."),
+) -> None:
+    """Convert a NONMEM-style CSV into the native dataset (observations.csv, doses.csv,
+    subjects.csv, config.yaml): each CMT mapped by the config's `convert:` section to an
+    observable and unit or a dose's route, substance and unit; validated like `mgjax check`,
+    every problem named by the CSV's row and column.
+
+    Example: `mgjax convert study.csv --config configs/convert_nonmem.yaml --out data/study`
+    """
+    # the conversion is the data layer's (mgjax.data.convert_nonmem); imported here, with the
+    # folder handling, to keep this command in one block
+    from ..data._nonmem import convert_nonmem
+    from ._config import to_yaml
+    from ._run_dir import prepare_run_dir
+
+    with _errors():
+        cfg = load_config(config, overrides or [])
+        if not data.is_file():
+            raise JobError(f"{data}: no such NONMEM-style CSV file")
+        fresh = not out.exists()
+        out = prepare_run_dir(out, force=force)
+        try:
+            dataset = convert_nonmem(data, out, **cfg.convert.model_dump())
+        except BaseException:
+            if fresh and not any(out.iterdir()):
+                out.rmdir()
+            raise
+        (out / "config.yaml").write_text(to_yaml(cfg), encoding="utf-8")
+        console.print(
+            f"wrote {len(dataset.subject_ids)} subjects ({len(dataset.observations)} "
+            f"observations, {len(dataset.doses)} dose records) to {out}"
+        )
 
 
 @app.command()

@@ -5,6 +5,7 @@ from ._dataset import Dataset as Dataset
 from ._dataset import DatasetError as DatasetError
 from ._dataset import load_dataset as load_dataset
 from ._nonmem import NonmemData as NonmemData
+from ._nonmem import convert_nonmem as convert_nonmem
 from ._nonmem import read_nonmem as read_nonmem
 from ._published import published as published
 from ._published import published_targets as published_targets

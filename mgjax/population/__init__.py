@@ -1,9 +1,12 @@
 """Population inference (nonlinear mixed effects): one population model over a cohort of
-per-subject fit problems, estimated by FOCE-I (`fit_population`).
+per-subject fit problems, estimated by FOCE-I or SAEM (`fit_population`); visual predictive checks
+(`visual_predictive_check`); a fully Bayesian fit by NUTS
+(`sample_population`).
 
 Imports: batch (the coupled model's cohorts as stacked problems), fit (the problems'
 interface), data, solve and below. Imported by: app."""
 
+from ._bayes import PopulationPosterior, sample_population
 from ._cohort import cohort_problems
 from ._fit import PopulationResult, fit_population, stack_problems
 from ._laplace import empirical_bayes, subject_objective
@@ -19,21 +22,31 @@ from ._one_compartment import (
     one_compartment_problems,
     simulate_one_compartment_cohort,
 )
+from ._saem import SaemSettings, importance_sampling_ofv, saem
+from ._vpc import VisualPredictiveCheck, simulate_replicates, visual_predictive_check
 
 __all__ = [
     "ONE_COMPARTMENT_QUANTITIES",
     "CovariateEffect",
     "OneCompartmentOral",
     "PopulationModel",
+    "PopulationPosterior",
     "PopulationResult",
+    "SaemSettings",
+    "VisualPredictiveCheck",
     "cohort_problems",
     "concentration",
     "empirical_bayes",
     "fit_population",
+    "importance_sampling_ofv",
     "nonmem_table",
     "one_compartment_problem",
     "one_compartment_problems",
+    "saem",
+    "sample_population",
     "simulate_one_compartment_cohort",
+    "simulate_replicates",
     "stack_problems",
     "subject_objective",
+    "visual_predictive_check",
 ]

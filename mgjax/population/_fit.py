@@ -20,16 +20,23 @@ from ..fit._laplace import Z95
 from ..fit._problem import AbstractFitProblem
 from ._laplace import (
     INNER_MAX_STEPS,
+    InnerFit,
     fit_subjects,
     population_objective_forward,
     population_value,
     subject_objective,
     subjects_objective,
+    value_gradient_curvature,
 )
 from ._model import PopulationModel
+from ._saem import SaemSettings, importance_sampling_ofv, saem
 
 #: starting SD of every random effect (log scale: ~30 % CV)
 OMEGA_START = 0.3
+#: estimation methods of `fit_population`
+METHODS = ("foce-i", "saem")
+#: draws per subject of the importance-sampling OFV
+IMPORTANCE_SAMPLES = 1000
 #: the outer fit (Optimistix BFGS on θ) stops at these relative/absolute tolerances
 OUTER_RTOL = 1e-8
 OUTER_ATOL = 1e-6
@@ -61,10 +68,12 @@ class PopulationResult:
     `predictions` (`tables()` returns them by their run-directory file names)."""
 
     model: PopulationModel
+    method: str  # foce-i | saem
     subjects: tuple[str, ...]
     excluded: tuple[str, ...]
     theta: np.ndarray
-    ofv: float
+    ofv: float  # FOCE-I's −2 log L at θ (for SAEM: Monolix's "by linearisation")
+    ofv_importance_sampling: float  # −2 log L by importance sampling (NaN: not computed)
     n_observations: int
     covariance: np.ndarray  # of θ: R⁻¹ (inverse Hessian of −log L) or the sandwich
     covariance_method: str
@@ -79,6 +88,7 @@ class PopulationResult:
     individual_parameters: pd.DataFrame
     predictions: pd.DataFrame | None
     eta: np.ndarray  # [n, r] empirical Bayes estimates of η
+    trace: np.ndarray | None = None  # SAEM: θ at every iteration [k, q]
 
     @property
     def aic(self) -> float:
@@ -88,10 +98,19 @@ class PopulationResult:
     def bic(self) -> float:
         return self.ofv + len(self.theta) * float(np.log(self.n_observations))
 
+    @property
+    def undetermined(self) -> tuple[str, ...]:
+        """Entries of θ the covariance step could not determine (R singular along them)."""
+        if self.covariance_method == "none":
+            return ()
+        var = np.diag(self.covariance)
+        return tuple(n for n, v in zip(self.model.theta_names, var) if not np.isfinite(v))
+
     def summary(self) -> dict[str, Any]:
         return dict(
-            method="foce-i",
+            method=self.method,
             ofv=self.ofv,
+            ofv_importance_sampling=self.ofv_importance_sampling,
             aic=self.aic,
             bic=self.bic,
             converged=self.converged,
@@ -101,6 +120,7 @@ class PopulationResult:
             observations=self.n_observations,
             inner_converged=int(np.sum(self.inner_converged)),
             covariance=self.covariance_method,
+            covariance_undetermined=list(self.undetermined),
             seconds_compile=self.seconds_compile,
             seconds_total=self.seconds_total,
         )
@@ -153,6 +173,36 @@ def _compiled_outer(model, stacked, z, xi0, theta0, *settings):
     return _COMPILED[key]
 
 
+def _compiled_saem(model, stacked, z, theta0, key, settings):
+    """SAEM compiled for these shapes and settings (once per process)."""
+    leaves, treedef = jax.tree.flatten((stacked, z, theta0))
+    key_ = ("saem", model, treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves), settings)
+    if key_ not in _COMPILED:
+        _COMPILED[key_] = saem.lower(model, stacked, z, theta0, key, settings).compile()
+    return _COMPILED[key_]
+
+
+@eqx.filter_jit
+def _curvatures(model, problems, theta, z, xi_hat):
+    """Each subject's Laplace curvature H_i at its EBE."""
+    return jax.vmap(lambda p, zi, x: value_gradient_curvature(model, p, theta, zi, x)[2])(
+        problems, z, xi_hat
+    )
+
+
+@eqx.filter_jit
+def _importance_sampling(model, problems, theta, z, xi_hat, curvature, key, samples):
+    return importance_sampling_ofv(model, problems, theta, z, xi_hat, curvature, key, samples)
+
+
+@eqx.filter_jit
+def _likelihoods(model, problems, theta, z, xi):
+    """Each subject's −log p(y_i | u_i(ξ_i)) (a simulation, no derivatives)."""
+    return jax.vmap(lambda p, zi, x: p.negative_log_likelihood(model.individual(theta, zi, x)))(
+        problems, z, xi
+    )
+
+
 @eqx.filter_jit
 def _screen(model, problems, theta, z, xi0, inner_max_steps):
     return fit_subjects(model, problems, theta, z, xi0, inner_max_steps)
@@ -185,11 +235,32 @@ def _curvature(model, problems, theta, z, xi, inner_max_steps, step=1e-4):
     return 0.5 * (hessian + hessian.T), np.asarray(scores)
 
 
+#: R's eigenvalues below this fraction of its largest count as zero (NONMEM: "R matrix
+#: algorithmically singular")
+SINGULAR_RATIO = 1e-10
+
+
 def _covariance(hessian: np.ndarray, scores: np.ndarray, method: str) -> np.ndarray:
+    """R⁻¹ or the sandwich; the entries of θ in a direction where R is singular (not
+    determined by the data, e.g. an error term at its boundary) get NaN variances."""
+    values, vectors = np.linalg.eigh(hessian)
+    null = values <= SINGULAR_RATIO * max(float(np.max(np.abs(values))), 1e-300)
     r_inv = np.linalg.pinv(hessian, hermitian=True)
-    if method == "hessian":
-        return r_inv
-    return r_inv @ (scores.T @ scores) @ r_inv
+    cov = r_inv if method == "hessian" else r_inv @ (scores.T @ scores) @ r_inv
+    undetermined = np.any(np.abs(vectors[:, null]) > 1e-3, axis=1)
+    cov = cov.copy()
+    cov[undetermined, :] = np.nan
+    cov[:, undetermined] = np.nan
+    return cov
+
+
+def _propagate(jac: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """SDs of derived quantities J·θ: NaN where a quantity depends on an undetermined θ."""
+    known = np.isfinite(np.diag(cov))
+    safe = np.where(np.isfinite(cov), cov, 0.0)
+    var = np.diag(jac @ safe @ jac.T)
+    touches = (np.abs(jac) > 0) @ ~known
+    return np.where(touches, np.nan, np.sqrt(np.maximum(var, 0.0)))
 
 
 def fit_population(
@@ -206,8 +277,13 @@ def fit_population(
     rtol: float = OUTER_RTOL,
     atol: float = OUTER_ATOL,
     inner_max_steps: int = INNER_MAX_STEPS,
+    method: str = "foce-i",
+    saem_settings: SaemSettings | None = None,
+    importance_samples: int = IMPORTANCE_SAMPLES,
+    seed: int = 0,
 ) -> PopulationResult:
-    """Fit `model` to the subjects' `problems` (a list, or one stacked pytree) by FOCE-I.
+    """Fit `model` to the subjects' `problems` (a list, or one stacked pytree) by FOCE-I
+    (`method="foce-i"`) or SAEM (`"saem"`, `saem_settings`, random numbers from `seed`).
 
     - `covariates`: a table indexed by subject (or a mapping column → values in subject
       order) holding the covariates of `model.covariates`;
@@ -215,13 +291,23 @@ def fit_population(
       quantity's median starting value over the subjects); `omega_start`: SDs of the
       random effects (log scale);
     - `covariance`: `hessian` (R⁻¹, the inverse Hessian of −log L; default) or `sandwich`
-      (R⁻¹SR⁻¹, NONMEM's default, robust to a misspecified residual model).
+      (R⁻¹SR⁻¹, NONMEM's default, robust to a misspecified residual model);
+    - `covariance="none"` skips the covariance step (SEs NaN); with SAEM it also skips the
+      FOCE-I linearisation, so the whole fit needs simulations of the structural model only
+      (no derivatives — the route for stiff ODE models): the EBEs are then the chains'
+      conditional means, `ofv` is NaN and the importance-sampling OFV is the likelihood;
+    - `importance_samples`: draws per subject of the importance-sampling OFV (0: skip).
+
+    Whatever the method, the EBEs, `ofv` (FOCE-I's −2 log L), the covariance step and the
+    tables are taken at the estimate, so the methods' results compare one to one.
 
     Subjects whose objective is not finite at the start (e.g. a simulation that fails)
     are left out and listed in `excluded`; they never poison the others."""
     t_start = time.perf_counter()
-    if covariance not in ("hessian", "sandwich"):
-        raise ValueError(f"covariance {covariance!r}: use 'hessian' or 'sandwich'")
+    if covariance not in ("hessian", "sandwich", "none"):
+        raise ValueError(f"covariance {covariance!r}: use 'hessian', 'sandwich' or 'none'")
+    if method not in METHODS:
+        raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
     stacked = problems if isinstance(problems, AbstractFitProblem) else stack_problems(problems)
     n = int(jax.tree.leaves(stacked)[0].shape[0])
     subjects = tuple(str(s) for s in (subjects if subjects is not None else range(n)))
@@ -237,8 +323,16 @@ def fit_population(
     theta0 = _start(model, stacked, first, start, omega_start)
     xi0 = jnp.zeros((n, model.n_random))
 
-    screen = _screen(model, stacked, theta0, z, xi0, inner_max_steps)
-    finite = np.isfinite(np.asarray(screen.value))
+    # SAEM without the covariance step needs simulations only (no derivative of the model)
+    simulation_only = method == "saem" and covariance == "none"
+    if simulation_only:
+        finite = np.isfinite(np.asarray(_likelihoods(model, stacked, theta0, z, xi0)))
+        screen = InnerFit(
+            xi=xi0, value=jnp.zeros(n), steps=jnp.zeros(n, int), converged=jnp.ones(n, bool)
+        )
+    else:
+        screen = _screen(model, stacked, theta0, z, xi0, inner_max_steps)
+        finite = np.isfinite(np.asarray(screen.value))
     keep = np.flatnonzero(finite)
     if keep.size == 0:
         raise ValueError("no subject's objective is finite at the start; check data and start")
@@ -247,26 +341,63 @@ def fit_population(
     subjects = tuple(subjects[i] for i in keep)
 
     t_compile = time.perf_counter()
-    compiled = _compiled_outer(
-        model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
-    )
-    seconds_compile = time.perf_counter() - t_compile
-    theta, converged, steps = compiled(
-        model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
-    )
-    inner = _screen(model, stacked, theta, z, xi0, inner_max_steps)
-    ofv = float(jnp.sum(subjects_objective(model, stacked, theta, z, inner.xi)))
-    hessian, scores = _curvature(model, stacked, theta, z, inner.xi, inner_max_steps)
-    cov = _covariance(np.asarray(hessian), np.asarray(scores), covariance)
+    trace = None
+    key_saem, key_sampling = jax.random.split(jax.random.PRNGKey(seed))
+    if method == "foce-i":
+        compiled = _compiled_outer(
+            model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
+        )
+        seconds_compile = time.perf_counter() - t_compile
+        theta, converged, steps = compiled(
+            model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
+        )
+    else:
+        settings = saem_settings or SaemSettings()
+        compiled = _compiled_saem(model, stacked, z, theta0, key_saem, settings)
+        seconds_compile = time.perf_counter() - t_compile
+        output = compiled(model, stacked, z, theta0, key_saem, settings)
+        theta, trace = output.theta, np.asarray(output.trace)
+        converged, steps = bool(np.all(np.isfinite(trace[-1]))), settings.iterations
+    if simulation_only:
+        # EBEs: the conditional means from the chains; the IS proposal their covariances
+        xi_hat, conditional = output.conditional_mean, output.conditional_covariance
+        inner = InnerFit(
+            xi=xi_hat,
+            value=jnp.full(len(subjects), jnp.nan),
+            steps=jnp.zeros(len(subjects), int),
+            converged=jnp.all(jnp.isfinite(xi_hat), axis=1),
+        )
+        curvature = jnp.linalg.inv(conditional + 1e-12 * jnp.eye(model.n_random))
+        ofv = float("nan")
+    else:
+        inner = _screen(model, stacked, theta, z, xi0, inner_max_steps)
+        curvature = _curvatures(model, stacked, theta, z, inner.xi)
+        ofv = float(jnp.sum(subjects_objective(model, stacked, theta, z, inner.xi)))
+    ofv_is = float("nan")
+    if importance_samples > 0:
+        ofv_is = float(
+            jnp.sum(
+                _importance_sampling(
+                    model, stacked, theta, z, inner.xi, curvature, key_sampling, importance_samples
+                )
+            )
+        )
+    if covariance == "none":
+        cov = np.full((len(theta), len(theta)), np.nan)
+    else:
+        hessian, scores = _curvature(model, stacked, theta, z, inner.xi, inner_max_steps)
+        cov = _covariance(np.asarray(hessian), np.asarray(scores), covariance)
 
     units = dict(units or {})
     tables = _tables(model, stacked, subjects, theta, inner.xi, z, cov, units)
     return PopulationResult(
         model=model,
+        method=method,
         subjects=subjects,
         excluded=excluded,
         theta=np.asarray(theta),
         ofv=ofv,
+        ofv_importance_sampling=ofv_is,
         n_observations=_n_observations(stacked),
         covariance=cov,
         covariance_method=covariance,
@@ -276,6 +407,7 @@ def fit_population(
         seconds_compile=seconds_compile,
         seconds_total=time.perf_counter() - t_start,
         eta=np.asarray(jax.vmap(lambda x: model.unpack(theta)[2] @ x)(inner.xi)),
+        trace=trace,
         **tables,
     )
 
@@ -323,10 +455,10 @@ def _tables(model, stacked, subjects, theta, xi, z, cov, units) -> dict[str, Any
     first = _take(stacked, 0)
     derived = np.asarray(_derived(model, first, theta))
     jac = np.asarray(jax.jacfwd(lambda t: _derived(model, first, t))(theta))
-    se = np.sqrt(np.maximum(np.diag(jac @ cov @ jac.T), 0.0))
+    se = _propagate(jac, cov)
     p, c, r = len(model.names), len(model.covariates), model.n_random
     log_scale = first.log_scale()
-    mu_se = np.sqrt(np.maximum(np.diag(cov)[:p], 0.0))
+    mu_se = np.sqrt(np.maximum(np.diag(cov)[:p], 0.0))  # NaN stays NaN
     mu = np.asarray(theta[:p])
     low = np.asarray(first.to_values(jnp.asarray(mu - Z95 * mu_se)))
     high = np.asarray(first.to_values(jnp.asarray(mu + Z95 * mu_se)))
