@@ -8,7 +8,7 @@ SAEM needs simulations only (`covariance="none"`: no derivative of the stiff mod
 compiled), so the program compiles in about as long as one vmapped solve.
 
     python experiments/studies/population_coupled_saem.py [--subjects 40] [--seed 0]
-        [--exploration 150] [--smoothing 100]
+        [--exploration 150] [--smoothing 100] [--importance-samples 200]
 """
 
 from __future__ import annotations
@@ -53,7 +53,11 @@ def cohort(n: int, seed: int):
 
 
 def main(
-    subjects: int = 40, seed: int = 0, exploration: int = 150, smoothing: int = 100
+    subjects: int = 40,
+    seed: int = 0,
+    exploration: int = 150,
+    smoothing: int = 100,
+    importance_samples: int = 200,
 ) -> pd.DataFrame:
     t0 = time.perf_counter()
     problems, ids, individual = cohort(subjects, seed)
@@ -69,7 +73,7 @@ def main(
         method="saem",
         covariance="none",
         saem_settings=settings,
-        importance_samples=200,
+        importance_samples=importance_samples,
         seed=seed,
     )
     known = truth()
@@ -104,5 +108,6 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--exploration", type=int, default=150)
     parser.add_argument("--smoothing", type=int, default=100)
+    parser.add_argument("--importance-samples", type=int, default=200)
     args = parser.parse_args()
-    main(args.subjects, args.seed, args.exploration, args.smoothing)
+    main(args.subjects, args.seed, args.exploration, args.smoothing, args.importance_samples)

@@ -81,6 +81,7 @@ def one_replicate(seed: int, n: int, method: str = "foce-i") -> pd.DataFrame:
         start=START,
         method=method,
         saem_settings=SaemSettings(),
+        importance_samples=1000,
         seed=seed,
     )
     seconds = time.perf_counter() - t0
@@ -122,18 +123,14 @@ def compare_methods(rows: pd.DataFrame) -> pd.DataFrame:
     wide = rows.pivot_table(
         index=["seed", "parameter"], columns="method", values=["estimate", "se"]
     ).reset_index()
-    gap = (wide[("estimate", "saem")] - wide[("estimate", "foce-i")]).abs() / wide[
-        ("se", "foce-i")
-    ]
+    gap = (wide[("estimate", "saem")] - wide[("estimate", "foce-i")]).abs() / wide[("se", "foce-i")]
     table = pd.DataFrame({"parameter": wide["parameter"], "gap_in_se": gap})
     table = table.groupby("parameter", sort=False).agg(
         median_gap_in_se=("gap_in_se", "median"), max_gap_in_se=("gap_in_se", "max")
     )
     ofv = rows.groupby(["seed", "method"])[["ofv", "ofv_importance_sampling"]].first()
     ofv = ofv.unstack("method")
-    table.attrs["ofv_difference"] = float(
-        (ofv[("ofv", "saem")] - ofv[("ofv", "foce-i")]).median()
-    )
+    table.attrs["ofv_difference"] = float((ofv[("ofv", "saem")] - ofv[("ofv", "foce-i")]).median())
     table.attrs["ofv_is_difference"] = float(
         (
             ofv[("ofv_importance_sampling", "saem")] - ofv[("ofv_importance_sampling", "foce-i")]

@@ -146,9 +146,13 @@ def population_job(
 
 def _start_names(start: dict[str, float], names: tuple[str, ...]) -> dict[str, float]:
     """Starting values by the structural model's names; `sigma_additive` may stand for
-    `sigma_additive[concentration]`."""
+    `sigma_additive[concentration]`; the start of an error term that is not estimated is
+    ignored (the term is zero)."""
     out = {}
     for key, value in start.items():
+        error_term = key in ("sigma_additive", "sigma_proportional")
+        if error_term and not any(n.startswith(key + "[") for n in names):
+            continue  # an error term not estimated (`estimate_error`): it is zero
         matches = [n for n in names if n == key or n.startswith(key + "[")]
         if len(matches) != 1:
             raise JobError(

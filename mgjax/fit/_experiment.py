@@ -25,12 +25,21 @@ from ..model import (
     source_observable,
 )
 from ..protocols import AbstractProtocol
+from ..solve._secretion import Series, simulate_secretion
 from ..solve._simulate import simulate
 from ..solve._solve import SolverOptions
+
+#: What a forced-glucose secretion experiment (a `GlucoseSeries` as its protocol) predicts:
+#: the beta-cell's insulin secretion rate (pmol/min) and plasma C-peptide (pmol/L).
+SECRETION_OBSERVABLES: tuple[str, ...] = ("insulin_secretion", "c_peptide")
 
 
 class Experiment(eqx.Module):
     """Observations of one protocol on one subject.
+
+    The protocol is an `AbstractProtocol` (the whole physiology is simulated) or a
+    `GlucoseSeries` (the beta-cell module alone, forced by that plasma glucose series, as
+    `simulate_secretion`; it predicts `SECRETION_OBSERVABLES` at times from the series' start).
 
     - `times`: the distinct sampling times (min), padded by repeating the last;
     - `time_index` / `end_index`: for each observation, the sample it reads (and, for interval
@@ -40,7 +49,7 @@ class Experiment(eqx.Module):
     - `mask`: False for padding.
     """
 
-    protocol: AbstractProtocol
+    protocol: AbstractProtocol | Series
     times: Float[Array, " T"]
     time_index: Int[Array, " N"]
     end_index: Int[Array, " N"]
@@ -58,6 +67,8 @@ class Experiment(eqx.Module):
         self, model: MgT2DModel, options: SolverOptions = SolverOptions()
     ) -> tuple[Any, Any]:
         """(prediction of every observation, solve succeeded)."""
+        if isinstance(self.protocol, Series):
+            return self._predict_secretion(model, options)
         traj = simulate(model, self.protocol, self.times, options=options, throw=False)
         columns = []
         for name in self.observable_names:
@@ -70,9 +81,49 @@ class Experiment(eqx.Module):
         prediction = interval_value(interval[self.observable_index], start, end, jnp)
         return prediction, traj.success
 
+    def _predict_secretion(self, model: MgT2DModel, options: SolverOptions) -> tuple[Any, Any]:
+        """The forced-glucose path: the beta-cell driven by the glucose series."""
+        traj = simulate_secretion(model, self.protocol, self.times, options=options, throw=False)
+        signals = {"insulin_secretion": traj.secretion, "c_peptide": traj.c_peptide}
+        matrix = jnp.stack([signals[n] for n in self.observable_names], axis=-1)
+        return matrix[self.time_index, self.observable_index], traj.success
+
+
+def check_experiment(experiment: Any) -> None:
+    """Refuse, with one clear message, an experiment a fit cannot predict: a protocol that is
+    neither an `AbstractProtocol` nor a `GlucoseSeries`, or a forced-glucose (`GlucoseSeries`)
+    experiment observing something other than `SECRETION_OBSERVABLES` or sampled before the
+    series starts."""
+    if not isinstance(experiment, Experiment):
+        raise TypeError(
+            f"an experiment must be an mgjax.fit.Experiment (got {type(experiment).__name__}); "
+            "build one with mgjax.fit.make_experiment(protocol, times, observables, values)"
+        )
+    protocol = experiment.protocol
+    if isinstance(protocol, Series):
+        other = sorted(set(experiment.observable_names) - set(SECRETION_OBSERVABLES))
+        if other:
+            raise ValueError(
+                f"a forced-glucose secretion experiment (a GlucoseSeries as protocol) predicts "
+                f"only {', '.join(SECRETION_OBSERVABLES)}; it cannot observe {', '.join(other)} "
+                "(simulate the whole physiology with a protocol such as IVGTT for those)"
+            )
+        start = float(np.asarray(protocol.times)[0])
+        first = float(np.min(np.asarray(experiment.times)))
+        if first < start:
+            raise ValueError(
+                f"a forced-glucose secretion experiment samples at {first:g} min, before its "
+                f"glucose series starts ({start:g} min); give the series from the first sample on"
+            )
+    elif not isinstance(protocol, AbstractProtocol):
+        raise TypeError(
+            f"an experiment's protocol must be an mgjax protocol (AbstractProtocol) or a "
+            f"GlucoseSeries for a forced-glucose secretion fit (got {type(protocol).__name__})"
+        )
+
 
 def make_experiment(
-    protocol: AbstractProtocol,
+    protocol: AbstractProtocol | Series,
     times: Any,
     observables: Any,
     values: Any,
@@ -82,7 +133,8 @@ def make_experiment(
     pad_to: int | None = None,
     pad_times_to: int | None = None,
 ) -> Experiment:
-    """Build an `Experiment` from per-observation arrays (times in min, model units)."""
+    """Build an `Experiment` from per-observation arrays (times in min, model units). The
+    protocol may be a `GlucoseSeries` (a forced-glucose secretion experiment, see `Experiment`)."""
     times = np.asarray(times, dtype=float)
     observables = list(observables)
     values = np.asarray(values, dtype=float)

@@ -27,7 +27,7 @@ from jaxtyping import Array, Float
 from ..model import MgT2DModel
 from ..model._parameters import get_parameters, parameter_infos, set_parameters
 from ..solve._solve import SolverOptions
-from ._experiment import Experiment
+from ._experiment import Experiment, check_experiment
 from ._problem import AbstractFitProblem
 
 #: Residual given to each observation of a failed solve (in standard deviations).
@@ -284,7 +284,9 @@ def make_problem(
     **Arguments:**
 
     - `base_model`: parameters of the subject (fixed parameters keep these values);
-    - `experiments`: the subject's `Experiment`s;
+    - `experiments`: the subject's `Experiment`s: each a protocol of the whole physiology, or
+      a forced-glucose secretion series (`GlucoseSeries` as protocol; observes
+      `insulin_secretion` and/or `c_peptide` from the beta-cell module alone);
     - `free`: names of the parameters to estimate (`mgjax.parameter_names()`);
     - `error_models`: per observable (default: proportional 5 %, additive for
       `membrane_potential`); observations with a given sigma ignore them;
@@ -298,6 +300,8 @@ def make_problem(
     """
     import diffrax as dfx
 
+    for experiment in experiments:
+        check_experiment(experiment)
     infos = parameter_infos()
     unknown = [n for n in free if n not in infos]
     if unknown:

@@ -182,6 +182,9 @@ def _compiled_saem(model, stacked, z, theta0, key, settings):
     return _COMPILED[key_]
 
 
+_subjects_objective = eqx.filter_jit(subjects_objective)
+
+
 @eqx.filter_jit
 def _curvatures(model, problems, theta, z, xi_hat):
     """Each subject's Laplace curvature H_i at its EBE."""
@@ -279,7 +282,7 @@ def fit_population(
     inner_max_steps: int = INNER_MAX_STEPS,
     method: str = "foce-i",
     saem_settings: SaemSettings | None = None,
-    importance_samples: int = IMPORTANCE_SAMPLES,
+    importance_samples: int | None = None,
     seed: int = 0,
 ) -> PopulationResult:
     """Fit `model` to the subjects' `problems` (a list, or one stacked pytree) by FOCE-I
@@ -296,7 +299,8 @@ def fit_population(
       FOCE-I linearisation, so the whole fit needs simulations of the structural model only
       (no derivatives — the route for stiff ODE models): the EBEs are then the chains'
       conditional means, `ofv` is NaN and the importance-sampling OFV is the likelihood;
-    - `importance_samples`: draws per subject of the importance-sampling OFV (0: skip).
+    - `importance_samples`: draws per subject of the importance-sampling OFV (0: skip;
+      default `IMPORTANCE_SAMPLES` for SAEM, 0 for FOCE-I, whose OFV is its own).
 
     Whatever the method, the EBEs, `ofv` (FOCE-I's −2 log L), the covariance step and the
     tables are taken at the estimate, so the methods' results compare one to one.
@@ -308,6 +312,8 @@ def fit_population(
         raise ValueError(f"covariance {covariance!r}: use 'hessian', 'sandwich' or 'none'")
     if method not in METHODS:
         raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
+    if importance_samples is None:
+        importance_samples = IMPORTANCE_SAMPLES if method == "saem" else 0
     stacked = problems if isinstance(problems, AbstractFitProblem) else stack_problems(problems)
     n = int(jax.tree.leaves(stacked)[0].shape[0])
     subjects = tuple(str(s) for s in (subjects if subjects is not None else range(n)))
@@ -372,7 +378,7 @@ def fit_population(
     else:
         inner = _screen(model, stacked, theta, z, xi0, inner_max_steps)
         curvature = _curvatures(model, stacked, theta, z, inner.xi)
-        ofv = float(jnp.sum(subjects_objective(model, stacked, theta, z, inner.xi)))
+        ofv = float(jnp.sum(_subjects_objective(model, stacked, theta, z, inner.xi)))
     ofv_is = float("nan")
     if importance_samples > 0:
         ofv_is = float(
@@ -451,10 +457,14 @@ def _derived(model: PopulationModel, first: AbstractFitProblem, theta):
     return jnp.concatenate(parts)
 
 
+@eqx.filter_jit
+def _derived_and_jacobian(model, first, theta):
+    return _derived(model, first, theta), jax.jacfwd(lambda t: _derived(model, first, t))(theta)
+
+
 def _tables(model, stacked, subjects, theta, xi, z, cov, units) -> dict[str, Any]:
     first = _take(stacked, 0)
-    derived = np.asarray(_derived(model, first, theta))
-    jac = np.asarray(jax.jacfwd(lambda t: _derived(model, first, t))(theta))
+    derived, jac = (np.asarray(a) for a in _derived_and_jacobian(model, first, theta))
     se = _propagate(jac, cov)
     p, c, r = len(model.names), len(model.covariates), model.n_random
     log_scale = first.log_scale()
@@ -514,11 +524,9 @@ def _tables(model, stacked, subjects, theta, xi, z, cov, units) -> dict[str, Any
     )
 
 
-def _predictions(model, stacked, subjects, theta, z, xi) -> pd.DataFrame | None:
-    """pred (η = 0), ipred (η̂), IWRES and CWRES (FOCE linearisation at η̂) per observation;
-    for problems that carry their observations as `times`, `observed`, `mask`."""
-    if not all(hasattr(stacked, a) for a in ("times", "observed", "mask")):
-        return None
+@eqx.filter_jit
+def _prediction_columns(model, stacked, theta, z, xi):
+    """pred, ipred, IWRES and CWRES of every subject (vmapped; compiled once per shapes)."""
 
     def one(problem, zi, x):
         u_hat = model.individual(theta, zi, x)
@@ -534,7 +542,18 @@ def _predictions(model, stacked, subjects, theta, z, xi) -> pd.DataFrame | None:
         )
         return pred, ipred, residual, cwres
 
-    pred, ipred, iwres, cwres = (np.asarray(a) for a in jax.vmap(one)(stacked, z, xi))
+    return jax.vmap(one)(stacked, z, xi)
+
+
+def _predictions(model, stacked, subjects, theta, z, xi) -> pd.DataFrame | None:
+    """pred (η = 0), ipred (η̂), IWRES and CWRES (FOCE linearisation at η̂) per observation;
+    for problems that carry their observations as `times`, `observed`, `mask`."""
+    if not all(hasattr(stacked, a) for a in ("times", "observed", "mask")):
+        return None
+
+    pred, ipred, iwres, cwres = (
+        np.asarray(a) for a in _prediction_columns(model, stacked, theta, z, xi)
+    )
     times, observed, mask = (np.asarray(getattr(stacked, a)) for a in ("times", "observed", "mask"))
     rows = []
     for i, s in enumerate(subjects):

@@ -183,7 +183,10 @@ def population_objective(
     problems, design z, ξ warm start, inner max steps)."""
     model, problems, z, xi0, max_steps = args
     inner = fit_subjects(model, problems, jax.lax.stop_gradient(theta), z, xi0, max_steps)
-    return jnp.sum(subjects_objective(model, problems, theta, z, inner.xi)), inner
+    ofv = jnp.sum(subjects_objective(model, problems, theta, z, inner.xi))
+    # a θ where the approximation breaks down (e.g. an error SD overflowing, the OFV −∞) is
+    # refused like an uphill step, never accepted as a minimum
+    return jnp.where(jnp.isfinite(ofv), ofv, jnp.inf), inner
 
 
 def _zero_cotangent(x: Any) -> Any:

@@ -267,7 +267,8 @@ def _fixed_update(model, layout, settings, problems, z, phi, theta_f):
         step = -jnp.linalg.solve(info + damping * jnp.diag(scale), grad)
         # at most one unit (a factor e for log-scale quantities) per step
         trial = t + step / jnp.maximum(1.0, jnp.max(jnp.abs(step)))
-        better = jnp.isfinite(total(trial)) & (total(trial) <= value)
+        value_trial = total(trial)
+        better = jnp.isfinite(value_trial) & (value_trial <= value)
         t = jnp.where(better, trial, t)
         return (t, jnp.where(better, damping / 3.0, damping * 10.0)), None
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from ..model import Inputs, ModelLike
@@ -34,17 +36,35 @@ from ._base import (
 MG_PER_MMOL_MAGNESIUM = 24.305
 
 #: Absorbability of a salt's elemental Mg²⁺ relative to a dissolved chloride (the lumen model's
-#: reference). Organic salts and the chloride are absorbed alike; the oxide about 40% as well:
-#: fractional absorption 4% (MgO) vs 9–11% (chloride, lactate, aspartate), Firoz & Graber,
-#: Magnes Res 2001;14:257 (from the literature, not in physiology.md). Fit
-#: `OralMagnesiumTrial.bioavailability` where a trial's data allow.
+#: reference; fraction, 0 < f ≤ 1). Organic salts and the chloride are absorbed alike; the oxide
+#: about 40% as well: fractional absorption 4% (MgO) vs 9–11% (chloride, lactate, aspartate),
+#: Firoz & Graber, Magnes Res 2001;14:257 (from the literature, not in physiology.md).
+#: Gluconate and pidolate: no human fractional-absorption measurement found; in Mg-depleted rats
+#: (26Mg, n = 8 per salt) all ten salts tested were absorbed 50–67%, gluconate the highest (67%),
+#: pidolate within that range and organic salts slightly above inorganic ones (Coudray et al.,
+#: Magnes Res 2005;18:215), so both are set like the other organic salts; ranges in
+#: docs/model.md. Fit `OralMagnesiumTrial.bioavailability` where a trial's data allow.
 SALT_BIOAVAILABILITY: dict[str, float] = {
     "chloride": 1.0,
     "lactate": 1.0,
     "aspartate": 1.0,
     "citrate": 1.0,
+    "gluconate": 1.0,
+    "pidolate": 1.0,
     "oxide": 0.4,
 }
+
+
+def _check_bioavailability(value: Any) -> None:
+    """Refuse a concrete fractional bioavailability outside 0 < f ≤ 1 (NaN included)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    f = np.asarray(value, dtype=float)
+    if not (np.all(np.isfinite(f)) and np.all(f > 0.0) and np.all(f <= 1.0)):
+        raise ValueError(
+            f"bioavailability must be a fraction 0 < f ≤ 1 of the dose absorbed as a dissolved "
+            f"chloride's would be (got {f.tolist()})"
+        )
 
 
 class OralMagnesiumTrial(AbstractProtocol):
@@ -75,25 +95,42 @@ class OralMagnesiumTrial(AbstractProtocol):
         dose_mmol: ArrayLike,
         weeks: int,
         *,
-        salt: str = "chloride",
+        salt: str | None = None,
+        bioavailability: ArrayLike | None = None,
         visit_weeks: tuple[int, ...] | None = None,
         averaged: bool = False,
         dose_time: ArrayLike = 60.0,
     ) -> "OralMagnesiumTrial":
         """`dose_mmol` elemental Mg²⁺ once a day for `weeks` weeks, visits at `visit_weeks`
-        (default: baseline, every 4 weeks and the end)."""
-        if salt not in SALT_BIOAVAILABILITY:
+        (default: baseline, every 4 weeks and the end).
+
+        The absorbability is the `salt`'s (`SALT_BIOAVAILABILITY`; default chloride) or an
+        explicit `bioavailability` (fraction of a dissolved chloride's, 0 < f ≤ 1), which
+        replaces the default salt. Giving both is accepted only where they agree (the table's
+        value for that salt); otherwise it is refused as contradictory."""
+        if salt is not None and salt not in SALT_BIOAVAILABILITY:
             raise ValueError(
                 f"unknown Mg salt {salt!r}; known: {', '.join(SALT_BIOAVAILABILITY)} "
-                "(or give bioavailability= directly)"
+                "(or give bioavailability= directly, a fraction 0 < f ≤ 1)"
             )
+        if bioavailability is None:
+            bioavailability = SALT_BIOAVAILABILITY[salt or "chloride"]
+        else:
+            _check_bioavailability(bioavailability)
+            if salt is not None and not isinstance(bioavailability, jax.core.Tracer):
+                if not np.allclose(bioavailability, SALT_BIOAVAILABILITY[salt]):
+                    raise ValueError(
+                        f"salt={salt!r} (bioavailability {SALT_BIOAVAILABILITY[salt]:g}) "
+                        f"contradicts bioavailability={np.asarray(bioavailability).tolist()}; "
+                        "give one of them (bioavailability= alone for a measured value)"
+                    )
         if visit_weeks is None:
             visit_weeks = tuple(sorted({0, *range(4, weeks, 4), weeks}))
         return cls(
             dose=dose_mmol,
             dose_times=daily_times(dose_time, 7 * weeks),
             visit_days=7.0 * jnp.asarray(visit_weeks, dtype=jnp.float64),
-            bioavailability=SALT_BIOAVAILABILITY[salt],
+            bioavailability=bioavailability,
             averaged=averaged,
         )
 
