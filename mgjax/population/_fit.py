@@ -22,8 +22,7 @@ from ._laplace import (
     INNER_MAX_STEPS,
     InnerFit,
     fit_subjects,
-    population_objective_forward,
-    population_value,
+    population_objective,
     subject_objective,
     subjects_objective,
     value_gradient_curvature,
@@ -143,18 +142,18 @@ def forward_only(problem: AbstractFitProblem) -> bool:
     return isinstance(getattr(problem.options, "adjoint", None), dfx.ForwardMode)
 
 
+def _ofv(theta, args):
+    return population_objective(theta, args)[0]
+
+
 @eqx.filter_jit
 def _outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol):
     solver = optx.BFGS(rtol=rtol, atol=atol)
     args = (model, problems, z, xi0, inner_max_steps)
-    objective = population_objective_forward if forward_only(problems) else population_value
+    # the gradient by forward mode (q directions) where the simulations allow no other
+    options = {"autodiff_mode": "fwd"} if forward_only(problems) else {}
     solution = optx.minimise(
-        objective,
-        solver,
-        theta0,
-        args=args,
-        max_steps=max_steps,
-        throw=False,
+        _ofv, solver, theta0, args=args, options=options, max_steps=max_steps, throw=False
     )
     return solution.value, solution.result == optx.RESULTS.successful, solution.stats["num_steps"]
 

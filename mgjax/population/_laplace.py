@@ -27,7 +27,6 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ..fit._problem import AbstractFitProblem
@@ -187,44 +186,3 @@ def population_objective(
     # a θ where the approximation breaks down (e.g. an error SD overflowing, the OFV −∞) is
     # refused like an uphill step, never accepted as a minimum
     return jnp.where(jnp.isfinite(ofv), ofv, jnp.inf), inner
-
-
-def _zero_cotangent(x: Any) -> Any:
-    x = jnp.asarray(x)
-    if jnp.issubdtype(x.dtype, jnp.inexact):
-        return jnp.zeros_like(x)
-    return np.zeros(x.shape, dtype=jax.dtypes.float0)
-
-
-@jax.custom_vjp
-def population_objective_forward(theta: Float[Array, " q"], args: tuple[Any, ...]) -> Array:
-    """The OFV of `population_objective` (without the inner fits) whose gradient is computed
-    in forward mode (q directions) and handed to reverse-mode callers (Optimistix): for
-    structural problems that support only forward-mode derivatives (Diffrax's `ForwardMode`
-    adjoint)."""
-    return population_objective(theta, args)[0]
-
-
-def _forward_fwd(theta, args):
-    value, gradient = _value_and_forward_gradient(theta, args)
-    return value, (gradient, args)
-
-
-def _value_and_forward_gradient(theta, args):
-    def value(t):
-        return population_objective(t, args)[0]
-
-    return value(theta), jax.jacfwd(value)(theta)
-
-
-def _forward_bwd(residuals, cotangent):
-    gradient, args = residuals
-    return cotangent * gradient, jax.tree.map(_zero_cotangent, args)
-
-
-population_objective_forward.defvjp(_forward_fwd, _forward_bwd)
-
-
-def population_value(theta: Float[Array, " q"], args: tuple[Any, ...]) -> Array:
-    """The OFV of `population_objective` alone (reverse-mode differentiable)."""
-    return population_objective(theta, args)[0]
