@@ -204,3 +204,30 @@ def test_forward_only_problems_get_the_same_foce_fit_by_forward_mode():
     np.testing.assert_allclose(
         forward_fit.theta[determined], reverse_fit.theta[determined], rtol=1e-5, atol=1e-7
     )
+
+
+@pytest.mark.slow
+def test_population_command_samples_the_posterior_with_nuts(tmp_path):
+    from typer.testing import CliRunner
+
+    from mgjax.app.cli import app
+
+    n = 20
+    problems, weights, _ = simulate_one_compartment_cohort(
+        n, typical=TYPICAL, omega_sd=OMEGA, times=[0.5, 2.0, 8.0, 24.0], seed=6
+    )
+    subjects = [f"id{i}" for i in range(n)]
+    nonmem_table(problems, subjects, pd.DataFrame({"wt": weights}, index=subjects)).to_csv(
+        tmp_path / "pk.csv", index=False
+    )
+    out = tmp_path / "run"
+    args = ["population", "configs/population_pk.yaml", "--data", str(tmp_path / "pk.csv")]
+    args += ["--out", str(out), "population.method=nuts", "population.nuts.warmup=150"]
+    args += ["population.nuts.samples=150", "population.estimate_error=[proportional]"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "nuts" and summary["subjects"] == n
+    table = pd.read_csv(out / "population_parameters.csv").set_index("parameter")
+    assert {"r_hat", "ess"} <= set(table.columns)
+    assert table.loc["cl", "ci_low"] < TYPICAL["cl"] < table.loc["cl", "ci_high"]

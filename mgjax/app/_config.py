@@ -436,6 +436,14 @@ class SaemConfig(_Strict):
         return self
 
 
+class NutsConfig(_Strict):
+    """`population.method: nuts`: warm-up and kept draws per chain, and the chains."""
+
+    warmup: Whole = Field(500, ge=1, le=1_000_000)
+    samples: Whole = Field(500, ge=1, le=1_000_000)
+    chains: Whole = Field(2, ge=1, le=64)
+
+
 class PopulationConfig(_Strict):
     """`mgjax population`: a nonlinear mixed-effects fit (FOCE-I) of `structural_model` —
     `one_compartment` (oral PK from a NONMEM-style CSV, `data`; the coupled model's cohorts
@@ -451,9 +459,11 @@ class PopulationConfig(_Strict):
     start: dict[str, Real] = {}
     omega_start: Real = Field(0.3, gt=0.0, le=5.0)
     covariance: Literal["hessian", "sandwich", "none"] = "hessian"
-    #: estimation method: FOCE-I (Laplace, exact gradients) or SAEM (Monolix's algorithm)
-    method: Literal["foce-i", "saem"] = "foce-i"
+    #: estimation method: FOCE-I (Laplace, exact gradients), SAEM (Monolix's algorithm) or
+    #: NUTS (the fully Bayesian posterior, numpyro; tables and summary, no report)
+    method: Literal["foce-i", "saem", "nuts"] = "foce-i"
     saem: SaemConfig = SaemConfig()
+    nuts: NutsConfig = NutsConfig()
     #: one_compartment: observation compartment (CMT) → observable; dose compartments
     observables: dict[int, str] = {2: "concentration"}
     dose_compartments: list[int] = [1]

@@ -28,6 +28,7 @@ from ..population import (
     SaemSettings,
     fit_population,
     one_compartment_problems,
+    sample_population,
 )
 from ..population._one_compartment import UNITS as ONE_COMPARTMENT_UNITS
 from ._config import PopulationConfig, RunConfig, load_config
@@ -96,6 +97,8 @@ def population_job(
         ", ".join(model.random),
         len(model.covariates),
     )
+    if pop.method == "nuts":
+        return _sample_job(cfg, out, log, problems, model, subjects, covariates, units, t0)
     result = fit_population(
         problems,
         model,
@@ -141,6 +144,41 @@ def population_job(
     if cfg.report.enabled:
         inputs = dict(problems=problems, subjects=subjects, covariates=covariates, model=model)
         report_population(out, log, cfg=cfg, **inputs)
+    return summary
+
+
+def _sample_job(cfg, out, log, problems, model, subjects, covariates, units, t0):
+    """`population.method: nuts`: the posterior's tables and summary (no report: the GOF plots
+    and VPC are drawn for the FOCE-I and SAEM estimates)."""
+    pop = cfg.population
+    posterior = sample_population(
+        problems,
+        model,
+        subjects=subjects,
+        covariates=covariates,
+        start=_start_names(pop.start, model.names),
+        omega_start=float(pop.omega_start),
+        units=units,
+        num_warmup=pop.nuts.warmup,
+        num_samples=pop.nuts.samples,
+        num_chains=pop.nuts.chains,
+        seed=cfg.seed,
+    )
+    for name, frame in posterior.tables().items():
+        frame.to_csv(out / name, index=name == "omega.csv")
+    summary = posterior.summary() | dict(seconds_total=time.perf_counter() - t0)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    log.info(
+        "NUTS: %d chains × %d draws, %d divergences, max r_hat %.3f, min ESS %.0f, %.1f s",
+        pop.nuts.chains,
+        pop.nuts.samples,
+        summary["divergences"],
+        summary["max_r_hat"],
+        summary["min_ess"],
+        summary["seconds_total"],
+    )
+    if summary["max_r_hat"] > 1.05:
+        log.warning("max r_hat %.3f > 1.05: run longer chains", summary["max_r_hat"])
     return summary
 
 

@@ -416,10 +416,11 @@ def population(
     out: Path = typer.Option(..., help="Run directory."),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
 ) -> None:
-    """Fit a population (nonlinear mixed-effects) model by FOCE-I — the one-compartment oral
-    model to a NONMEM-style CSV: typical values, covariate effects, random effects; writes
-    population_parameters.csv, random_effects.csv, omega.csv, individual_parameters.csv,
-    predictions.csv and summary.json (docs/population.md).
+    """Fit a population (nonlinear mixed-effects) model by FOCE-I, SAEM or NUTS
+    (`population.method`) — the one-compartment oral model to a NONMEM-style CSV: typical
+    values, covariate effects, random effects; writes population_parameters.csv,
+    random_effects.csv, omega.csv, individual_parameters.csv, predictions.csv, summary.json
+    and report.html (GOF plots, VPC; not for NUTS) (docs/population.md).
 
     Example: `mgjax population configs/population_pk.yaml --data pk.csv --out runs/pk`
     """
@@ -428,7 +429,10 @@ def population(
         _cache()
         summary = population_job(cfg, out, force=force)
         table = Table(title=f"population → {out}")
-        for key in ("ofv", "aic", "bic", "converged", "iterations", "subjects", "seconds_total"):
+        keys = ("ofv", "aic", "bic", "converged", "iterations", "subjects", "seconds_total")
+        if summary["method"] == "nuts":
+            keys = ("divergences", "max_r_hat", "min_ess", "subjects", "seconds_total")
+        for key in keys:
             value = summary[key]
             table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
         console.print(table)
