@@ -6,8 +6,9 @@ The run directory (the contract other tools read):
   shrinkage_percent), `omega.csv` (correlations), `individual_parameters.csv` (subject,
   parameter, ebe, unit), `predictions.csv` (subject, time, observable, dv, pred, ipred, iwres,
   cwres; for the one-compartment model);
-- `summary.json`: method, ofv, aic, bic, converged, iterations, subjects, excluded,
-  observations, seconds_compile, seconds_total;
+- `summary.json`: method, ofv, ofv_importance_sampling, aic, bic, converged, iterations,
+  subjects, excluded, observations, covariance_undetermined, seconds_compile, seconds_total
+  (null: not computed; NUTS runs: its own diagnostics instead);
 - `population_fit.json` (θ by name, subjects, excluded, EBE η: what `mgjax vpc` reads);
 - `report.html` with its figures (GOF, η, VPC; `vpc.csv`), unless `report.enabled` is false;
 - `config.yaml`, `environment.json`, `run.log`.

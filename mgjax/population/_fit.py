@@ -106,7 +106,9 @@ class PopulationResult:
         return tuple(n for n, v in zip(self.model.theta_names, var) if not np.isfinite(v))
 
     def summary(self) -> dict[str, Any]:
-        return dict(
+        """The run's `summary.json` (a quantity not computed, e.g. the importance-sampling OFV
+        of a FOCE-I fit, is None)."""
+        out = dict(
             method=self.method,
             ofv=self.ofv,
             ofv_importance_sampling=self.ofv_importance_sampling,
@@ -123,6 +125,9 @@ class PopulationResult:
             seconds_compile=self.seconds_compile,
             seconds_total=self.seconds_total,
         )
+        return {
+            k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in out.items()
+        }
 
     def tables(self) -> dict[str, pd.DataFrame]:
         out = {
