@@ -37,7 +37,7 @@ from jaxtyping import Array, Float
 
 from ..fit._objective import LOG_2PI
 from ..fit._problem import AbstractFitProblem
-from ._fit import OMEGA_START, _derived, _n_observations, _start, _take, stack_problems
+from ._fit import OMEGA_START, _derived, _n_observations, _take, prepare
 from ._model import PopulationModel
 
 #: default priors' scales: μ ~ N(start, MU_PRIOR_SD²), β ~ N(0, BETA_PRIOR_SD²) (coordinate
@@ -354,19 +354,10 @@ def sample_population(
         raise ValueError(f"chain_method {chain_method!r}: use one of {', '.join(CHAIN_METHODS)}")
     if min(num_warmup, num_samples, num_chains) < 1:
         raise ValueError("num_warmup, num_samples and num_chains must be positive")
-    stacked = problems if isinstance(problems, AbstractFitProblem) else stack_problems(problems)
-    n = int(jax.tree.leaves(stacked)[0].shape[0])
-    subjects = tuple(str(s) for s in (subjects if subjects is not None else range(n)))
-    if len(subjects) != n:
-        raise ValueError(f"{len(subjects)} subject names for {n} problems")
-    first = _take(stacked, 0)
-    if tuple(first.names) != tuple(model.names):
-        raise ValueError(
-            f"the population model's quantities {model.names} are not the problems' "
-            f"{tuple(first.names)}"
-        )
-    z = jnp.asarray(model.design(covariates if covariates is not None else {}, subjects))
-    theta0 = _start(model, stacked, first, start, omega_start)
+    stacked, subjects, first, z, theta0 = prepare(
+        problems, model, subjects, covariates, start, omega_start
+    )
+    n = len(subjects)
     mu0, _, chol0 = model.unpack(theta0)
 
     # subjects whose likelihood cannot be evaluated at the start are left out and named

@@ -318,19 +318,10 @@ def fit_population(
         raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
     if importance_samples is None:
         importance_samples = IMPORTANCE_SAMPLES if method == "saem" else 0
-    stacked = problems if isinstance(problems, AbstractFitProblem) else stack_problems(problems)
-    n = int(jax.tree.leaves(stacked)[0].shape[0])
-    subjects = tuple(str(s) for s in (subjects if subjects is not None else range(n)))
-    if len(subjects) != n:
-        raise ValueError(f"{len(subjects)} subject names for {n} problems")
-    first = _take(stacked, 0)
-    if tuple(first.names) != tuple(model.names):
-        raise ValueError(
-            f"the population model's quantities {model.names} are not the problems' "
-            f"{tuple(first.names)}"
-        )
-    z = jnp.asarray(model.design(covariates if covariates is not None else {}, subjects))
-    theta0 = _start(model, stacked, first, start, omega_start)
+    stacked, subjects, first, z, theta0 = prepare(
+        problems, model, subjects, covariates, start, omega_start
+    )
+    n = len(subjects)
     xi0 = jnp.zeros((n, model.n_random))
 
     # SAEM without the covariance step needs simulations only (no derivative of the model)
@@ -420,6 +411,24 @@ def fit_population(
         trace=trace,
         **tables,
     )
+
+
+def prepare(problems, model, subjects, covariates, start, omega_start):
+    """What every population method starts from: (the problems stacked, the subjects' names,
+    subject 0's problem, the design z [n, c], θ₀), the inputs checked."""
+    stacked = problems if isinstance(problems, AbstractFitProblem) else stack_problems(problems)
+    n = int(jax.tree.leaves(stacked)[0].shape[0])
+    subjects = tuple(str(s) for s in (subjects if subjects is not None else range(n)))
+    if len(subjects) != n:
+        raise ValueError(f"{len(subjects)} subject names for {n} problems")
+    first = _take(stacked, 0)
+    if tuple(first.names) != tuple(model.names):
+        raise ValueError(
+            f"the population model's quantities {model.names} are not the problems' "
+            f"{tuple(first.names)}"
+        )
+    z = jnp.asarray(model.design(covariates if covariates is not None else {}, subjects))
+    return stacked, subjects, first, z, _start(model, stacked, first, start, omega_start)
 
 
 def _start(model, stacked, first, start, omega_start) -> jnp.ndarray:
