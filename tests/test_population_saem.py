@@ -68,6 +68,47 @@ def test_saem_finds_the_exact_maximum_likelihood_estimate_of_a_linear_mixed_mode
     assert saem.trace.shape == (precise.iterations, len(saem.theta))
 
 
+@pytest.mark.parametrize("random", [("a", "b"), ("a",)])
+def test_stochastic_information_gives_the_exact_standard_errors_of_a_linear_mixed_model(random):
+    # for a linear mixed model FOCE-I's R is the exact observed information; Louis' identity
+    # from Markov chains at the estimate (SAEM's covariance step, simulations only) must
+    # reproduce it up to Monte Carlo error. With one random effect, b has none: its block
+    # comes from the likelihood's derivatives, not from the random effects' prior.
+    problems = _linear_cohort(60, seed=2)
+    model = PopulationModel(names=("a", "b"), random=random)
+    exact = fit_population(problems, model, importance_samples=0)
+    settings = SaemSettings(
+        exploration=100, smoothing=100, annealing=50, chains=4, information_draws=300
+    )
+    louis = fit_population(
+        problems,
+        model,
+        method="saem",
+        saem_settings=settings,
+        covariance="stochastic",
+        importance_samples=0,
+    )
+    se_exact = np.sqrt(np.diag(exact.covariance))
+    se_louis = np.sqrt(np.diag(louis.covariance))
+    assert louis.covariance_method == "stochastic" and np.all(np.isfinite(se_louis))
+    np.testing.assert_allclose(se_louis, se_exact, rtol=0.05)
+    # the same information from chains started at FOCE-I's EBEs
+    foce = fit_population(
+        problems, model, covariance="stochastic", saem_settings=settings, importance_samples=0
+    )
+    np.testing.assert_allclose(np.sqrt(np.diag(foce.covariance)), se_exact, rtol=0.05)
+    # a cohort of a quarter the size has SEs about twice as large: the check has teeth
+    small = fit_population(
+        problems[:15],
+        model,
+        method="saem",
+        saem_settings=settings,
+        covariance="stochastic",
+        importance_samples=0,
+    )
+    assert np.all(np.sqrt(np.diag(small.covariance))[:2] > 1.5 * se_exact[:2])
+
+
 def test_importance_sampling_ofv_equals_the_exact_marginal_likelihood_of_a_linear_model():
     problems = _linear_cohort(8, seed=4)
     model = PopulationModel(names=("a", "b"), random=("a", "b"))

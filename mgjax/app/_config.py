@@ -420,12 +420,14 @@ class CovariateEffectConfig(_Strict):
 
 class SaemConfig(_Strict):
     """SAEM's iterations (Monolix's K₁ exploration, K₂ smoothing; the first `annealing`
-    keep the variances from shrinking fast) and Markov chains per subject."""
+    keep the variances from shrinking fast), Markov chains per subject, and the draws of
+    `covariance: stochastic` (Louis' information from the chains at the estimate)."""
 
     exploration: Whole = Field(200, ge=1, le=100_000)
     smoothing: Whole = Field(100, ge=1, le=100_000)
     annealing: Whole = Field(100, ge=0, le=100_000)
     chains: Whole = Field(1, ge=1, le=100)
+    information_draws: Whole = Field(200, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _annealing_within_exploration(self) -> SaemConfig:
@@ -458,7 +460,9 @@ class PopulationConfig(_Strict):
     omega: Literal["diagonal", "full"] = "diagonal"
     start: dict[str, Real] = {}
     omega_start: Real = Field(0.3, gt=0.0, le=5.0)
-    covariance: Literal["hessian", "sandwich", "none"] = "hessian"
+    #: the covariance step: R⁻¹ or R⁻¹SR⁻¹ of the FOCE-I OFV, or `stochastic` (Louis'
+    #: information by MCMC at the estimate: with SAEM, simulations only), or none
+    covariance: Literal["hessian", "sandwich", "stochastic", "none"] = "hessian"
     #: estimation method: FOCE-I (Laplace, exact gradients), SAEM (Monolix's algorithm) or
     #: NUTS (the fully Bayesian posterior, numpyro; tables and summary, no report)
     method: Literal["foce-i", "saem", "nuts"] = "foce-i"

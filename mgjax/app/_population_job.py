@@ -116,6 +116,7 @@ def population_job(
             smoothing=pop.saem.smoothing,
             annealing=pop.saem.annealing,
             chains=pop.saem.chains,
+            information_draws=pop.saem.information_draws,
         ),
         seed=cfg.seed,
     )

@@ -28,12 +28,14 @@ from ._laplace import (
     value_gradient_curvature,
 )
 from ._model import PopulationModel
-from ._saem import SaemSettings, importance_sampling_ofv, saem
+from ._saem import SaemSettings, _Layout, _split, importance_sampling_ofv, saem, stochastic_information
 
 #: starting SD of every random effect (log scale: ~30 % CV)
 OMEGA_START = 0.3
 #: estimation methods of `fit_population`
 METHODS = ("foce-i", "saem")
+#: covariance steps: R⁻¹ (Hessian of the FOCE-I OFV), R⁻¹SR⁻¹, Louis' information by MCMC
+COVARIANCE_METHODS = ("hessian", "sandwich", "stochastic", "none")
 #: draws per subject of the importance-sampling OFV
 IMPORTANCE_SAMPLES = 1000
 #: the outer fit (Optimistix BFGS on θ) stops at these relative/absolute tolerances
@@ -297,8 +299,11 @@ def fit_population(
     - `start`: typical values to start from (physical units, by name; default each
       quantity's median starting value over the subjects); `omega_start`: SDs of the
       random effects (log scale);
-    - `covariance`: `hessian` (R⁻¹, the inverse Hessian of −log L; default) or `sandwich`
-      (R⁻¹SR⁻¹, NONMEM's default, robust to a misspecified residual model);
+    - `covariance`: `hessian` (R⁻¹, the inverse Hessian of −log L; default), `sandwich`
+      (R⁻¹SR⁻¹, NONMEM's default, robust to a misspecified residual model) — both of the
+      FOCE-I OFV — or `stochastic` (Monolix's: the information by Louis' identity from
+      Markov chains at the estimate, `saem_settings.information_draws` draws; with SAEM
+      it needs simulations only, so stiff ODE models get SEs);
     - `covariance="none"` skips the covariance step (SEs NaN); with SAEM it also skips the
       FOCE-I linearisation, so the whole fit needs simulations of the structural model only
       (no derivatives — the route for stiff ODE models): the EBEs are then the chains'
@@ -312,8 +317,8 @@ def fit_population(
     Subjects whose objective is not finite at the start (e.g. a simulation that fails)
     are left out and listed in `excluded`; they never poison the others."""
     t_start = time.perf_counter()
-    if covariance not in ("hessian", "sandwich", "none"):
-        raise ValueError(f"covariance {covariance!r}: use 'hessian', 'sandwich' or 'none'")
+    if covariance not in COVARIANCE_METHODS:
+        raise ValueError(f"covariance {covariance!r}: use one of {', '.join(COVARIANCE_METHODS)}")
     if method not in METHODS:
         raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
     if importance_samples is None:
@@ -324,8 +329,9 @@ def fit_population(
     n = len(subjects)
     xi0 = jnp.zeros((n, model.n_random))
 
-    # SAEM without the covariance step needs simulations only (no derivative of the model)
-    simulation_only = method == "saem" and covariance == "none"
+    # SAEM without the FOCE-I covariance step needs simulations only (no derivative of the
+    # model in the quantities with a random effect)
+    simulation_only = method == "saem" and covariance in ("none", "stochastic")
     if simulation_only:
         finite = np.isfinite(np.asarray(_likelihoods(model, stacked, theta0, z, xi0)))
         screen = InnerFit(
@@ -343,7 +349,8 @@ def fit_population(
 
     t_compile = time.perf_counter()
     trace = None
-    key_saem, key_sampling = jax.random.split(jax.random.PRNGKey(seed))
+    key_saem, key_sampling, key_information = jax.random.split(jax.random.PRNGKey(seed), 3)
+    settings = saem_settings or SaemSettings()
     if method == "foce-i":
         compiled = _compiled_outer(
             model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
@@ -353,7 +360,6 @@ def fit_population(
             model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
         )
     else:
-        settings = saem_settings or SaemSettings()
         compiled = _compiled_saem(model, stacked, z, theta0, key_saem, settings)
         seconds_compile = time.perf_counter() - t_compile
         output = compiled(model, stacked, z, theta0, key_saem, settings)
@@ -385,6 +391,15 @@ def fit_population(
         )
     if covariance == "none":
         cov = np.full((len(theta), len(theta)), np.nan)
+    elif covariance == "stochastic":
+        if method == "saem":
+            chains, scales = output.chains, output.scales
+        else:  # chains start at the EBEs
+            chains, scales = _chains_at(model, theta, z, inner.xi, settings.chains)
+        information, scores = stochastic_information(
+            model, stacked, z, theta, chains, scales, key_information, settings
+        )
+        cov = _covariance(np.asarray(information), np.asarray(scores), "hessian")
     else:
         hessian, scores = _curvature(model, stacked, theta, z, inner.xi, inner_max_steps)
         cov = _covariance(np.asarray(hessian), np.asarray(scores), covariance)
@@ -411,6 +426,16 @@ def fit_population(
         trace=trace,
         **tables,
     )
+
+
+def _chains_at(model, theta, z, xi, n_chains):
+    """Markov chains [k, n, r] on φ (SAEM's latent coordinates) at the EBEs ξ, and unit
+    random-walk scales."""
+    layout = _Layout.of(model)
+    b, _, _ = _split(model, layout, theta)
+    design = jnp.concatenate([jnp.ones((z.shape[0], 1)), z], axis=1)
+    phi = design @ b + xi @ model.unpack(theta)[2].T
+    return jnp.broadcast_to(phi, (n_chains, *phi.shape)), jnp.ones(1 + model.n_random)
 
 
 def prepare(problems, model, subjects, covariates, start, omega_start):

@@ -60,9 +60,10 @@ class SaemSettings(eqx.Module):
     component_steps: int = eqx.field(static=True, default=2)
     fixed_steps: int = eqx.field(static=True, default=3)
     burn_in: int = eqx.field(static=True, default=5)
+    information_draws: int = eqx.field(static=True, default=200)
 
     def __check_init__(self):
-        for name in ("exploration", "smoothing", "chains"):
+        for name in ("exploration", "smoothing", "chains", "information_draws"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"SAEM setting {name} must be ≥ 1, not {getattr(self, name)}")
         if self.annealing > self.exploration:
@@ -225,33 +226,42 @@ def _simulate(model, layout, settings, problems, z, chains, mean, chol, theta_f,
     return _Chains(phi=phi, log_lik=ll), acceptance
 
 
+def _fixed_derivatives(model, layout, problem, phi, z, theta_f):
+    """One subject's −log p(y_i | φ_i, θ_f), its gradient in θ_f and its expected information
+    in θ_f (Gaussian likelihood: JₘᵀJₘ + 2JₛᵀJₛ in units of the SDs; first-order forward
+    derivatives only)."""
+
+    def parts(t):
+        u = _coordinates(model, layout, phi, z, t)
+        mean, sd, mask = problem.mean_and_sd(u)
+        return problem.negative_log_likelihood(u), (mean, sd, mask)
+
+    def along(d):
+        return jax.jvp(parts, (theta_f,), (d,))
+
+    (nll, (_, sd, mask)), (d_nll, (d_mean, d_sd, _)) = jax.vmap(along, out_axes=(None, 0))(
+        jnp.eye(theta_f.shape[0])
+    )
+    weight = jnp.where(mask, 1.0 / sd, 0.0)
+    a, b = d_mean * weight, jnp.sqrt(2.0) * d_sd * weight
+    return nll, d_nll, a @ a.T + b @ b.T
+
+
 def _fixed_update(model, layout, settings, problems, z, phi, theta_f):
     """θ_f*: damped Gauss–Newton steps on −Σ log p(y_i | φ_i, θ_f) (averaged over chains)
     with its expected information, from the current θ_f."""
     n_chains = phi.shape[0]
 
-    def parts(t, problem, ph, zi):
-        u = _coordinates(model, layout, ph, zi, t)
-        mean, sd, mask = problem.mean_and_sd(u)
-        return problem.negative_log_likelihood(u), (mean, sd, mask)
-
     def total(t):
-        values = jax.vmap(jax.vmap(lambda p, ph, zi: parts(t, p, ph, zi)[0]), (None, 0, None))(
-            problems, phi, z
-        )
-        return jnp.sum(values) / n_chains
+        values = jax.vmap(
+            jax.vmap(lambda p, ph, zi: _log_likelihood(model, layout, p, ph, zi, t)),
+            (None, 0, None),
+        )(problems, phi, z)
+        return -jnp.sum(values) / n_chains
 
     def value_gradient_information(t):
         def one(problem, ph, zi):
-            def along(d):
-                return jax.jvp(lambda tt: parts(tt, problem, ph, zi), (t,), (d,))
-
-            (nll, (_, sd, mask)), (d_nll, (d_mean, d_sd, _)) = jax.vmap(along, out_axes=(None, 0))(
-                jnp.eye(t.shape[0])
-            )
-            weight = jnp.where(mask, 1.0 / sd, 0.0)
-            a, b = d_mean * weight, jnp.sqrt(2.0) * d_sd * weight
-            return nll, d_nll, a @ a.T + b @ b.T
+            return _fixed_derivatives(model, layout, problem, ph, zi, t)
 
         nll, grad, info = jax.vmap(jax.vmap(one), (None, 0, None))(problems, phi, z)
         return (
@@ -310,6 +320,8 @@ class SaemOutput(eqx.Module):
     acceptance: Float[Array, "k a"]
     conditional_mean: Float[Array, "n r"]
     conditional_covariance: Float[Array, "n r r"]
+    chains: Float[Array, "c n r"]  # the chains' last points φ
+    scales: Float[Array, " a"]  # the random walks' adapted step scales
 
 
 @eqx.filter_jit
@@ -379,7 +391,7 @@ def saem(
     steps = jnp.arange(total, dtype=jnp.float64) - settings.burn_in
     state, (trace, acceptance) = jax.lax.scan(iterate, state, (steps, jax.random.split(key, total)))
     trace, acceptance = trace[settings.burn_in :], acceptance[settings.burn_in :]
-    _, b, omega, _, _, _, _, first, second = state
+    chains, b, omega, _, _, _, scales, first, second = state
     chol = jnp.linalg.cholesky(omega)
     covariance = second - jnp.einsum("ni,nj->nij", first, first)
 
@@ -396,7 +408,96 @@ def saem(
         acceptance=acceptance,
         conditional_mean=xi_mean,
         conditional_covariance=xi_cov,
+        chains=chains.phi,
+        scales=scales,
     )
+
+
+#: Metropolis–Hastings iterations before the information's draws (chains from the EBEs)
+INFORMATION_BURN_IN = 20
+
+
+def _complete_data_derivatives(model, layout, problems, z, design, theta, phi):
+    """Gradient s [k, n, q] and Hessian h [k, n, q, q] in θ (`PopulationModel`'s layout) of
+    every chain's and subject's complete-data log-likelihood log p(y_i, φ_i; θ) =
+    log p(y_i | φ_i, θ_f) + log N(φ_i; x_iᵀB, Ω), φ held. The prior's part is exact; the
+    likelihood's (the quantities without a random effect, e.g. error terms) uses the
+    conditional expected information, first-order derivatives only."""
+    p, r = len(model.names), model.n_random
+    index_f = np.concatenate([layout.fixed, p + layout.effects_fixed]).astype(int)
+
+    def log_prior(t, ph, x):
+        b, _, _ = _split(model, layout, t)
+        chol = model.unpack(t)[2]
+        w = jax.scipy.linalg.solve_triangular(chol, ph - x @ b, lower=True)
+        return -jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * w @ w - 0.5 * r * jnp.log(2.0 * jnp.pi)
+
+    def one(problem, ph, zi, x):
+        s = jax.grad(log_prior)(theta, ph, x)
+        h = jax.hessian(log_prior)(theta, ph, x)
+        if index_f.size:
+            _, d_nll, info = _fixed_derivatives(model, layout, problem, ph, zi, theta[index_f])
+            s = s.at[index_f].add(-d_nll)
+            h = h.at[np.ix_(index_f, index_f)].add(-info)
+        return s, h
+
+    return jax.vmap(jax.vmap(one), (None, 0, None, None))(problems, phi, z, design)
+
+
+@eqx.filter_jit
+def stochastic_information(
+    model: PopulationModel,
+    problems: AbstractFitProblem,
+    z: Float[Array, "n c"],
+    theta: Float[Array, " q"],
+    chains: Float[Array, "k n r"],
+    scales: Float[Array, " a"],
+    key: PRNGKeyArray,
+    settings: SaemSettings = SaemSettings(),
+    burn_in: int = INFORMATION_BURN_IN,
+) -> tuple[Float[Array, "q q"], Float[Array, "n q"]]:
+    """The observed Fisher information −∇² log L(θ) of the marginal likelihood by Louis'
+    identity, its expectations by Markov chain Monte Carlo at θ held (Monolix's "stochastic
+    approximation" of the FIM): Σ_i (E[−∇² log p(y_i, φ_i)] − Cov[∇ log p(y_i, φ_i)]) over
+    p(φ_i | y_i; θ), from `settings.information_draws` draws of each chain after `burn_in`
+    iterations, starting from `chains` [k, n, r] with the random walks' `scales`. Simulations
+    of the structural model only, plus first-order derivatives in the quantities without a
+    random effect. Also returns each subject's mean score E[∇ log p(y_i, φ_i)] [n, q]."""
+    layout = _Layout.of(model)
+    n, q = z.shape[0], theta.shape[0]
+    design = jnp.concatenate([jnp.ones((n, 1)), z], axis=1)
+    b, omega, theta_f = _split(model, layout, theta)
+    mean, chol = design @ b, jnp.linalg.cholesky(omega)
+    state = _Chains(phi=chains, log_lik=jnp.zeros(chains.shape[:2]))
+
+    def simulate(state, scales, key):
+        return _simulate(
+            model, layout, settings, problems, z, state, mean, chol, theta_f, scales, key
+        )
+
+    def burn(carry, key):
+        state, scales = carry
+        state, acceptance = simulate(state, scales, key)
+        return (state, scales * jnp.exp(0.5 * (acceptance - TARGET_ACCEPTANCE))), None
+
+    k_burn, k_draw = jax.random.split(key)
+    (state, scales), _ = jax.lax.scan(burn, (state, scales), jax.random.split(k_burn, burn_in))
+
+    def draw(carry, key):
+        state, sum_s, sum_g = carry
+        state, _ = simulate(state, scales, key)
+        s, h = _complete_data_derivatives(model, layout, problems, z, design, theta, state.phi)
+        sum_s = sum_s + jnp.sum(s, axis=0)
+        sum_g = sum_g + jnp.sum(h, axis=(0, 1)) + jnp.einsum("kni,knj->ij", s, s)
+        return (state, sum_s, sum_g), None
+
+    carry = (state, jnp.zeros((n, q)), jnp.zeros((q, q)))
+    draws = settings.information_draws
+    (_, sum_s, sum_g), _ = jax.lax.scan(draw, carry, jax.random.split(k_draw, draws))
+    count = draws * chains.shape[0]
+    scores, g = sum_s / count, sum_g / count
+    information = -g + scores.T @ scores
+    return 0.5 * (information + information.T), scores
 
 
 def importance_sampling_ofv(

@@ -57,7 +57,10 @@ CLAMP_INSULIN_RATE = 40.0
 @dataclass(frozen=True)
 class Population:
     """One group's distribution: log-normal around `preset` with `cv` per parameter and a
-    `correlation` of the log-parameters; body weight (kg) and height (cm) normal."""
+    `correlation` of the log-parameters; body weight (kg) and height (cm) normal. A
+    parameter in `weight_exponents` also scales as (weight / `weight_reference`)^exponent
+    (a power covariate effect, as population models write it: the preset's value is the
+    typical value at the reference weight)."""
 
     preset: str
     parameters: tuple[str, ...] = COHORT_PARAMETERS
@@ -67,6 +70,18 @@ class Population:
     )
     weight: tuple[float, float] = (80.0, 12.0)
     height: tuple[float, float] = (172.0, 9.0)
+    weight_exponents: Mapping[str, float] = field(default_factory=dict)
+    weight_reference: float = 80.0
+
+    def __post_init__(self):
+        unknown = set(self.weight_exponents) - set(self.parameters)
+        if unknown:
+            raise ValueError(
+                f"weight_exponents: {sorted(unknown)} are not among the population's "
+                f"parameters {self.parameters}"
+            )
+        if not self.weight_reference > 0:
+            raise ValueError(f"weight_reference must be positive, not {self.weight_reference}")
 
     def correlation_matrix(self) -> np.ndarray:
         k = len(self.parameters)
@@ -322,6 +337,8 @@ def _sample_group(
     values = population.sample(count, rng)
     weight = np.clip(rng.normal(*population.weight, size=count), 45.0, 180.0)
     height = np.clip(rng.normal(*population.height, size=count), 145.0, 205.0)
+    for name, exponent in population.weight_exponents.items():
+        values[name] = values[name] * (weight / population.weight_reference) ** exponent
     group_ids = [f"{prefix}{len(subjects.ids) + i:0{width}d}" for i in range(count)]
     subjects.ids.extend(group_ids)
     base = preset(population.preset)
