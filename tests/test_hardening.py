@@ -7,6 +7,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 import mgjax
@@ -103,3 +104,32 @@ def test_ctrl_c_exits_with_130_and_says_how_to_continue(monkeypatch, tmp_path):
     result = CliRunner().invoke(cli.app, ["check", "--data", str(tmp_path)])
     assert result.exit_code == 130
     assert "interrupted" in result.output and "--resume" in result.output
+
+
+def test_synth_population_draws_a_power_effect_of_weight():
+    # a parameter in weight_exponents scales as (weight/reference)^exponent: the log of the
+    # drawn values regressed on log(weight/reference) gives the exponent back, and the
+    # intercept the preset's value (the typical value at the reference weight)
+    from mgjax import get_parameters, preset
+
+    population = _cohort.Population(
+        "t2dm",
+        parameters=("insulin_clearance_rate", "signalling_capacity"),
+        cv=(0.1, 0.1),
+        correlation={},
+        weight=(88.0, 14.0),
+        weight_exponents={"insulin_clearance_rate": 0.75},
+        weight_reference=88.0,
+    )
+    subjects = _cohort._Subjects()
+    _cohort._sample_group(subjects, "t2dm", population, 2000, np.random.default_rng(0), "s", 4)
+    truth = pd.DataFrame(subjects.truth).pivot(index="subject", columns="parameter", values="value")
+    weight = pd.DataFrame(subjects.rows).set_index("subject")["weight"].loc[truth.index]
+    x = np.log(weight.to_numpy() / 88.0)
+    for name, exponent in (("insulin_clearance_rate", 0.75), ("signalling_capacity", 0.0)):
+        slope, intercept = np.polyfit(x, np.log(truth[name].to_numpy()), 1)
+        assert slope == pytest.approx(exponent, abs=0.08), name
+        typical = float(get_parameters(preset("t2dm"), (name,))[name])
+        assert np.exp(intercept) == pytest.approx(typical, rel=0.02), name
+    with pytest.raises(ValueError, match="weight_exponents"):
+        _cohort.Population("t2dm", parameters=("signalling_capacity",), weight_exponents={"x": 1})

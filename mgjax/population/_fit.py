@@ -165,17 +165,95 @@ def _outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, at
     return solution.value, solution.result == optx.RESULTS.successful, solution.stats["num_steps"]
 
 
+def _values_and_scores(model, problems, z, xi0, theta, inner_max_steps):
+    """Every subject's OFV_i (−2 log L_i, FOCE-I) and its exact gradient g_i in θ [n, q] at
+    θ, the EBEs re-fitted warm from ξ₀."""
+    inner = fit_subjects(model, problems, jax.lax.stop_gradient(theta), z, xi0, inner_max_steps)
+    forward = forward_only(problems)
+
+    def one(problem, zi, x):
+        def f(t):
+            return subject_objective(model, problem, t, zi, x)
+
+        if forward:  # q directions where the simulations allow no reverse mode
+            return f(theta), jax.jacfwd(f)(theta)
+        return jax.value_and_grad(f)(theta)
+
+    values, scores = jax.vmap(one)(problems, z, inner.xi)
+    return values, scores, inner.xi
+
+
+@eqx.filter_jit
+def _scoring_outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol):
+    """The outer fit by scoring: Levenberg–Marquardt steps on the OFV with the outer product
+    of the subjects' exact gradients as its curvature, ½Σ g_i g_iᵀ (BHHH — the empirical
+    Fisher information: each subject is an independent observation of θ), the damping
+    adapted (÷3 after a step that lowers the OFV, ×4 after one that does not). Stops when
+    the step predicts an OFV decrease below `atol`·(`rtol`/1e-8) or `max_steps` are spent.
+    A handful of iterations where BFGS, building its curvature from gradients alone, needs
+    about a hundred."""
+    threshold = atol * rtol / 1e-8
+
+    def evaluate(theta, xi):
+        values, scores, xi = _values_and_scores(model, problems, z, xi, theta, inner_max_steps)
+        ofv = jnp.sum(values)
+        ok = jnp.isfinite(ofv) & jnp.all(jnp.isfinite(scores))
+        # centred: far from the optimum the subjects' shared gradient would dominate the
+        # outer product and stall the step along it
+        centred = scores - jnp.mean(scores, axis=0)
+        return jnp.where(ok, ofv, jnp.inf), jnp.sum(scores, 0), 0.5 * centred.T @ centred, xi
+
+    def cond(state):
+        *_, k, done = state
+        return (k < max_steps) & ~done
+
+    def body(state):
+        theta, ofv, grad, curvature, xi, damping, k, _ = state
+        scale = jnp.diag(curvature) + 1e-12
+        step = -jnp.linalg.solve(curvature + damping * jnp.diag(scale), grad)
+        # at most half a unit per coordinate (a factor 1.65 on log scale): a long step
+        # towards a zero error term can land on the OFV's plateau there and stall
+        step = jnp.clip(step, -0.5, 0.5)
+        trial = evaluate(theta + step, xi)
+        better = trial[0] < ofv
+        theta, ofv, grad, curvature, xi = jax.tree.map(
+            lambda new, old: jnp.where(better, new, old),
+            (theta + step, *trial),
+            (theta, ofv, grad, curvature, xi),
+        )
+        # converged: the next undamped step predicts a decrease ½gᵀB⁻¹g below the threshold,
+        # or a step not heavily damped just gained less (e.g. an error term drifting along
+        # the OFV's plateau towards zero, where B models the OFV poorly)
+        newton = jnp.linalg.solve(curvature + 1e-12 * jnp.diag(scale), grad)
+        gained = state[1] - ofv
+        small = better & ((0.5 * grad @ newton < threshold) | ((gained < threshold) & (damping < 10.0)))
+        damping = jnp.where(better, jnp.maximum(damping / 3.0, 1e-10), damping * 4.0)
+        return theta, ofv, grad, curvature, xi, damping, k + 1, small | (damping > 1e10)
+
+    ofv, grad, curvature, xi = evaluate(theta0, xi0)
+    state = (theta0, ofv, grad, curvature, xi, jnp.asarray(1e-2), jnp.asarray(0), ~jnp.isfinite(ofv))
+    theta, ofv, grad, curvature, _, damping, k, _ = jax.lax.while_loop(cond, body, state)
+    # stopped by its criteria, not by max_steps or a damping that could not find a decrease
+    converged = jnp.isfinite(ofv) & (k < max_steps) & (damping <= 1e10)
+    return theta, converged, k
+
+
 #: compiled outer fits of this process, by population model, problem structure and settings
 _COMPILED: dict[Any, Any] = {}
 
 
-def _compiled_outer(model, stacked, z, xi0, theta0, *settings):
+#: outer optimisers of FOCE-I
+OUTER_METHODS = {"scoring": _scoring_outer, "bfgs": _outer}
+
+
+def _compiled_outer(outer, model, stacked, z, xi0, theta0, *settings):
     """The outer fit compiled for these shapes (once per process: a later cohort of the same
     structure and size, e.g. a replicate, reuses it)."""
     leaves, treedef = jax.tree.flatten((stacked, z, xi0, theta0))
-    key = (model, treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves), settings)
+    key = (outer, model, treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves), settings)
     if key not in _COMPILED:
-        _COMPILED[key] = _outer.lower(model, stacked, z, xi0, theta0, *settings).compile()
+        program = OUTER_METHODS[outer]
+        _COMPILED[key] = program.lower(model, stacked, z, xi0, theta0, *settings).compile()
     return _COMPILED[key]
 
 
@@ -290,6 +368,7 @@ def fit_population(
     saem_settings: SaemSettings | None = None,
     importance_samples: int | None = None,
     seed: int = 0,
+    outer: str = "scoring",
 ) -> PopulationResult:
     """Fit `model` to the subjects' `problems` (a list, or one stacked pytree) by FOCE-I
     (`method="foce-i"`) or SAEM (`"saem"`, `saem_settings`, random numbers from `seed`).
@@ -321,6 +400,8 @@ def fit_population(
         raise ValueError(f"covariance {covariance!r}: use one of {', '.join(COVARIANCE_METHODS)}")
     if method not in METHODS:
         raise ValueError(f"method {method!r}: use one of {', '.join(METHODS)}")
+    if outer not in OUTER_METHODS:
+        raise ValueError(f"outer {outer!r}: use one of {', '.join(OUTER_METHODS)}")
     if importance_samples is None:
         importance_samples = IMPORTANCE_SAMPLES if method == "saem" else 0
     stacked, subjects, first, z, theta0 = prepare(
@@ -353,7 +434,7 @@ def fit_population(
     settings = saem_settings or SaemSettings()
     if method == "foce-i":
         compiled = _compiled_outer(
-            model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
+            outer, model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
         )
         seconds_compile = time.perf_counter() - t_compile
         theta, converged, steps = compiled(
