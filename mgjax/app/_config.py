@@ -477,6 +477,9 @@ class PopulationConfig(_Strict):
         ["additive", "proportional"], min_length=1
     )
     max_steps: Whole = Field(500, ge=1, le=100_000)
+    #: FOCE-I's outer optimiser: scoring (Levenberg–Marquardt on the subjects' gradients'
+    #: outer product; few iterations) or bfgs
+    outer: Literal["scoring", "bfgs"] = "scoring"
     #: the report's visual predictive check (`mgjax vpc` overrides): simulated replicates,
     #: time bins (quantile bins; one per distinct time when there are at most this many),
     #: a covariate column to stratify by, and the prediction-corrected VPC as well

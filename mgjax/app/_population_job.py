@@ -110,6 +110,7 @@ def population_job(
         covariance=pop.covariance,
         units=units,
         max_steps=pop.max_steps,
+        outer=pop.outer,
         method=pop.method,
         saem_settings=SaemSettings(
             exploration=pop.saem.exploration,
