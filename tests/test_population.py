@@ -371,3 +371,31 @@ def test_recovery_study_runs_and_summarises_every_parameter():
     # typical values of 40 sparse subjects: within 25 % on average over two cohorts
     typical = summary.loc[["ka", "cl", "v"]]
     assert (typical["bias_percent"].abs() < 25).all(), typical
+
+
+def test_multistart_reports_every_start_and_keeps_the_lowest_ofv():
+    from mgjax.population._fit import _perturbed_starts
+
+    problems, weights, _, model = _cohort(40, seed=3)
+    subjects = [f"s{i}" for i in range(40)]
+    kwargs = dict(
+        subjects=subjects,
+        covariates=pd.DataFrame({"weight": weights}, index=subjects),
+        start=START,
+        covariance="none",
+    )
+    single = fit_population(problems, model, **kwargs)
+    multi = fit_population(problems, model, starts=3, seed=5, **kwargs)
+    assert len(multi.start_ofvs) == 3 and multi.start_ofvs[0] == pytest.approx(single.ofv)
+    assert multi.ofv == pytest.approx(min(multi.start_ofvs)) and multi.ofv <= single.ofv + 1e-9
+    assert multi.summary()["start_ofvs"] == list(multi.start_ofvs)
+    # the starts are real perturbations (log-scale typical values and log ω), the same for
+    # the same seed
+    first = problems[0]
+    theta0 = jnp.asarray(model.pack(first.initial(), [0.0], [0.3, 0.3, 0.3]))
+    a = np.stack(_perturbed_starts(model, first, theta0, 3, 0.5, 5))
+    b = np.stack(_perturbed_starts(model, first, theta0, 3, 0.5, 5))
+    np.testing.assert_array_equal(a, b)
+    assert np.all(np.abs(a[1:, :3] - a[0, :3]) > 0) and np.all(a[1:, 5] == a[0, 5])
+    with pytest.raises(ValueError, match="FOCE-I only"):
+        fit_population(problems, model, starts=2, method="saem", **kwargs)

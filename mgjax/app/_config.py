@@ -480,6 +480,9 @@ class PopulationConfig(_Strict):
     #: FOCE-I's outer optimiser: scoring (Levenberg–Marquardt on the subjects' gradients'
     #: outer product; few iterations) or bfgs
     outer: Literal["scoring", "bfgs"] = "scoring"
+    #: FOCE-I multistart: outer fits from the start and `starts` − 1 perturbed ones (log-scale
+    #: typical values and log ω moved by N(0, 0.5²)); the lowest OFV wins
+    starts: Whole = Field(1, ge=1, le=1000)
     #: the report's visual predictive check (`mgjax vpc` overrides): simulated replicates,
     #: time bins (quantile bins; one per distinct time when there are at most this many),
     #: a covariate column to stratify by, and the prediction-corrected VPC as well

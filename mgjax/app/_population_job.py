@@ -7,7 +7,8 @@ The run directory (the contract other tools read):
   parameter, ebe, unit), `predictions.csv` (subject, time, observable, dv, pred, ipred, iwres,
   cwres; for the one-compartment model);
 - `summary.json`: method, ofv, ofv_importance_sampling, aic, bic, converged, iterations,
-  subjects, excluded, observations, covariance_undetermined, seconds_compile, seconds_total
+  subjects, excluded, observations, covariance_undetermined, start_ofvs, seconds_compile,
+  seconds_total
   (null: not computed; NUTS runs: its own diagnostics instead);
 - `population_fit.json` (θ by name, subjects, excluded, EBE η: what `mgjax vpc` reads);
 - `report.html` with its figures (GOF, η, VPC; `vpc.csv`), unless `report.enabled` is false;
@@ -111,6 +112,7 @@ def population_job(
         units=units,
         max_steps=pop.max_steps,
         outer=pop.outer,
+        starts=pop.starts,
         method=pop.method,
         saem_settings=SaemSettings(
             exploration=pop.saem.exploration,
