@@ -201,28 +201,6 @@ def test_population_command_runs_saem(tmp_path):
     assert table.loc["cl", "estimate"] == pytest.approx(TYPICAL["cl"], rel=0.25)
 
 
-@pytest.mark.slow
-def test_saem_fits_the_coupled_model_from_simulations_only():
-    # the coupled Mg²⁺–glucose model (clamp + fasting labs per subject), three random effects
-    # and a power effect of weight on insulin clearance, SAEM and its stochastic covariance
-    # step: no derivative of the stiff model is compiled, yet every estimate gets an SE
-    from helpers import load_experiment
-
-    study = load_experiment("studies/population_coupled_saem")
-    table = study.main(
-        subjects=6, exploration=15, smoothing=15, importance_samples=20, information_draws=10
-    ).set_index("quantity")
-    expected = [*study.RANDOM, study.WEIGHT_EFFECT.name, *(f"omega[{p}]" for p in study.RANDOM)]
-    assert list(table.index) == expected
-    assert table[["estimate", "se", "ci_low", "ci_high"]].notna().all().all()
-    assert (table["se"] > 0).all() and (table["ci_low"] < table["ci_high"]).all()
-    # insulin sensitivity: clamps identify it per subject, so the EBEs follow the truth
-    assert table.loc["signalling_capacity", "ebe_truth_correlation"] > 0.9
-    assert abs(table.loc["signalling_capacity", "error_percent"]) < 30
-    omega = table.loc[[f"omega[{p}]" for p in study.RANDOM], "estimate"]
-    assert (omega > 0.02).all() and (omega < 1.5).all()
-
-
 def test_forward_only_problems_get_the_same_foce_fit_by_forward_mode():
     # a structural problem whose simulations allow forward-mode derivatives only (Diffrax's
     # ForwardMode adjoint, as the coupled model's batch fits use): the outer gradient is then

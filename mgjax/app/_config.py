@@ -447,15 +447,21 @@ class NutsConfig(_Strict):
 
 
 class PopulationConfig(_Strict):
-    """`mgjax population`: a nonlinear mixed-effects fit (FOCE-I) of `structural_model` —
-    `one_compartment` (oral PK from a NONMEM-style CSV, `data`; the coupled model's cohorts
-    are fitted from Python for now, docs/population.md) — with random effects on `random`,
-    the covariate effects `covariates`, Ω `omega` (diagonal or full), starting typical
-    values `start` (physical units) and random-effect SDs `omega_start`."""
+    """`mgjax population`: a nonlinear mixed-effects fit of `structural_model` —
+    `one_compartment` (oral PK from a NONMEM-style CSV, `data`) or `coupled` (the Mg²⁺–glucose
+    model on a native dataset folder: every subject's protocols, `parameters` estimated,
+    SAEM only) — with random effects on `random`, the covariate effects `covariates`, Ω
+    `omega` (diagonal or full), starting typical values `start` (physical units) and
+    random-effect SDs `omega_start`."""
 
     data: Path | None = None
-    structural_model: Literal["one_compartment"] = "one_compartment"
-    random: list[str] = ["ka", "cl", "v"]
+    structural_model: Literal["one_compartment", "coupled"] = "one_compartment"
+    #: quantities with a random effect (default: one_compartment's ka, cl, v; the coupled
+    #: model needs them named)
+    random: list[str] | None = None
+    #: coupled: the model parameters estimated (default: those in `random`; any other is a
+    #: fixed effect)
+    parameters: list[str] | None = None
     covariates: list[CovariateEffectConfig] = []
     omega: Literal["diagonal", "full"] = "diagonal"
     start: dict[str, Real] = {}
@@ -480,6 +486,9 @@ class PopulationConfig(_Strict):
     #: FOCE-I's outer optimiser: scoring (Levenberg–Marquardt on the subjects' gradients'
     #: outer product; few iterations) or bfgs
     outer: Literal["scoring", "bfgs"] = "scoring"
+    #: draws per subject of the importance-sampling OFV (0: skip; default 1000 for SAEM,
+    #: 0 for FOCE-I)
+    importance_samples: Whole | None = Field(None, ge=0, le=1_000_000)
     #: FOCE-I multistart: outer fits from the start and `starts` − 1 perturbed ones (log-scale
     #: typical values and log ω moved by N(0, 0.5²)); the lowest OFV wins
     starts: Whole = Field(1, ge=1, le=1000)
@@ -490,6 +499,26 @@ class PopulationConfig(_Strict):
     vpc_bins: Whole = Field(10, ge=1, le=1000)
     vpc_stratify: str | None = None
     vpc_prediction_corrected: bool = True
+
+    @model_validator(mode="after")
+    def _coupled_by_saem(self) -> PopulationConfig:
+        if self.structural_model != "coupled":
+            if self.parameters is not None:
+                raise ValueError("parameters: only for structural_model coupled")
+            return self
+        if not self.random:
+            raise ValueError(
+                "structural_model coupled: name the parameters with a random effect in "
+                "`random` (e.g. [signalling_capacity, insulin_clearance_rate])"
+            )
+        if self.method != "saem" or self.covariance not in ("stochastic", "none"):
+            raise ValueError(
+                "structural_model coupled: use method saem with covariance stochastic (or "
+                "none) — SAEM and its stochastic covariance step need simulations only, "
+                "while FOCE-I's and NUTS's derivatives through the stiff solver take too "
+                f"long to compile (got method {self.method}, covariance {self.covariance})"
+            )
+        return self
 
 
 class ConvertObservationConfig(_Strict):

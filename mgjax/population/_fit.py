@@ -28,7 +28,14 @@ from ._laplace import (
     value_gradient_curvature,
 )
 from ._model import PopulationModel
-from ._saem import SaemSettings, _Layout, _split, importance_sampling_ofv, saem, stochastic_information
+from ._saem import (
+    SaemSettings,
+    _Layout,
+    _split,
+    importance_sampling_ofv,
+    saem,
+    stochastic_information,
+)
 
 #: starting SD of every random effect (log scale: ~30 % CV)
 OMEGA_START = 0.3
@@ -233,12 +240,23 @@ def _scoring_outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, 
         # the OFV's plateau towards zero, where B models the OFV poorly)
         newton = jnp.linalg.solve(curvature + 1e-12 * jnp.diag(scale), grad)
         gained = state[1] - ofv
-        small = better & ((0.5 * grad @ newton < threshold) | ((gained < threshold) & (damping < 10.0)))
+        small = better & (
+            (0.5 * grad @ newton < threshold) | ((gained < threshold) & (damping < 10.0))
+        )
         damping = jnp.where(better, jnp.maximum(damping / 3.0, 1e-10), damping * 4.0)
         return theta, ofv, grad, curvature, xi, damping, k + 1, small | (damping > 1e10)
 
     ofv, grad, curvature, xi = evaluate(theta0, xi0)
-    state = (theta0, ofv, grad, curvature, xi, jnp.asarray(1e-2), jnp.asarray(0), ~jnp.isfinite(ofv))
+    state = (
+        theta0,
+        ofv,
+        grad,
+        curvature,
+        xi,
+        jnp.asarray(1e-2),
+        jnp.asarray(0),
+        ~jnp.isfinite(ofv),
+    )
     theta, ofv, grad, curvature, _, damping, k, _ = jax.lax.while_loop(cond, body, state)
     # stopped by its criteria, not by max_steps or a damping that could not find a decrease
     converged = jnp.isfinite(ofv) & (k < max_steps) & (damping <= 1e10)
