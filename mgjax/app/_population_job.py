@@ -119,10 +119,20 @@ def population_model(pop: PopulationConfig, names: tuple[str, ...]) -> Populatio
     return PopulationModel(names=names, random=_random(pop), covariates=effects, omega=pop.omega)
 
 
+#: SAEM's checkpoint in a run directory (removed when the run finishes)
+SAEM_CHECKPOINT = "saem_checkpoint.npz"
+
+
 def population_job(
-    cfg: RunConfig, out: Path, *, force: bool = False, log: logging.Logger | None = None
+    cfg: RunConfig,
+    out: Path,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    log: logging.Logger | None = None,
 ) -> dict[str, Any]:
-    """Fit `cfg.population` into run directory `out`; returns the summary."""
+    """Fit `cfg.population` into run directory `out`; returns the summary. SAEM saves its
+    state after every segment of iterations; `resume` continues a killed run from it."""
     pop = cfg.population
     data = pop.data or cfg.data.path
     if data is None:
@@ -134,9 +144,12 @@ def population_job(
         model = population_model(pop, names)
     except ValueError as e:
         raise JobError(f"population: {e}") from None
-    out = prepare_run_dir(Path(out), force=force)
+    out = prepare_run_dir(Path(out), force=force, resume=resume)
+    checkpoint = out / SAEM_CHECKPOINT
     log = log or start_log(out, "mgjax.population")
     write_run_header(out, cfg)
+    if checkpoint.exists() and pop.method == "saem":
+        log.info("resuming SAEM from %s (the iterations done are kept)", checkpoint.name)
     log.info(
         "population fit (%s): %d subjects, random effects on %s, %d covariate effect(s)",
         pop.method.upper(),
@@ -168,7 +181,15 @@ def population_job(
             information_draws=pop.saem.information_draws,
         ),
         seed=cfg.seed,
+        checkpoint=checkpoint if pop.method == "saem" else None,
+        progress=lambda k, total, theta: log.info(
+            "SAEM iteration %d/%d: %s",
+            max(k, 0),
+            total,
+            ", ".join(f"{n} {v:.4g}" for n, v in zip(model.theta_names, theta)),
+        ),
     )
+    checkpoint.unlink(missing_ok=True)
     for name, frame in result.tables().items():
         frame.to_csv(out / name, index=name == "omega.csv")
     summary = result.summary() | dict(seconds_total=time.perf_counter() - t0)

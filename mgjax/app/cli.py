@@ -415,6 +415,9 @@ def population(
     ),
     out: Path = typer.Option(..., help="Run directory."),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
+    resume: bool = typer.Option(
+        False, help="Continue a killed SAEM run in OUT from its checkpoint (same command)."
+    ),
 ) -> None:
     """Fit a population (nonlinear mixed-effects) model by FOCE-I, SAEM or NUTS
     (`population.method`) — the one-compartment oral model to a NONMEM-style CSV: typical
@@ -427,7 +430,7 @@ def population(
     with _errors():
         cfg = _config(config, overrides, [f"population.data={data}"] if data else [])
         _cache()
-        summary = population_job(cfg, out, force=force)
+        summary = population_job(cfg, out, force=force, resume=resume)
         table = Table(title=f"population → {out}")
         keys = ("ofv", "aic", "bic", "converged", "iterations", "subjects", "seconds_total")
         if summary["method"] == "nuts":

@@ -4,8 +4,11 @@ covariance step, and the per-subject results (EBEs, predictions, CWRES, shrinkag
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import diffrax as dfx
@@ -33,7 +36,10 @@ from ._saem import (
     _Layout,
     _split,
     importance_sampling_ofv,
-    saem,
+    saem_output,
+    saem_schedule,
+    saem_segment,
+    saem_start,
     stochastic_information,
 )
 
@@ -282,13 +288,100 @@ def _compiled_outer(outer, model, stacked, z, xi0, theta0, *settings):
     return _COMPILED[key]
 
 
-def _compiled_saem(model, stacked, z, theta0, key, settings):
-    """SAEM compiled for these shapes and settings (once per process)."""
-    leaves, treedef = jax.tree.flatten((stacked, z, theta0))
+#: SAEM runs in segments of this many iterations (a checkpoint after each)
+SAEM_SEGMENT = 50
+
+
+def _compiled_saem(model, stacked, z, state, steps, keys, active, settings):
+    """A SAEM segment compiled for these shapes and settings (once per process)."""
+    leaves, treedef = jax.tree.flatten((stacked, z, state))
     key_ = ("saem", model, treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves), settings)
+    key_ += (steps.shape,)
     if key_ not in _COMPILED:
-        _COMPILED[key_] = saem.lower(model, stacked, z, theta0, key, settings).compile()
+        lowered = saem_segment.lower(model, stacked, z, state, steps, keys, active, settings)
+        _COMPILED[key_] = lowered.compile()
     return _COMPILED[key_]
+
+
+def _fingerprint(*parts) -> str:
+    """What identifies a SAEM run (its inputs, settings and random key): a checkpoint of
+    another run is never resumed."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(parts):
+        digest.update(np.asarray(leaf).tobytes() if hasattr(leaf, "shape") else repr(leaf).encode())
+    return digest.hexdigest()
+
+
+def _run_saem(model, stacked, z, theta0, key, settings, checkpoint, progress):
+    """SAEM in segments of `SAEM_SEGMENT` iterations, each one compiled program; after each
+    the state goes to `checkpoint` (when given) atomically, and a rerun with the same inputs
+    resumes from it. Returns (SaemOutput, seconds spent compiling)."""
+    steps, keys = saem_schedule(settings, key)
+    total = int(steps.shape[0])
+    size = min(SAEM_SEGMENT, total)
+    segments = -(-total // size)
+    pad = segments * size - total
+    steps = jnp.concatenate([steps, jnp.full(pad, 1e9)])
+    keys = jnp.concatenate([keys, keys[:pad]])
+    active = jnp.arange(segments * size) < total
+    state = saem_start(model, z, theta0, settings)
+    fingerprint = _fingerprint(model.theta_names, stacked, z, theta0, key, repr(settings))
+    traces, acceptances, done = [], [], 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state, traces, acceptances, done = _load_checkpoint(checkpoint, state, fingerprint)
+    t0 = time.perf_counter()
+    compiled = _compiled_saem(
+        model, stacked, z, state, steps[:size], keys[:size], active[:size], settings
+    )
+    seconds_compile = time.perf_counter() - t0
+    for segment in range(done, segments):
+        part = slice(segment * size, (segment + 1) * size)
+        state, trace, acceptance = compiled(
+            model, stacked, z, state, steps[part], keys[part], active[part], settings
+        )
+        traces.append(np.asarray(trace))
+        acceptances.append(np.asarray(acceptance))
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, state, traces, acceptances, segment + 1, fingerprint)
+        if progress is not None:
+            last = min((segment + 1) * size, total)
+            theta = traces[-1][last - 1 - part.start]
+            progress(last - settings.burn_in, settings.iterations, theta)
+    burn = settings.burn_in
+    trace = jnp.asarray(np.concatenate(traces)[burn:total])
+    acceptance = jnp.asarray(np.concatenate(acceptances)[burn:total])
+    return saem_output(model, z, state, trace, acceptance), seconds_compile
+
+
+def _save_checkpoint(path, state, traces, acceptances, done, fingerprint) -> None:
+    """The SAEM state after `done` segments, written atomically (a kill mid-write leaves the
+    previous checkpoint)."""
+    path = Path(path)
+    arrays = {f"state_{k}": np.asarray(x) for k, x in enumerate(jax.tree.leaves(state))}
+    arrays |= {
+        "trace": np.concatenate(traces),
+        "acceptance": np.concatenate(acceptances),
+        "done": np.asarray(done),
+        "fingerprint": np.asarray(fingerprint),
+    }
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez(partial, **arrays)
+    os.replace(partial, path)
+
+
+def _load_checkpoint(path, template, fingerprint):
+    """(state, traces, acceptances, segments done) from a checkpoint of this same run."""
+    with np.load(path) as saved:
+        if str(saved["fingerprint"]) != fingerprint:
+            raise ValueError(
+                f"{path} is the checkpoint of another SAEM run (different data, model, "
+                "settings or seed); remove it to start afresh"
+            )
+        leaves, treedef = jax.tree.flatten(template)
+        state = jax.tree.unflatten(
+            treedef, [jnp.asarray(saved[f"state_{k}"]) for k in range(len(leaves))]
+        )
+        return state, [saved["trace"]], [saved["acceptance"]], int(saved["done"])
 
 
 _subjects_objective = eqx.filter_jit(subjects_objective)
@@ -392,6 +485,8 @@ def fit_population(
     outer: str = "scoring",
     starts: int = 1,
     start_spread: float = START_SPREAD,
+    checkpoint: str | os.PathLike | None = None,
+    progress: Callable[[int, int, np.ndarray], None] | None = None,
 ) -> PopulationResult:
     """Fit `model` to the subjects' `problems` (a list, or one stacked pytree) by FOCE-I
     (`method="foce-i"`) or SAEM (`"saem"`, `saem_settings`, random numbers from `seed`).
@@ -414,6 +509,9 @@ def fit_population(
       log-scale typical value and log ω moved by N(0, `start_spread`²), others by that
       fraction of their size; random numbers from `seed`); the lowest OFV wins, every
       start's OFV is in `start_ofvs`;
+    - `checkpoint` (SAEM): a file the state goes to after every `SAEM_SEGMENT` iterations; a
+      rerun with the same inputs resumes from it (a killed run loses at most one segment);
+      `progress(iteration, iterations, θ)` is called after each segment;
     - `importance_samples`: draws per subject of the importance-sampling OFV (0: skip;
       default `IMPORTANCE_SAMPLES` for SAEM, 0 for FOCE-I, whose OFV is its own).
 
@@ -476,9 +574,9 @@ def fit_population(
                 best = (value, run)
         theta, converged, steps = best[1]
     else:
-        compiled = _compiled_saem(model, stacked, z, theta0, key_saem, settings)
-        seconds_compile = time.perf_counter() - t_compile
-        output = compiled(model, stacked, z, theta0, key_saem, settings)
+        output, seconds_compile = _run_saem(
+            model, stacked, z, theta0, key_saem, settings, checkpoint, progress
+        )
         theta, trace = output.theta, np.asarray(output.trace)
         converged, steps = bool(np.all(np.isfinite(trace[-1]))), settings.iterations
     if simulation_only:

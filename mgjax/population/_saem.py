@@ -324,74 +324,123 @@ class SaemOutput(eqx.Module):
     scales: Float[Array, " a"]  # the random walks' adapted step scales
 
 
+class _Setup(eqx.Module):
+    """What every SAEM iteration reads: the design x_i = [1, z_i] and its Gram matrix."""
+
+    design: Float[Array, "n d"]
+    gram: Float[Array, "d d"]
+
+    @classmethod
+    def of(cls, z):
+        design = jnp.concatenate([jnp.ones((z.shape[0], 1)), z], axis=1)
+        return cls(design=design, gram=design.T @ design)
+
+
+def saem_start(
+    model: PopulationModel, z: Float[Array, "n c"], theta0: Float[Array, " q"], settings
+) -> tuple:
+    """SAEM's state before its first iteration: (chains, B, Ω, θ_f, the two approximated
+    statistics, the random walks' scales, each subject's running first and second moments)."""
+    layout = _Layout.of(model)
+    setup = _Setup.of(z)
+    n, r = z.shape[0], model.n_random
+    b, omega, theta_f = _split(model, layout, theta0)
+    phi0 = jnp.broadcast_to(setup.design @ b, (settings.chains, n, r))
+    # the first step of every iteration re-evaluates the chains' points (REFRESH)
+    chains = _Chains(phi=phi0, log_lik=jnp.zeros(phi0.shape[:2]))
+    statistics = (jnp.zeros((1 + z.shape[1], r)), jnp.zeros((r, r)))
+    moments = (jnp.zeros((n, r)), jnp.zeros((n, r, r)))
+    return (chains, b, omega, theta_f, *statistics, jnp.ones(1 + r), *moments)
+
+
+def saem_schedule(settings: SaemSettings, key: PRNGKeyArray) -> tuple[Array, Array]:
+    """Every iteration's number k (negative: burn-in, θ held) and random key."""
+    total = settings.burn_in + settings.iterations
+    steps = jnp.arange(total, dtype=jnp.float64) - settings.burn_in
+    return steps, jax.random.split(key, total)
+
+
+def _iterate(model, layout, settings, problems, z, setup, state, k, key):
+    """One SAEM iteration (k < 0: burn-in, simulation only): the new state, θ, acceptance."""
+    chains, b, omega, theta_f, s_xphi, s_phiphi, scales, first, second = state
+    n = z.shape[0]
+    design = setup.design
+    chol = jnp.linalg.cholesky(omega)
+    chains, acceptance = _simulate(
+        model, layout, settings, problems, z, chains, design @ b, chol, theta_f, scales, key
+    )
+    scales = scales * jnp.exp(0.5 * (acceptance - TARGET_ACCEPTANCE))
+    gamma = jnp.where(k < settings.exploration, 1.0, 1.0 / (k - settings.exploration + 2.0))
+    gamma = jnp.where(k < 0, 0.0, gamma)
+    phi = chains.phi
+    # each subject's moments of φ: the average over the smoothing iterations
+    weight = jnp.where(k < settings.exploration, 1.0, 1.0 / (k - settings.exploration + 1.0))
+    first = first + weight * (jnp.mean(phi, axis=0) - first)
+    second = second + weight * (jnp.mean(jnp.einsum("kni,knj->knij", phi, phi), 0) - second)
+    new_xphi = jnp.mean(jnp.einsum("nc,knr->kcr", design, phi), axis=0)
+    new_phiphi = jnp.mean(jnp.einsum("knr,kns->krs", phi, phi), axis=0)
+    # the first iteration after burn-in replaces the statistics (γ = 1)
+    s_xphi = s_xphi + gamma * (new_xphi - s_xphi)
+    s_phiphi = s_phiphi + gamma * (new_phiphi - s_phiphi)
+    diagonal = model.omega == "diagonal"
+    b_new, omega_new = _maximise_random(layout, s_xphi, s_phiphi, setup.gram, n, diagonal)
+    omega_new = jnp.where(k < settings.annealing, _anneal(omega_new, omega), omega_new)
+    burn = k < 0
+    b_new = jnp.where(burn, b, b_new)
+    omega_new = jnp.where(burn, omega, omega_new)
+    if len(layout.fixed) + len(layout.effects_fixed):
+        target = _fixed_update(model, layout, settings, problems, z, phi, theta_f)
+        theta_f = theta_f + gamma * (target - theta_f)
+    state = (chains, b_new, omega_new, theta_f, s_xphi, s_phiphi, scales, first, second)
+    return state, _join(model, layout, b_new, omega_new, theta_f), acceptance
+
+
 @eqx.filter_jit
-def saem(
+def saem_segment(
     model: PopulationModel,
     problems: AbstractFitProblem,
     z: Float[Array, "n c"],
-    theta0: Float[Array, " q"],
-    key: PRNGKeyArray,
+    state: tuple,
+    steps: Float[Array, " s"],
+    keys: Array,  # [s, …]: one random key per iteration
+    active: Array,
     settings: SaemSettings = SaemSettings(),
-) -> SaemOutput:
-    """SAEM's estimate of θ from `theta0` (problems stacked along a leading subject axis)."""
+) -> tuple[tuple, Float[Array, "s q"], Float[Array, "s a"]]:
+    """SAEM's iterations `steps` (with their `keys`) from `state`; an iteration whose `active`
+    flag is false leaves the state as it is (segments of one length, one compiled program).
+    Returns the state, θ after each iteration and the random walks' acceptance rates."""
     layout = _Layout.of(model)
-    n = z.shape[0]
-    design = jnp.concatenate([jnp.ones((n, 1)), z], axis=1)
-    gram = design.T @ design
-    b, omega, theta_f = _split(model, layout, theta0)
-    diagonal = model.omega == "diagonal"
+    setup = _Setup.of(z)
+    q = len(model.theta_names)
+    a = 1 + model.n_random
 
-    def log_lik(phi, t):
-        return jax.vmap(
-            jax.vmap(lambda p, ph, zi: _log_likelihood(model, layout, p, ph, zi, t)),
-            in_axes=(None, 0, None),
-        )(problems, phi, z)
+    def one(state, inputs):
+        k, key, on = inputs
 
-    phi0 = jnp.broadcast_to(design @ b, (settings.chains, n, model.n_random))
-    # the first step of every iteration re-evaluates the chains' points (REFRESH)
-    chains = _Chains(phi=phi0, log_lik=jnp.zeros(phi0.shape[:2]))
-    scales = jnp.ones(1 + model.n_random)
+        def run(state):
+            return _iterate(model, layout, settings, problems, z, setup, state, k, key)
 
-    def iterate(state, inputs):
-        k, key = inputs  # k < 0: burn-in (simulation only, θ held)
-        chains, b, omega, theta_f, s_xphi, s_phiphi, scales, first, second = state
-        chol = jnp.linalg.cholesky(omega)
-        chains, acceptance = _simulate(
-            model, layout, settings, problems, z, chains, design @ b, chol, theta_f, scales, key
-        )
-        scales = scales * jnp.exp(0.5 * (acceptance - TARGET_ACCEPTANCE))
-        gamma = jnp.where(k < settings.exploration, 1.0, 1.0 / (k - settings.exploration + 2.0))
-        gamma = jnp.where(k < 0, 0.0, gamma)
-        phi = chains.phi
-        # each subject's moments of φ: the average over the smoothing iterations
-        weight = jnp.where(k < settings.exploration, 1.0, 1.0 / (k - settings.exploration + 1.0))
-        first = first + weight * (jnp.mean(phi, axis=0) - first)
-        second = second + weight * (jnp.mean(jnp.einsum("kni,knj->knij", phi, phi), 0) - second)
-        new_xphi = jnp.mean(jnp.einsum("nc,knr->kcr", design, phi), axis=0)
-        new_phiphi = jnp.mean(jnp.einsum("knr,kns->krs", phi, phi), axis=0)
-        # the first iteration after burn-in replaces the statistics (γ = 1)
-        s_xphi = s_xphi + gamma * (new_xphi - s_xphi)
-        s_phiphi = s_phiphi + gamma * (new_phiphi - s_phiphi)
-        b_new, omega_new = _maximise_random(layout, s_xphi, s_phiphi, gram, n, diagonal)
-        omega_new = jnp.where(k < settings.annealing, _anneal(omega_new, omega), omega_new)
-        burn = k < 0
-        b_new = jnp.where(burn, b, b_new)
-        omega_new = jnp.where(burn, omega, omega_new)
-        if len(layout.fixed) + len(layout.effects_fixed):
-            target = _fixed_update(model, layout, settings, problems, z, phi, theta_f)
-            theta_f = theta_f + gamma * (target - theta_f)
-        state = (chains, b_new, omega_new, theta_f, s_xphi, s_phiphi, scales, first, second)
-        return state, (_join(model, layout, b_new, omega_new, theta_f), acceptance)
+        def skip(state):
+            return state, jnp.zeros(q), jnp.zeros(a)
 
-    r = model.n_random
-    statistics = (jnp.zeros((1 + z.shape[1], r)), jnp.zeros((r, r)))
-    moments = (jnp.zeros((n, r)), jnp.zeros((n, r, r)))
-    state = (chains, b, omega, theta_f, *statistics, scales, *moments)
-    total = settings.burn_in + settings.iterations
-    steps = jnp.arange(total, dtype=jnp.float64) - settings.burn_in
-    state, (trace, acceptance) = jax.lax.scan(iterate, state, (steps, jax.random.split(key, total)))
-    trace, acceptance = trace[settings.burn_in :], acceptance[settings.burn_in :]
+        state, theta, acceptance = jax.lax.cond(on, run, skip, state)
+        return state, (theta, acceptance)
+
+    state, (trace, acceptance) = jax.lax.scan(one, state, (steps, keys, active))
+    return state, trace, acceptance
+
+
+def saem_output(
+    model: PopulationModel,
+    z: Float[Array, "n c"],
+    state: tuple,
+    trace: Float[Array, "k q"],
+    acceptance: Float[Array, "k a"],
+) -> SaemOutput:
+    """SAEM's result from its final state and its iterations' θ and acceptance rates (the
+    burn-in's removed)."""
     chains, b, omega, _, _, _, scales, first, second = state
+    design = _Setup.of(z).design
     chol = jnp.linalg.cholesky(omega)
     covariance = second - jnp.einsum("ni,nj->nij", first, first)
 
@@ -411,6 +460,26 @@ def saem(
         chains=chains.phi,
         scales=scales,
     )
+
+
+def saem(
+    model: PopulationModel,
+    problems: AbstractFitProblem,
+    z: Float[Array, "n c"],
+    theta0: Float[Array, " q"],
+    key: PRNGKeyArray,
+    settings: SaemSettings = SaemSettings(),
+) -> SaemOutput:
+    """SAEM's estimate of θ from `theta0` (problems stacked along a leading subject axis), all
+    iterations in one segment (`fit_population` runs them in checkpointed segments)."""
+    steps, keys = saem_schedule(settings, key)
+    state = saem_start(model, z, theta0, settings)
+    active = jnp.ones(steps.shape[0], dtype=bool)
+    state, trace, acceptance = saem_segment(
+        model, problems, z, state, steps, keys, active, settings
+    )
+    burn = settings.burn_in
+    return saem_output(model, z, state, trace[burn:], acceptance[burn:])
 
 
 #: Metropolis–Hastings iterations before the information's draws (chains from the EBEs)
