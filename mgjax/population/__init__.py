@@ -22,7 +22,7 @@ from ._one_compartment import (
     one_compartment_problems,
     simulate_one_compartment_cohort,
 )
-from ._saem import SaemSettings, importance_sampling_ofv, saem
+from ._saem import SaemSettings, importance_sampling_ofv, saem, stochastic_information
 from ._vpc import VisualPredictiveCheck, simulate_replicates, visual_predictive_check
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "simulate_one_compartment_cohort",
     "simulate_replicates",
     "stack_problems",
+    "stochastic_information",
     "subject_objective",
     "visual_predictive_check",
 ]

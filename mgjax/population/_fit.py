@@ -33,8 +33,7 @@ from ._laplace import (
 from ._model import PopulationModel
 from ._saem import (
     SaemSettings,
-    _Layout,
-    _split,
+    chains_at,
     importance_sampling_ofv,
     saem_output,
     saem_schedule,
@@ -609,7 +608,7 @@ def fit_population(
         if method == "saem":
             chains, scales = output.chains, output.scales
         else:  # chains start at the EBEs
-            chains, scales = _chains_at(model, theta, z, inner.xi, settings.chains)
+            chains, scales = chains_at(model, theta, z, inner.xi, settings.chains)
         information, scores = stochastic_information(
             model, stacked, z, theta, chains, scales, key_information, settings
         )
@@ -659,16 +658,6 @@ def _perturbed_starts(model, first, theta0, starts, spread, seed) -> list[jnp.nd
         theta[p + c : p + c + r] += spread * rng.standard_normal(r)
         out.append(jnp.asarray(theta))
     return out
-
-
-def _chains_at(model, theta, z, xi, n_chains):
-    """Markov chains [k, n, r] on φ (SAEM's latent coordinates) at the EBEs ξ, and unit
-    random-walk scales."""
-    layout = _Layout.of(model)
-    b, _, _ = _split(model, layout, theta)
-    design = jnp.concatenate([jnp.ones((z.shape[0], 1)), z], axis=1)
-    phi = design @ b + xi @ model.unpack(theta)[2].T
-    return jnp.broadcast_to(phi, (n_chains, *phi.shape)), jnp.ones(1 + model.n_random)
 
 
 def prepare(problems, model, subjects, covariates, start, omega_start):

@@ -482,6 +482,20 @@ def saem(
     return saem_output(model, z, state, trace[burn:], acceptance[burn:])
 
 
+def chains_at(
+    model: PopulationModel,
+    theta: Float[Array, " q"],
+    z: Float[Array, "n c"],
+    xi: Float[Array, "n r"],
+    n_chains: int,
+) -> tuple[Float[Array, "k n r"], Float[Array, " a"]]:
+    """Markov chains [k, n, r] on φ (SAEM's latent coordinates) at standardised random
+    effects ξ (e.g. FOCE-I's EBEs), and unit random-walk scales."""
+    b, _, _ = _split(model, _Layout.of(model), theta)
+    phi = _Setup.of(z).design @ b + xi @ model.unpack(theta)[2].T
+    return jnp.broadcast_to(phi, (n_chains, *phi.shape)), jnp.ones(1 + model.n_random)
+
+
 #: Metropolis–Hastings iterations before the information's draws (chains from the EBEs)
 INFORMATION_BURN_IN = 20
 
