@@ -106,6 +106,48 @@ def test_broken_subject_is_flagged_and_poisons_nobody(dataset, errors, reference
     assert (table.loc[others, "status"] == "converged").all()
 
 
+def test_one_program_for_any_cohort_size(dataset, errors, reference):
+    """The round program is compiled for `chunk` lanes, not for the cohort: one subject, and
+    three subjects in a pool of four lanes run two calls per round, reuse the reference's
+    program, and give the reference's estimates."""
+    programs = []
+    wide = replace(SETTINGS, width=4, chunk=2)
+    for subjects, settings in [(SUBJECTS[:1], SETTINGS), (SUBJECTS[1:], wide)]:
+        built = batch.build_batches(
+            dataset, COHORT_PARAMETERS, subjects=subjects, error_models=errors
+        )
+        assert len(built) == 1
+        rows = batch.run_batch(built[0], settings, on_compiled=programs.append)
+        got = rows.set_index("subject")
+        ref = reference.parameters.pivot(index="subject", columns="parameter", values="estimate")
+        for name in COHORT_PARAMETERS:
+            np.testing.assert_allclose(
+                got[f"estimate[{name}]"], ref.loc[got.index, name], rtol=1e-10
+            )
+    assert programs[0].call is programs[1].call and programs[1].source == "memory"
+
+    # a subset is padded like the whole dataset (shards and resumed jobs share the program)
+    def shapes(subjects):
+        built = batch.build_batches(
+            dataset, COHORT_PARAMETERS, subjects=subjects, error_models=errors
+        )
+        return [np.shape(x)[1:] for x in jax.tree.leaves(built[0].problems)]
+
+    assert shapes(SUBJECTS[:1]) == shapes(None)
+    assert [batch.padded_size(n) for n in (1, 2, 3, 5, 7, 13, 30, 40)] == [
+        1,
+        2,
+        3,
+        6,
+        8,
+        16,
+        32,
+        48,
+    ]
+    with pytest.raises(ValueError, match="multiple of"):
+        batch.lanes_per_call(replace(SETTINGS, width=4, chunk=3), (None, None))
+
+
 def test_shards_and_merge_equal_the_whole(dataset, errors, reference, tmp_path):
     runs = []
     for i in range(2):

@@ -241,9 +241,12 @@ class BatchConfig(_Strict):
     every n-th subject (scheduler job arrays); `workers` CPU processes, one per core, each
     with its own lanes (the round program uses one core; 1 = this process, on `devices`);
     `restarts` further starts, with more damping, for a subject whose fit ends implausibly
-    (χ² above its 99.9 % quantile; the best start is kept)."""
+    (χ² above its 99.9 % quantile; the best start is kept); `chunk` lanes per call of the
+    compiled round (null: 4 per device on CPU, `width` on GPUs; one program for any cohort
+    size)."""
 
     width: Whole = Field(64, ge=1, le=1_000_000)
+    chunk: Whole | None = Field(None, ge=1, le=1_000_000)
     round_steps: Whole = Field(4, ge=1, le=10_000)
     restarts: Whole = Field(1, ge=0, le=100)
     devices: Whole | None = Field(None, ge=1)

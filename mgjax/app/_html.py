@@ -31,10 +31,12 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: Path, *, dpi: int = 100, rect=None) -> bool:
-    """Lay out `fig`, write it to `path` as PNG at `dpi` and close it; True (the figure
-    functions' "drawn" answer)."""
-    fig.tight_layout(rect=rect)
+def save_figure(fig, path: Path, *, dpi: int = 100, rect=None, tight: bool = True) -> bool:
+    """Lay out `fig` (`tight`: matplotlib's tight layout, seconds for a large grid of axes;
+    else as the caller placed them), write it to `path` as PNG at `dpi` and close it; True
+    (the figure functions' "drawn" answer)."""
+    if tight:
+        fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=dpi)
     pyplot().close(fig)
     return True

@@ -287,6 +287,7 @@ def _run_batch(
         rtol=cfg.optimiser.rtol,
         atol=cfg.optimiser.atol,
         devices=tuple(devices),
+        chunk=cfg.batch.chunk,
     )
     result = fit_batch(
         dataset, cfg.fit.free, out, settings=settings, workers=cfg.batch.workers, **common

@@ -51,6 +51,8 @@ GROUP_COLOURS = {"healthy": "#1b9e77", "t2dm": "#d95f02", "t2dm_hypomagnesemia":
 #: Subjects at most in the vicious-circle panel (an even sample of larger cohorts).
 MAX_CIRCLE_SUBJECTS = 2000
 DENSE_POINTS = 61
+#: Subjects per call of the compiled fitted-curves program (its shape for any cohort).
+CURVE_CHUNK = 4
 
 
 def _colour(group: str) -> str:
@@ -89,15 +91,24 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
 
         return jax.vmap(single)(problems, u)
 
-    leaves = [np.asarray(x) for x in jax.tree.leaves(batch.problems)]
-    with errors_as_nan():
-        program = compile_program(
-            "report-curves",
-            curves,
-            (leaves, np.asarray(u)),
-            static=[None if g is None else g.tolist() for g in grids],
-        )
-    return {k: np.asarray(v) for k, v in program(leaves, np.asarray(u)).items()}
+    # compiled for CURVE_CHUNK subjects whatever the cohort's size (one stored program),
+    # called on the subjects in chunks, the last one filled up with its first subject
+    n = len(batch)
+    calls = []
+    for start in range(0, n, CURVE_CHUNK):
+        index = np.arange(start, start + CURVE_CHUNK)
+        index = np.where(index < n, index, start)
+        leaves = [np.asarray(x) for x in jax.tree.leaves(batch.take(index))]
+        if not calls:
+            with errors_as_nan():
+                program = compile_program(
+                    "report-curves",
+                    curves,
+                    (leaves, np.asarray(u[index])),
+                    static=[None if g is None else g.tolist() for g in grids],
+                )
+        calls.append(program(leaves, np.asarray(u[index])))
+    return {k: np.concatenate([np.asarray(c[k]) for c in calls])[:n] for k in calls[0]}
 
 
 def _u_of(batch, parameters: pd.DataFrame) -> np.ndarray:
@@ -147,8 +158,22 @@ def _fits_figure(items: list[dict], path: Path) -> bool:
         ax.tick_params(labelsize=7)
     for ax in axes[-1]:
         ax.set_xlabel("min", fontsize=7)
-    fig.suptitle("Data (dots) and fitted model (line; band: error model's 95 % range)", fontsize=9)
-    return save_figure(fig, path, dpi=90, rect=(0, 0, 1, 1 - 0.25 / len(subjects)))
+    # a fixed layout: matplotlib's tight layout takes seconds on a grid of this size
+    height = 2.2 * len(subjects)
+    fig.suptitle(
+        "Data (dots) and fitted model (line; band: error model's 95 % range)",
+        fontsize=9,
+        y=1 - 0.12 / height,
+    )
+    fig.subplots_adjust(
+        left=0.7 / (3.2 * len(columns)),
+        right=0.98,
+        bottom=0.45 / height,
+        top=1 - 0.75 / height,
+        wspace=0.35,
+        hspace=0.55,
+    )
+    return save_figure(fig, path, dpi=90, tight=False)
 
 
 def _fasting_figure(rows: pd.DataFrame, path: Path) -> bool:

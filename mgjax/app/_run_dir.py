@@ -46,6 +46,7 @@ RESUMABLE_KEYS = (
     "data.path",
     "report",
     "batch.width",
+    "batch.chunk",
     "batch.devices",
     "batch.workers",
     "batch.shard",

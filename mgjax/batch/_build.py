@@ -62,6 +62,17 @@ def _covariates(row: pd.Series | None) -> dict[str, float]:
     return out
 
 
+def padded_size(n: int) -> int:
+    """`n` rounded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, … (powers of two and
+    1.5 times them): at most a third of padding, few distinct shapes."""
+    power = 1
+    while True:
+        for size in (power, 3 * power // 2):
+            if size >= n:
+                return size
+        power *= 2
+
+
 def _signature(problem: FitProblem) -> tuple:
     leaves, treedef = jax.tree.flatten(problem)
     return (str(treedef), tuple(np.shape(x) for x in leaves))
@@ -96,18 +107,19 @@ def build_batches(
     missing = [s for s in subjects if s not in obs_by]
     if missing:
         raise DatasetError(f"subject(s) {missing[:5]} have no observations")
-    # one observable list and one padded size per protocol, over the cohort
+    # one observable list and one padded size per protocol, over the whole dataset (so a
+    # shard or a resumed job has the shapes of the full job) and rounded up to a bucket (so
+    # cohorts of similar designs share one compiled program)
     names: dict[str, set[str]] = {}
     sizes: dict[str, list[int]] = {}
-    for s in subjects:
-        for protocol, rows in obs_by[s].groupby("protocol", sort=False):
-            names.setdefault(protocol, set()).update(rows["observable"])
-            n = len(rows)
-            t = len(sampling_times(zip(rows["observable"], rows["time"])))
-            old = sizes.get(protocol, [0, 0])
-            sizes[protocol] = [max(old[0], n), max(old[1], t)]
+    for (_, protocol), rows in obs_all.groupby(["subject", "protocol"], sort=False):
+        names.setdefault(protocol, set()).update(rows["observable"])
+        n = len(rows)
+        t = len(sampling_times(zip(rows["observable"], rows["time"])))
+        old = sizes.get(protocol, [0, 0])
+        sizes[protocol] = [max(old[0], n), max(old[1], t)]
     observable_names = {p: tuple(sorted(v)) for p, v in names.items()}
-    pad_to = {p: (v[0], v[1]) for p, v in sizes.items()}
+    pad_to = {p: (padded_size(v[0]), padded_size(v[1])) for p, v in sizes.items()}
     by_signature: dict[tuple, tuple[list[str], list[str], list[FitProblem]]] = {}
     for s in subjects:
         row = table.loc[s] if table is not None and s in table.index else None

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..data._dataset import Dataset
 from ._build import build_batches
-from ._run import BatchSettings, run_batch
+from ._run import BatchSettings, _devices, lanes_per_call, run_batch
 from ._store import RunStore, check_split, read_parts, shard_subjects, split_tables, write_tables
 
 
@@ -192,6 +192,7 @@ def fit_lanes(
         subjects_resumed=len(finished),
         structures=len(batches),
         width=settings.width,
+        chunk=lanes_per_call(settings, _devices(settings)),
         shard=list(shard),
     )
     return finish_shard(out, store, shard, rounds.frames, timing)

@@ -26,8 +26,9 @@ from ..model import (
 )
 from ..protocols import AbstractProtocol
 from ..solve._secretion import Series, simulate_secretion
-from ..solve._simulate import simulate
+from ..solve._simulate import simulate, simulate_from_rest
 from ..solve._solve import SolverOptions
+from ..solve._steady_state import State
 
 #: What a forced-glucose secretion experiment (a `GlucoseSeries` as its protocol) predicts:
 #: the beta-cell's insulin secretion rate (pmol/min) and plasma C-peptide (pmol/L).
@@ -64,12 +65,18 @@ class Experiment(eqx.Module):
         return int(self.values.shape[-1])
 
     def predict(
-        self, model: MgT2DModel, options: SolverOptions = SolverOptions()
+        self, model: MgT2DModel, options: SolverOptions = SolverOptions(), rest: State | None = None
     ) -> tuple[Any, Any]:
-        """(prediction of every observation, solve succeeded)."""
+        """(prediction of every observation, solve succeeded). `rest`: the fasting steady
+        state of `model` when already found (only for protocols that `start_at_fasting_rest`)."""
         if isinstance(self.protocol, Series):
             return self._predict_secretion(model, options)
-        traj = simulate(model, self.protocol, self.times, options=options, throw=False)
+        if rest is not None:
+            traj = simulate_from_rest(
+                model, self.protocol, self.times, rest, options=options, throw=False
+            )
+        else:
+            traj = simulate(model, self.protocol, self.times, options=options, throw=False)
         columns = []
         for name in self.observable_names:
             source = source_observable(name)
@@ -87,6 +94,16 @@ class Experiment(eqx.Module):
         signals = {"insulin_secretion": traj.secretion, "c_peptide": traj.c_peptide}
         matrix = jnp.stack([signals[n] for n in self.observable_names], axis=-1)
         return matrix[self.time_index, self.observable_index], traj.success
+
+
+def start_at_fasting_rest(protocol: Any) -> bool:
+    """Whether `protocol` starts from the fasting steady state without inputs (a whole-
+    physiology protocol that keeps `AbstractProtocol.basal_inputs`): the protocols of one
+    subject that do can share one steady-state search."""
+    return (
+        isinstance(protocol, AbstractProtocol)
+        and type(protocol).basal_inputs is AbstractProtocol.basal_inputs
+    )
 
 
 def check_experiment(experiment: Any) -> None:

@@ -24,10 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..model import MgT2DModel
+from ..model import Inputs, MgT2DModel
 from ..model._parameters import get_parameters, parameter_infos, set_parameters
 from ..solve._solve import SolverOptions
-from ._experiment import Experiment, check_experiment
+from ..solve._steady_state import steady_state
+from ._experiment import Experiment, check_experiment, start_at_fasting_rest
 from ._problem import AbstractFitProblem
 
 #: Residual given to each observation of a failed solve (in standard deviations).
@@ -162,9 +163,13 @@ class FitProblem(AbstractFitProblem):
     # --- residuals and likelihood ---------------------------------------------------------
     def predictions(self, u: Float[Array, " p"]) -> tuple[list[Any], Any]:
         model = self.model(u)
+        # one fasting steady state for the protocols that start from it (one copy of the
+        # search in the compiled program, not one per protocol)
+        shared = [start_at_fasting_rest(e.protocol) for e in self.experiments]
+        rest = steady_state(model, Inputs.zeros(), throw=False) if any(shared) else None
         preds, ok = [], jnp.asarray(True)
-        for e in self.experiments:
-            p, success = e.predict(model, self.options)
+        for e, share in zip(self.experiments, shared):
+            p, success = e.predict(model, self.options, rest if share else None)
             preds.append(p)
             ok = ok & success & jnp.all(jnp.isfinite(jnp.where(e.mask, p, 0.0)))
         return preds, ok

@@ -118,9 +118,38 @@ def simulate(
         ts = jnp.linspace(0.0, 180.0, 37)
     ts = jnp.asarray(ts, dtype=jnp.float64)
     if y0 is None:
-        y0 = steady_state(model, protocol.basal_inputs(), throw=throw)
-        if getattr(protocol, "at_steady_state", False):
-            return _at_rest(model, protocol, ts, y0)
+        return simulate_from_rest(
+            model,
+            protocol,
+            ts,
+            steady_state(model, protocol.basal_inputs(), throw=throw),
+            options=options,
+            throw=throw,
+        )
+    return _simulate_from(model, protocol, ts, y0, options, throw)
+
+
+@eqx.filter_jit
+def simulate_from_rest(
+    model: MgT2DModel,
+    protocol: AbstractProtocol,
+    ts: Float[Array, " times"],
+    rest: State,
+    *,
+    options: SolverOptions = SolverOptions(),
+    throw: bool = True,
+) -> Trajectory:
+    """`simulate` from `rest`, the fasting steady state under `protocol.basal_inputs()`
+    already found (so that several protocols of one subject share one steady-state search:
+    one copy in a compiled program instead of one per protocol)."""
+    ts = jnp.asarray(ts, dtype=jnp.float64)
+    if getattr(protocol, "at_steady_state", False):
+        return _at_rest(model, protocol, ts, rest)
+    return _simulate_from(model, protocol, ts, rest, options, throw)
+
+
+def _simulate_from(model, protocol, ts, y0, options, throw) -> Trajectory:
+    """The protocol's solve from `y0` (a `State` or a vector of the model's states)."""
     y0, ok0 = _augmented_start(model, protocol, y0)
     sol = solve(model, protocol, y0, ts, options, throw=throw, alive=ok0)
     ok = ok0 & (sol.result == dfx.RESULTS.successful)
