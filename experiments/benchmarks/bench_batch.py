@@ -146,7 +146,8 @@ class ScipySubject:
                     )
                     if not sol.success:
                         raise RuntimeError(sol.message)
-                    states[inside] = sol.y[:, : int(inside.sum())].T
+                    # padded sampling times repeat the last one: look each time up
+                    states[inside] = sol.y[:, np.searchsorted(t_eval, times[inside])].T
                     s, t0 = sol.y[:, -1], t1
                 values = np.empty((len(times), len(names)))
                 for k, t in enumerate(times):

@@ -242,7 +242,7 @@ class BatchConfig(_Strict):
     with its own lanes (the round program uses one core; 1 = this process, on `devices`);
     `restarts` further starts, with more damping, for a subject whose fit ends implausibly
     (χ² above its 99.9 % quantile; the best start is kept); `chunk` lanes per call of the
-    compiled round (null: 4 per device on CPU, `width` on GPUs; one program for any cohort
+    compiled round (null: 8 per device on CPU, `width` on GPUs; one program for any cohort
     size)."""
 
     width: Whole = Field(64, ge=1, le=1_000_000)

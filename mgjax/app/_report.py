@@ -29,11 +29,13 @@ from ..batch._run import errors_as_nan
 from ..batch._store import side_tables
 from ..data._dataset import Dataset
 from ..data._units import MODEL_UNITS
-from ..fit._experiment import INTERVAL_OBSERVABLES
+from ..fit._experiment import INTERVAL_OBSERVABLES, start_at_fasting_rest
 from ..fit._laplace import SLOPPY_SE
+from ..model import Inputs
 from ..protocols import HyperinsulinemicClamp
 from ..runtime._programs import compile_program
-from ..solve._simulate import simulate
+from ..solve._simulate import simulate, simulate_from_rest
+from ..solve._steady_state import steady_state
 from ._config import RunConfig, load_config
 from ._html import (
     environment_html,
@@ -62,6 +64,12 @@ def _colour(group: str) -> str:
 # --- fitted curves ------------------------------------------------------------------------------
 
 
+def _rows_at(traj, ts, times):
+    """`traj` (sampled at the sorted `ts`) restricted to `times`, each one of `ts`."""
+    index = jnp.searchsorted(ts, times)
+    return dataclasses.replace(traj, ts=ts[index], ys=traj.ys[index])
+
+
 def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, np.ndarray]:
     """Per subject of `batch` at optimisation coordinates `u`: dense trajectories of each
     dynamic experiment's observables (`dense{k}`: subjects × times × observables), each
@@ -74,15 +82,27 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
 
         def single(p, v):
             model = p.model(v)
+            # one fasting steady state, and one solve per protocol for both its observations
+            # and its dense curve (a smaller program than one search and solve for each)
+            shared = [start_at_fasting_rest(e.protocol) for e in p.experiments]
+            rest = steady_state(model, Inputs.zeros(), throw=False) if any(shared) else None
             out = {}
             for k, e in enumerate(p.experiments):
-                pred, _ = e.predict(model, p.options)
-                out[f"pred{k}"] = pred
-                if grids[k] is None:
-                    continue
-                traj = simulate(
-                    model, e.protocol, jnp.asarray(grids[k]), options=p.options, throw=False
-                )
+                if grids[k] is not None and shared[k]:
+                    grid = jnp.asarray(grids[k])
+                    both = jnp.sort(jnp.concatenate([e.times, grid]))
+                    solved = simulate_from_rest(
+                        model, e.protocol, both, rest, options=p.options, throw=False
+                    )
+                    out[f"pred{k}"] = e.observe(_rows_at(solved, both, e.times))
+                    traj = _rows_at(solved, both, grid)
+                else:
+                    out[f"pred{k}"] = e.predict(model, p.options, rest if shared[k] else None)[0]
+                    if grids[k] is None:
+                        continue
+                    traj = simulate(
+                        model, e.protocol, jnp.asarray(grids[k]), options=p.options, throw=False
+                    )
                 names = [n for n in e.observable_names if n not in INTERVAL_OBSERVABLES]
                 out[f"dense{k}"] = jnp.stack([traj[n] for n in names], axis=-1)
                 if isinstance(e.protocol, HyperinsulinemicClamp):

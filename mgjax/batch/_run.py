@@ -73,7 +73,7 @@ class BatchSettings:
     - `restart_step`: each restart's first trust-region step is this times the one before
       (its damping 1/`restart_step` times larger; `restart_point`);
     - `devices`: devices to shard the lanes over (default all local devices);
-    - `chunk`: lanes per call of the compiled round (`lanes_per_call`; default 4 per device on
+    - `chunk`: lanes per call of the compiled round (`lanes_per_call`; default 8 per device on
       CPU, `width` on accelerators). The program is compiled for `chunk` lanes whatever the
       cohort's size, so every cohort, shard and resumed job reuses it; each round runs only
       the chunks that hold unfinished subjects, so a slow subject at the tail costs its
@@ -347,10 +347,11 @@ def _devices(settings: BatchSettings) -> tuple[Any, ...]:
     return devices
 
 
-#: Lanes per device in one call of the round program on CPU: XLA:CPU runs a vmapped lane
-#: no faster than a lone one (measured: 0.13–0.28 s per lane-round at widths 1–24 on the
-#: bundled cohort), so small calls lose nothing and leave no lane idle at a cohort's tail.
-CPU_LANES_PER_DEVICE = 4
+#: Lanes per device in one call of the round program on CPU. XLA:CPU gains little from wide
+#: programs (32 subjects on one core, 275 iterations: 8.3–12.0 s for calls of 4, 8, 16 or
+#: 32 lanes, within this machine's noise), while a wide call keeps idle lanes busy at a
+#: cohort's tail (the bundled cohort's rounds: 67 s at 24 lanes, 25 s in calls of 4).
+CPU_LANES_PER_DEVICE = 8
 
 
 def lanes_per_call(settings: BatchSettings, devices: Sequence[Any]) -> int:

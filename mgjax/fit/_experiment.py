@@ -26,7 +26,7 @@ from ..model import (
 )
 from ..protocols import AbstractProtocol
 from ..solve._secretion import Series, simulate_secretion
-from ..solve._simulate import simulate, simulate_from_rest
+from ..solve._simulate import Trajectory, simulate, simulate_from_rest
 from ..solve._solve import SolverOptions
 from ..solve._steady_state import State
 
@@ -77,6 +77,11 @@ class Experiment(eqx.Module):
             )
         else:
             traj = simulate(model, self.protocol, self.times, options=options, throw=False)
+        return self.observe(traj), traj.success
+
+    def observe(self, traj: Trajectory) -> Float[Array, " N"]:
+        """The prediction of every observation from `traj`, a trajectory sampled at
+        `self.times` (model units)."""
         columns = []
         for name in self.observable_names:
             source = source_observable(name)
@@ -85,8 +90,7 @@ class Experiment(eqx.Module):
         start = matrix[self.time_index, self.observable_index]
         end = matrix[self.end_index, self.observable_index]
         interval = jnp.asarray([is_interval(n) for n in self.observable_names])
-        prediction = interval_value(interval[self.observable_index], start, end, jnp)
-        return prediction, traj.success
+        return interval_value(interval[self.observable_index], start, end, jnp)
 
     def _predict_secretion(self, model: MgT2DModel, options: SolverOptions) -> tuple[Any, Any]:
         """The forced-glucose path: the beta-cell driven by the glucose series."""
