@@ -383,7 +383,10 @@ def test_fit_with_worker_processes_equals_one_process(cohort, fitted, tmp_path):
     mine = pd.read_csv(out / "parameters.csv")
     alone = pd.read_csv(fitted / "parameters.csv")
     assert list(mine["subject"]) == list(alone["subject"])
-    np.testing.assert_allclose(mine["estimate"], alone["estimate"], rtol=1e-9)
+    # each worker calls the round program on other neighbours and lane positions than the
+    # single process does: one estimate of 100 once differed by 1.1e-7 (relative), one
+    # iteration more or less of Levenberg–Marquardt on last-bit differences
+    np.testing.assert_allclose(mine["estimate"], alone["estimate"], rtol=1e-6)
     assert json.loads((out / "summary.json").read_text())["workers"] == 2
 
 

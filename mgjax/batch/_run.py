@@ -73,9 +73,9 @@ class BatchSettings:
     - `restart_step`: each restart's first trust-region step is this times the one before
       (its damping 1/`restart_step` times larger; `restart_point`);
     - `devices`: devices to shard the lanes over (default all local devices);
-    - `chunk`: lanes per call of the compiled round (`lanes_per_call`; default 8 per device on
-      CPU, `width` on accelerators). The program is compiled for `chunk` lanes whatever the
-      cohort's size, so every cohort, shard and resumed job reuses it; each round runs only
+    - `chunk`: lanes per call of the compiled round (`lanes_per_call`; default at most 8 per
+      device on CPU, `width` on accelerators). The program is compiled for `chunk` lanes
+      whatever the cohort's size, so every cohort, shard and resumed job reuses it; each round runs only
       the chunks that hold unfinished subjects, so a slow subject at the tail costs its
       chunk, not the whole pool.
 
@@ -355,14 +355,18 @@ CPU_LANES_PER_DEVICE = 8
 
 
 def lanes_per_call(settings: BatchSettings, devices: Sequence[Any]) -> int:
-    """Lanes of one call of the compiled round: `settings.chunk`, else
-    `CPU_LANES_PER_DEVICE` per device on CPU and `settings.width` on accelerators (which
-    want wide programs); never more than `settings.width`; a multiple of the devices."""
+    """Lanes of one call of the compiled round: `settings.chunk`, else on CPU at most
+    `CPU_LANES_PER_DEVICE` per device, splitting `settings.width` evenly (width 10: two calls
+    of 5, not 8 + 8), and `settings.width` on accelerators (which want wide programs); never
+    more than `settings.width`; a multiple of the devices. It depends on the settings only,
+    never on the cohort."""
     n = len(devices)
     if settings.chunk is not None:
         chunk = settings.chunk
     elif devices[0].platform == "cpu":
-        chunk = CPU_LANES_PER_DEVICE * n
+        per_device = max(settings.width // n, 1)
+        calls = -(-per_device // CPU_LANES_PER_DEVICE)
+        chunk = n * -(-per_device // calls)
     else:
         chunk = settings.width
     chunk = min(chunk, settings.width)
