@@ -75,9 +75,9 @@ class BatchSettings:
     - `devices`: devices to shard the lanes over (default all local devices);
     - `chunk`: lanes per call of the compiled round (`lanes_per_call`; default at most 8 per
       device on CPU, `width` on accelerators). The program is compiled for `chunk` lanes
-      whatever the cohort's size, so every cohort, shard and resumed job reuses it; each round runs only
-      the chunks that hold unfinished subjects, so a slow subject at the tail costs its
-      chunk, not the whole pool.
+      whatever the cohort's size, so every cohort, shard and resumed job reuses it; each
+      round runs only the chunks that hold unfinished subjects, so a slow subject at the
+      tail costs its chunk, not the whole pool.
 
     The optimiser settings build `optimiser`, a `mgjax.fit.LevenbergMarquardt`.
     """
