@@ -25,7 +25,7 @@ from ..batch._store import PartsTally
 from ..data._dataset import Dataset, DatasetError
 from ..data._records import insulin_infusion_record
 from ..data._units import MODEL_UNITS, from_model_units
-from ..model import OBSERVABLE_UNITS, sampling_times, source_observable
+from ..model import OBSERVABLE_UNITS, is_interval, sampling_times, source_observable
 from ..model._parameters import set_parameters
 from ..model._presets import preset
 from ..protocols import (
@@ -431,6 +431,43 @@ def simulate_job(cfg: RunConfig, out: Path, *, force: bool = False) -> pd.DataFr
         pd.DataFrame(doses).to_csv(out / "doses.csv", index=False)
     _simulate_plot(frame, out / "trajectories.png")
     return frame
+
+
+def export_job(
+    cfg: RunConfig, out: Path, *, estimate: tuple[str, ...] = (), force: bool = False
+) -> list[Path]:
+    """`mgjax export`: each preset of `simulate.presets` under each protocol of
+    `simulate.protocols` as a PEtab problem in `out/<preset>_<protocol>/` (the SBML model,
+    and as measurements the preset's own noise-free simulation of the protocol's
+    observables at its sampling times, model units, σ = 1 % of the value), the parameters
+    `estimate` to be estimated. Returns the problems' YAML paths."""
+    from ..petab import to_petab  # the petab extra (libsbml, sympy)
+
+    out = prepare_run_dir(out, force=force)
+    write_run_header(out, cfg)
+    options = solver_options(cfg, "lbfgs")
+    paths = []
+    for k, spec in enumerate(cfg.simulate.protocols):
+        protocol, times = _protocol(spec)
+        name = _protocol_name(cfg, k, spec)
+        observed = [o for o in spec.observables if not is_interval(o)]
+        for preset_name in cfg.simulate.presets:
+            model = preset(preset_name)
+            if cfg.model.parameters:
+                model = set_parameters(model, dict(cfg.model.parameters))
+            traj = simulate(model, protocol, jnp.asarray(times), options=options, throw=False)
+            if not bool(traj.success):
+                raise JobError(f"the {name} simulation of preset {preset_name} failed")
+            rows = [
+                dict(time=float(t), observable=o, value=v, sigma=max(0.01 * abs(v), 1e-12))
+                for o in observed
+                for t, v in zip(times, np.asarray(traj[o]).tolist())
+            ]
+            problem = f"{preset_name}_{name}"
+            paths.append(
+                to_petab(model, protocol, rows, out / problem, estimate=estimate, name=problem)
+            )
+    return paths
 
 
 def _clamp_infusion(subject: str, name: str, spec) -> dict:

@@ -25,17 +25,15 @@ import numpy as np
 import pandas as pd
 
 from ..batch import build_batches, read_parts
-from ..batch._run import errors_as_nan
+from ..batch._run import errors_as_nan, in_chunks
 from ..batch._store import side_tables
 from ..data._dataset import Dataset
 from ..data._units import MODEL_UNITS
-from ..fit._experiment import INTERVAL_OBSERVABLES, start_at_fasting_rest
+from ..fit._experiment import INTERVAL_OBSERVABLES, fasting_rest_for
 from ..fit._laplace import SLOPPY_SE
-from ..model import Inputs
 from ..protocols import HyperinsulinemicClamp
 from ..runtime._programs import compile_program
 from ..solve._simulate import simulate, simulate_from_rest
-from ..solve._steady_state import steady_state
 from ._config import RunConfig, load_config
 from ._html import (
     environment_html,
@@ -84,8 +82,7 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
             model = p.model(v)
             # one fasting steady state, and one solve per protocol for both its observations
             # and its dense curve (a smaller program than one search and solve for each)
-            shared = [start_at_fasting_rest(e.protocol) for e in p.experiments]
-            rest = steady_state(model, Inputs.zeros(), throw=False) if any(shared) else None
+            rest, shared = fasting_rest_for(model, p.experiments)
             out = {}
             for k, e in enumerate(p.experiments):
                 if grids[k] is not None and shared[k]:
@@ -115,9 +112,7 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
     # called on the subjects in chunks, the last one filled up with its first subject
     n = len(batch)
     calls = []
-    for start in range(0, n, CURVE_CHUNK):
-        index = np.arange(start, start + CURVE_CHUNK)
-        index = np.where(index < n, index, start)
+    for _, index in in_chunks(np.arange(n), CURVE_CHUNK):
         leaves = [np.asarray(x) for x in jax.tree.leaves(batch.take(index))]
         if not calls:
             with errors_as_nan():

@@ -43,7 +43,7 @@ from ._config import (
     read_yaml,
     with_values,
 )
-from ._jobs import check_job, fit_job, simulate_job, sweep_job, synth_job
+from ._jobs import check_job, export_job, fit_job, simulate_job, sweep_job, synth_job
 from ._population_job import population_job, population_vpc
 from ._report import summary_rows, write_report
 from ._resolve import bundled_cohort
@@ -537,6 +537,38 @@ def simulate(
         _cache()
         frame = simulate_job(cfg, out, force=force)
         console.print(f"wrote {len(frame)} rows to {out / 'trajectories.csv'}")
+
+
+@app.command()
+def export(
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] | None = OVERRIDES_ARG,
+    out: Path = typer.Option(..., help="Folder for the PEtab problems."),
+    estimate: str | None = typer.Option(
+        None, help="Comma-separated model parameters the problems estimate (default none)."
+    ),
+    force: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Write the coupled model as SBML and each preset × protocol of `simulate` as a PEtab v1
+    problem (`<out>/<preset>_<protocol>/`: model.xml, the tables, the YAML; measurements are
+    the preset's own simulation), for AMICI, pyPESTO, COPASI or `mgjax petab`. Needs the
+    `petab` extra.
+
+    Example: `mgjax export --out runs/export simulate.presets=[t2dm] --estimate egp_max`
+    """
+    with _errors():
+        try:
+            from ..petab import ExportError
+        except ImportError as e:
+            _fail(f'{e.name} is missing: install the PEtab extra, pip install "mgjax[petab]"')
+        cfg = _config(config, overrides)
+        names = tuple(p.strip() for p in (estimate or "").split(",") if p.strip())
+        try:
+            paths = export_job(cfg, out, estimate=names, force=force)
+        except ExportError as e:
+            _fail(str(e))
+        for path in paths:
+            console.print(f"wrote {path}")
 
 
 @app.command()

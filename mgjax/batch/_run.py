@@ -354,6 +354,17 @@ def _devices(settings: BatchSettings) -> tuple[Any, ...]:
 CPU_LANES_PER_DEVICE = 8
 
 
+def in_chunks(items: np.ndarray, chunk: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`items` in calls of a program compiled for `chunk` of them: (items, padded) per call,
+    `padded` the call's `chunk` entries, the last call filled up by repeating its first item
+    (whose results the caller ignores)."""
+    out = []
+    for k in range(0, len(items), chunk):
+        part = items[k : k + chunk]
+        out.append((part, np.concatenate([part, np.full(chunk - len(part), part[0])])))
+    return out
+
+
 def lanes_per_call(settings: BatchSettings, devices: Sequence[Any]) -> int:
     """Lanes of one call of the compiled round: `settings.chunk`, else on CPU at most
     `CPU_LANES_PER_DEVICE` per device, splitting `settings.width` evenly (width 10: two calls
@@ -407,22 +418,16 @@ class _LanePool:
             self.traces[lane] = []
 
     def chunks(self, chunk: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The busy lanes in calls of `chunk` lanes: (lanes, padded), `padded` the lanes of
-        the call, the last call filled up by repeating its first lane."""
-        busy = np.flatnonzero(self.lanes >= 0)
-        out = []
-        for k in range(0, len(busy), chunk):
-            lanes = busy[k : k + chunk]
-            out.append((lanes, np.concatenate([lanes, np.full(chunk - len(lanes), lanes[0])])))
-        return out
+        """The busy lanes in calls of `chunk` lanes (`in_chunks`)."""
+        return in_chunks(np.flatnonzero(self.lanes >= 0), chunk)
 
     def inputs(
-        self, batch: SubjectBatch, settings: BatchSettings, lanes: np.ndarray, padded, sharding
+        self, batch: SubjectBatch, settings: BatchSettings, padded: np.ndarray, n: int, sharding
     ) -> tuple:
-        """The round program's inputs for the lanes `padded` (`lanes` and the filling), on
-        the lanes' devices (a filling lane starts its subject afresh with a budget of one
-        iteration; its results are ignored)."""
-        filling = np.arange(len(padded)) >= len(lanes)
+        """The round program's inputs for the lanes `padded`, of which the first `n` are
+        busy and the rest filling, on the lanes' devices (a filling lane starts its subject
+        afresh with a budget of one iteration; its results are ignored)."""
+        filling = np.arange(len(padded)) >= n
         index = self.lanes[padded]
         u_in = np.where(filling[:, None], self.initial[index], self.u[padded])
         budget = np.where(filling, 1, settings.max_steps - self.spent[padded]).astype(np.int64)
@@ -543,7 +548,7 @@ def run_batch(
         calls = []
         for lanes, padded in pool.chunks(chunk):  # all dispatched before any is read back
             problems, u, fresh, budget, first_step = pool.inputs(
-                batch, settings, lanes, padded, sharding
+                batch, settings, padded, len(lanes), sharding
             )
             state = jax.device_put([x[padded] for x in carried], sharding)
             calls.append((lanes, program(problems, u, state, fresh, budget, first_step)))

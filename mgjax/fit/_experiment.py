@@ -4,6 +4,7 @@ sampling pad to one shape and vmap."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
@@ -17,6 +18,7 @@ from ..data._dataset import Dataset, DatasetError
 from ..data._records import protocol_from_records
 from ..model import INTERVAL_OBSERVABLES as INTERVAL_OBSERVABLES  # re-exported for the app
 from ..model import (
+    Inputs,
     MgT2DModel,
     interval_end,
     interval_value,
@@ -28,7 +30,7 @@ from ..protocols import AbstractProtocol
 from ..solve._secretion import Series, simulate_secretion
 from ..solve._simulate import Trajectory, simulate, simulate_from_rest
 from ..solve._solve import SolverOptions
-from ..solve._steady_state import State
+from ..solve._steady_state import State, steady_state
 
 #: What a forced-glucose secretion experiment (a `GlucoseSeries` as its protocol) predicts:
 #: the beta-cell's insulin secretion rate (pmol/min) and plasma C-peptide (pmol/L).
@@ -108,6 +110,18 @@ def start_at_fasting_rest(protocol: Any) -> bool:
         isinstance(protocol, AbstractProtocol)
         and type(protocol).basal_inputs is AbstractProtocol.basal_inputs
     )
+
+
+def fasting_rest_for(
+    model: MgT2DModel, experiments: Sequence[Experiment]
+) -> tuple[State | None, list[bool]]:
+    """(the fasting steady state of `model`, or None when no experiment needs it; per
+    experiment whether it starts there, `start_at_fasting_rest`): one steady-state search
+    shared by a subject's protocols — one copy of the search in a compiled program, not one
+    per protocol."""
+    shared = [start_at_fasting_rest(e.protocol) for e in experiments]
+    rest = steady_state(model, Inputs.zeros(), throw=False) if any(shared) else None
+    return rest, shared
 
 
 def check_experiment(experiment: Any) -> None:

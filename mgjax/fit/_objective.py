@@ -24,11 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ..model import Inputs, MgT2DModel
+from ..model import MgT2DModel
 from ..model._parameters import get_parameters, parameter_infos, set_parameters
 from ..solve._solve import SolverOptions
-from ..solve._steady_state import steady_state
-from ._experiment import Experiment, check_experiment, start_at_fasting_rest
+from ._experiment import Experiment, check_experiment, fasting_rest_for
 from ._problem import AbstractFitProblem
 
 #: Residual given to each observation of a failed solve (in standard deviations).
@@ -163,10 +162,7 @@ class FitProblem(AbstractFitProblem):
     # --- residuals and likelihood ---------------------------------------------------------
     def predictions(self, u: Float[Array, " p"]) -> tuple[list[Any], Any]:
         model = self.model(u)
-        # one fasting steady state for the protocols that start from it (one copy of the
-        # search in the compiled program, not one per protocol)
-        shared = [start_at_fasting_rest(e.protocol) for e in self.experiments]
-        rest = steady_state(model, Inputs.zeros(), throw=False) if any(shared) else None
+        rest, shared = fasting_rest_for(model, self.experiments)
         preds, ok = [], jnp.asarray(True)
         for e, share in zip(self.experiments, shared):
             p, success = e.predict(model, self.options, rest if share else None)

@@ -126,6 +126,11 @@ def _switch_times(expr: sp.Expr, states: set[sp.Symbol], where: tuple[str, str])
             continue
         if difference.free_symbols & states:
             _refuse(*where, f"its piecewise condition {rel} depends on a state (an event)")
+        slope = difference.diff(TIME)
+        if slope.is_number and slope != 0 and TIME not in (difference - slope * TIME).free_symbols:
+            # time ≥ c (a dosing schedule's hundreds of conditions): no need to solve
+            out.append(sp.simplify(-(difference - slope * TIME) / slope))
+            continue
         roots = sp.solve(sp.Eq(difference, 0), TIME, dict=False)
         if len(roots) != 1:
             _refuse(*where, f"its piecewise condition {rel} has no unique switch time")

@@ -45,9 +45,10 @@ class AbstractProtocol(eqx.Module):
         """Input rates at time t (min), given the model state y, the controller state z, the
         subject's parameters (for per-kg or per-m² doses) and the array namespace `xp`."""
 
-    def controller_init(self, model: ModelLike, y0: Any) -> Float[Array, " controller"]:
-        """Initial controller state, given the subject's initial state."""
-        return jnp.zeros((0,), dtype=jnp.float64)
+    def controller_init(self, model: ModelLike, y0: Any, xp: Any = jnp) -> Any:
+        """Initial controller state (a vector of `controller_state_names`), given the
+        subject's initial state, in the array namespace `xp`."""
+        return xp.zeros((0,), dtype=jnp.float64)
 
     def controller_rates(self, t: Any, y: Any, z: Any, model: ModelLike, xp: Any = jnp) -> Any:
         """dz/dt of the controller states."""
@@ -82,6 +83,8 @@ class PiecewiseConstant(eqx.Module):
 
 def piecewise_constant(times: Any, rates: Any, t: Any, xp: Any = jnp) -> Any:
     """`rates[i]` for `times[i] ≤ t < times[i+1]`, 0 before `times[0]`."""
+    if hasattr(xp, "piecewise_constant"):  # a symbolic namespace (the SBML export)
+        return xp.piecewise_constant(times, rates, t)
     i = xp.searchsorted(times, t, side="right") - 1
     value = rates[xp.clip(i, 0, rates.shape[0] - 1)]
     return xp.where(i >= 0, value, 0.0)

@@ -79,10 +79,10 @@ class _AbstractClamp(AbstractProtocol):
     measured_gir: eqx.AbstractVar[PiecewiseConstant | None]
 
     @abc.abstractmethod
-    def _target(self, model: ModelLike, y0: Any) -> Any:
+    def _target(self, model: ModelLike, y0: Any, xp: Any) -> Any:
         """Glucose target (mmol/L) given the subject's initial state."""
 
-    def _feedforward(self, model: ModelLike, y0: Any, target: Any) -> Any:
+    def _feedforward(self, model: ModelLike, y0: Any, target: Any, xp: Any) -> Any:
         """GIR (mg/kg/min) that holds glucose at `target` with the subject's basal insulin: the
         integral state starts there, so the controller does not have to discover it."""
         gi, sig = model.glucose_insulin, model.insulin_signalling
@@ -90,17 +90,17 @@ class _AbstractClamp(AbstractProtocol):
         uptake = (
             gi.insulin_independent_uptake(target)
             + sig.insulin_dependent_uptake(target, y0[_STATE["glut4_activity"]], weight)
-            + gi.renal_glucose_excretion(target, jnp)
-            - gi.endogenous_glucose_production(target, y0[_STATE["hepatic_insulin"]], jnp)
+            + gi.renal_glucose_excretion(target, xp)
+            - gi.endogenous_glucose_production(target, y0[_STATE["hepatic_insulin"]], xp)
         )
-        return jnp.maximum(uptake, 0.0) * GLUCOSE_MG_PER_MMOL / weight
+        return xp.maximum(uptake, 0.0) * GLUCOSE_MG_PER_MMOL / weight
 
-    def controller_init(self, model: ModelLike, y0: Any) -> Any:
-        target = self._target(model, y0)
-        feedforward = self._feedforward(model, y0, target)
+    def controller_init(self, model: ModelLike, y0: Any, xp: Any = jnp) -> Any:
+        target = self._target(model, y0, xp)
+        feedforward = self._feedforward(model, y0, target, xp)
         integral0 = feedforward / self.controller.integral_gain
-        zero = jnp.zeros((), dtype=jnp.float64)
-        return jnp.stack([integral0, target, zero, zero, zero])
+        zero = 0.0 * target
+        return xp.stack([integral0, target, zero, zero, zero])
 
     def _controller_on(self, t: Any, xp: Any) -> Any:
         """1 while the variable infusion runs (after any priming), else 0."""
@@ -181,8 +181,8 @@ class HyperinsulinemicClamp(_AbstractClamp):
     controller: GlucoseController = eqx.field(default_factory=GlucoseController)
     measured_gir: PiecewiseConstant | None = None
 
-    def _target(self, model, y0):
-        return jnp.where(jnp.isnan(self.target_glucose), y0[_STATE["glucose"]], self.target_glucose)
+    def _target(self, model, y0, xp):
+        return xp.where(xp.isnan(self.target_glucose), y0[_STATE["glucose"]], self.target_glucose)
 
     def insulin_per_minute(self, model: ModelLike, xp: Any = jnp) -> Any:
         """Maintenance insulin infusion (pmol/min) for this subject."""
@@ -238,7 +238,7 @@ class HyperglycemicClamp(_AbstractClamp):
     controller: GlucoseController = eqx.field(default_factory=GlucoseController)
     measured_gir: PiecewiseConstant | None = None
 
-    def _target(self, model, y0):
+    def _target(self, model, y0, xp):
         return y0[_STATE["glucose"]] + self.increment
 
     def _controller_on(self, t, xp):
