@@ -4,6 +4,8 @@ mgjax's PEtab importer, simulates what `mgjax.simulate` does (pre-equilibration 
 
 from __future__ import annotations
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -15,7 +17,14 @@ pytest.importorskip("libsbml")
 import diffrax as dfx  # noqa: E402
 
 import mgjax  # noqa: E402
-from mgjax.petab import ExportError, import_problem, read_sbml, to_petab, to_sbml  # noqa: E402
+from mgjax.petab import (  # noqa: E402
+    ExportError,
+    import_problem,
+    problem_to_petab,
+    read_sbml,
+    to_petab,
+    to_sbml,
+)
 from mgjax.petab._sbml import TIME  # noqa: E402
 from mgjax.protocols import (  # noqa: E402
     IVGTT,
@@ -83,35 +92,66 @@ def test_a_replaced_mechanism_is_exported_and_a_batch_refused(tmp_path):
 _TRPM6_MECHANISM = ("renal_magnesium.trpm6_insulin_response",)
 
 
-def _observations(model, protocol, times, names, options):
-    traj = mgjax.simulate(model, protocol, jnp.asarray(times), options=options)
-    return pd.DataFrame(
-        [
-            dict(time=t, observable=n, value=float(traj[n][i]), sigma=0.1)
-            for i, t in enumerate(times)
-            for n in names
-        ]
-    )
+def test_export_command_writes_valid_petab_problems(tmp_path):
+    """`mgjax export`: one PEtab problem per preset × protocol, valid for the reference PEtab
+    linter, the estimated parameters as asked, the preset's own simulation as measurements."""
+    from typer.testing import CliRunner
+
+    from mgjax.app.cli import app
+
+    out = tmp_path / "export"
+    args = ["export", "--out", str(out), "simulate.presets=[t2dm]", "--estimate", "egp_max"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    path = out / "t2dm_hyperinsulinemic_clamp" / "t2dm_hyperinsulinemic_clamp.yaml"
+    problem = import_problem(path)  # the PEtab linter runs first
+    assert problem.free == ("egp_max",)
+    measurements = pd.read_csv(path.parent / "measurements.tsv", sep="\t")
+    assert len(measurements) > 20 and set(measurements["preequilibrationConditionId"]) == {
+        "fasting_rest"
+    }
+    args = ["export", "--out", str(tmp_path / "bad"), "--estimate", "nonsense"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "cannot estimate ['nonsense']" in result.output
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow
-def test_exported_petab_problem_simulates_as_mgjax(tmp_path):
-    """mgjax's PEtab importer pre-equilibrates the exported model (protocol off: the clamp
-    controller's states relax to their starts) and runs the protocol: every measurement
-    equals `mgjax.simulate` at tight tolerances to 1e-8. (The dose schedules' equations are
-    checked above; experiments/export/amici_check.py runs every protocol in AMICI.)"""
-    model, protocol = mgjax.preset("t2dm"), HyperglycemicClamp()
-    times = [2.0, 10.0, 60.0, 120.0]
+def test_a_subjects_fit_problem_exported_to_petab_is_the_same_likelihood(tmp_path):
+    """A synthetic subject's fit problem (hyperinsulinaemic clamp + fasting labs, five free
+    parameters, the cohort's error model) as a PEtab problem: imported by mgjax's PEtab
+    importer, at a point away from the start (so pre-equilibration moves the state and the
+    clamp controller's start), every prediction equals mgjax's to 1e-7 and the negative
+    log-likelihoods agree. (experiments/export/amici_check.py runs every protocol in AMICI.)"""
+    from mgjax import batch
+    from mgjax.synth import COHORT_PARAMETERS, cohort_error_models, synthesize
+
+    cohort = synthesize(1, seed=0)
+    cohort.write(tmp_path / "data")
+    dataset = mgjax.load_dataset(tmp_path / "data")
+    errors = cohort_error_models(sorted(dataset.observations["observable"].unique()))
+    group = batch.build_batches(dataset, COHORT_PARAMETERS, error_models=errors)[0]
     tight = SolverOptions(rtol=1e-10, atol=1e-12, max_steps=100_000, adjoint=dfx.ForwardMode())
-    names = ["glucose", "insulin", "serum_mg", "homa_ir", "urinary_mg"]
-    observed = _observations(model, protocol, times, names, tight)
-    path = to_petab(model, protocol, observed, tmp_path, estimate=["egp_max"])
-    problem = import_problem(path, options=tight)
-    assert problem.free == ("egp_max",)
-    h, sigma, ok = problem.simulate(jnp.asarray([float(model.glucose_insulin.egp_max)]))
+    problem = eqx.tree_at(lambda p: p.options, jax.tree.map(jnp.asarray, group.one(0)), tight)
+    assert {type(e.protocol).__name__ for e in problem.experiments} == {
+        "Fasting",
+        "HyperinsulinemicClamp",
+    }
+    path = problem_to_petab(problem, tmp_path / "petab", name="s0")
+    imported = import_problem(path, options=tight, steady_state_rtol=1e-14)
+    values = problem.to_values(problem.initial()) * jnp.array([1.3, 0.8, 1.2, 0.9, 1.1])
+    order = [problem.free.index(name) for name in imported.free]
+    h, sigma, ok = imported.simulate(values[jnp.asarray(order)])
     assert bool(ok)
-    np.testing.assert_allclose(np.asarray(h), observed["value"].to_numpy(), rtol=1e-8)
-    np.testing.assert_allclose(np.asarray(sigma), 0.1)
+    u = problem.from_values(values)
+    preds, solved = problem.predictions(u)
+    mine = np.concatenate(
+        [np.asarray(p)[np.asarray(e.mask)] for p, e in zip(preds, problem.experiments)]
+    )
+    assert bool(solved) and mine.size == np.asarray(h).size
+    np.testing.assert_allclose(np.asarray(h), mine, rtol=1e-7)
+    nllh = float(imported.data_negative_log_likelihood(h, sigma, ok))
+    assert nllh == pytest.approx(float(problem.negative_log_likelihood(u)), rel=1e-7)
 
 
 def test_bad_observations_get_one_clear_message(tmp_path):

@@ -25,7 +25,7 @@ from ..batch._store import PartsTally
 from ..data._dataset import Dataset, DatasetError
 from ..data._records import insulin_infusion_record
 from ..data._units import MODEL_UNITS, from_model_units
-from ..model import OBSERVABLE_UNITS, is_interval, sampling_times, source_observable
+from ..model import OBSERVABLE_UNITS, MgT2DModel, is_interval, sampling_times, source_observable
 from ..model._parameters import set_parameters
 from ..model._presets import preset
 from ..protocols import (
@@ -443,6 +443,12 @@ def export_job(
     `estimate` to be estimated. Returns the problems' YAML paths."""
     from ..petab import to_petab  # the petab extra (libsbml, sympy)
 
+    known = {info.name for info in MgT2DModel.parameter_infos()}
+    unknown = [name for name in estimate if name not in known]
+    if unknown:
+        raise JobError(
+            f"cannot estimate {unknown}: not model parameters (`mgjax params` lists them)"
+        )
     out = prepare_run_dir(out, force=force)
     write_run_header(out, cfg)
     options = solver_options(cfg, "lbfgs")

@@ -9,6 +9,7 @@ from ._explore import Exploration as Exploration
 from ._explore import explore_flat_directions as explore_flat_directions
 from ._export import ExportError as ExportError
 from ._export import SymbolicSystem as SymbolicSystem
+from ._export import problem_to_petab as problem_to_petab
 from ._export import symbolic_system as symbolic_system
 from ._export import to_petab as to_petab
 from ._export import to_sbml as to_sbml

@@ -36,7 +36,7 @@ import numpy as np
 import sbmlmath
 import sympy as sp
 
-from ..model import ACCUMULATOR_STATES, OBSERVABLE_UNITS, Inputs, MgT2DModel
+from ..model import ACCUMULATOR_STATES, OBSERVABLE_UNITS, Inputs, MgT2DModel, is_interval
 from ..model._numpy import to_numpy
 from ..protocols import AbstractProtocol, fasting
 from ..solve._steady_state import steady_state
@@ -496,4 +496,166 @@ def to_petab(
     }
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(problem, sort_keys=False))
+    return path
+
+
+def _at_rest(protocol: Any) -> bool:
+    """Whether `protocol` only observes the fasting steady state (no inputs, no solve)."""
+    return bool(getattr(protocol, "at_steady_state", False))
+
+
+def _rest_observable(name: str) -> str:
+    """The instantaneous observable that equals `name` at a steady state (a 24-h collection
+    there is the excretion rate × one day)."""
+    return {"urinary_mg_24h": "urinary_mg"}.get(name, name)
+
+
+def problem_to_petab(problem: Any, directory: Any, *, name: str = "mgjax_subject") -> Any:
+    """One subject's `mgjax.fit.FitProblem` as a PEtab v1 problem in `directory` (returns
+    the YAML path): the same data, error model, free parameters, bounds, scales and priors,
+    so that a PEtab tool (pyPESTO + AMICI + fides, `mgjax petab`) fits what `mgjax.fit.fit`
+    fits.
+
+    One PEtab problem holds one SBML model, so a subject may have one dynamic protocol (a
+    clamp, an IVGTT, a trial) besides any number of fasting-lab experiments; those are
+    observed at the pre-equilibrated fasting steady state (condition `fasting_rest`), where a
+    24-h urine collection is the excretion rate × one day. The error model
+    σ = √(a² + (b·prediction)²) becomes the noise formula with a; b as each measurement's
+    noise parameters (a measurement's own σ: σ; 0). Refused, with the reason: a second
+    dynamic protocol, a forced-glucose series, estimated error-model parameters, a 24-h
+    collection during a dynamic protocol."""
+    from pathlib import Path
+
+    import pandas as pd
+    import yaml
+
+    from ..fit import FitProblem
+    from ..protocols import AbstractProtocol
+
+    if not isinstance(problem, FitProblem):
+        raise ExportError(f"expected an mgjax.fit.FitProblem, got {type(problem).__name__}")
+    if problem.error_parameters:
+        raise ExportError(
+            "error-model parameters are estimated (error_parameters "
+            f"{list(problem.error_parameters)}); export a problem with a fixed error model"
+        )
+    experiments = list(problem.experiments)
+    for e in experiments:
+        if not isinstance(e.protocol, AbstractProtocol):
+            raise ExportError(
+                f"a {type(e.protocol).__name__} experiment (forced-glucose secretion) has no "
+                "SBML form: the beta-cell alone driven by a glucose series"
+            )
+    dynamic = [e for e in experiments if not _at_rest(e.protocol)]
+    if len(dynamic) > 1:
+        kinds = ", ".join(type(e.protocol).__name__ for e in dynamic)
+        raise ExportError(
+            f"this subject has {len(dynamic)} dynamic protocols ({kinds}); a PEtab problem "
+            "holds one SBML model: export one problem per protocol"
+        )
+    protocol = dynamic[0].protocol if dynamic else fasting()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = problem.base_model
+    (directory / "model.xml").write_text(to_sbml(model, protocol, model_id=name))
+    pd.DataFrame({"conditionId": [REST_CONDITION, PROTOCOL_CONDITION], RUNNING: [0.0, 1.0]}).to_csv(
+        directory / "conditions.tsv", sep="\t", index=False
+    )
+
+    observables: dict[str, str] = {}
+    rows = []
+    for e in experiments:
+        rest = _at_rest(e.protocol)
+        times = np.asarray(e.times)
+        sigma = np.asarray(e.sigma)
+        for k in np.flatnonzero(np.asarray(e.mask)):
+            observed = e.observable_names[int(e.observable_index[k])]
+            if is_interval(observed) and not rest:
+                raise ExportError(
+                    f"{observed} during a {type(e.protocol).__name__} is a difference of a "
+                    "running integral between two times, which PEtab v1 cannot observe"
+                )
+            formula = sbml_observable_id(_rest_observable(observed) if rest else observed)
+            obs_id = f"obs_{formula}"
+            observables[obs_id] = formula
+            error = problem.error_models[observed]
+            noise = (
+                (float(sigma[k]), 0.0)
+                if np.isfinite(sigma[k])
+                else (float(error.additive), float(error.proportional))
+            )
+            rows.append(
+                dict(
+                    observableId=obs_id,
+                    preequilibrationConditionId=REST_CONDITION,
+                    simulationConditionId=REST_CONDITION if rest else PROTOCOL_CONDITION,
+                    time=float(times[int(e.time_index[k])]),
+                    measurement=float(e.values[k]),
+                    noiseParameters=f"{noise[0]!r};{noise[1]!r}",
+                )
+            )
+    pd.DataFrame(
+        {
+            "observableId": list(observables),
+            "observableFormula": list(observables.values()),
+            "noiseFormula": [
+                f"sqrt(noiseParameter1_{o}^2 + (noiseParameter2_{o} * {f})^2)"
+                for o, f in observables.items()
+            ],
+            "noiseDistribution": ["normal"] * len(observables),
+        }
+    ).to_csv(directory / "observables.tsv", sep="\t", index=False)
+    pd.DataFrame(rows).to_csv(directory / "measurements.tsv", sep="\t", index=False)
+
+    values = symbolic_system(model, protocol).parameters
+    free = {p: i for i, p in enumerate(problem.free)}
+    infos = {i.name: i for i in MgT2DModel.parameter_infos()}
+    table = []
+    for pid, value in values.items():
+        info = infos[pid]
+        row = dict(
+            parameterId=pid,
+            parameterName=f"{info.description} [{info.unit}]",
+            parameterScale="log10" if info.log_scale and info.lower > 0 else "lin",
+            lowerBound=info.lower,
+            upperBound=info.upper,
+            nominalValue=value,
+            estimate=0,
+            objectivePriorType=None,
+            objectivePriorParameters=None,
+        )
+        if pid in free:
+            i = free[pid]
+            log = problem.transforms[i] == "log"
+            row.update(
+                parameterScale="log10" if log else "lin",
+                lowerBound=float(problem.lower[i]),
+                upperBound=float(problem.upper[i]),
+                estimate=1,
+            )
+            mean, sd = float(problem.prior_mean[i]), float(problem.prior_sd[i])
+            if np.isfinite(mean):
+                # mgjax's prior: log θ ~ N(mean, sd) — PEtab's logNormal on the linear value
+                row.update(
+                    objectivePriorType="logNormal", objectivePriorParameters=f"{mean!r};{sd!r}"
+                )
+        table.append(row)
+    frame = pd.DataFrame(table)
+    if frame["objectivePriorType"].isna().all():
+        frame = frame.drop(columns=["objectivePriorType", "objectivePriorParameters"])
+    frame.to_csv(directory / "parameters.tsv", sep="\t", index=False)
+    spec = {
+        "format_version": 1,
+        "parameter_file": "parameters.tsv",
+        "problems": [
+            {
+                "sbml_files": ["model.xml"],
+                "condition_files": ["conditions.tsv"],
+                "measurement_files": ["measurements.tsv"],
+                "observable_files": ["observables.tsv"],
+            }
+        ],
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
