@@ -36,6 +36,8 @@ from mgjax.protocols import (  # noqa: E402
 from mgjax.solve._solve import SolverOptions  # noqa: E402
 from mgjax.solve._vector_field import coupled_rates  # noqa: E402
 
+MG_GUT = mgjax.MgT2DModel.state_names().index("gut_mg")
+
 PROTOCOLS = {
     "fasting": fasting(),
     "ivgtt": IVGTT(),
@@ -74,6 +76,29 @@ def test_exported_equations_are_the_models(tmp_path, name):
         # relative 1e-9, or rounding next to a state's own size where a rate is ~0
         bound = 1e-9 * np.abs(native) + 1e-13 * np.abs(x) + 1e-15
         assert np.all(np.abs(exported - native) <= bound), (name, t)
+
+
+def test_protocol_magnitudes_are_named_parameters(tmp_path):
+    """A protocol's doses and targets are SBML parameters (a PEtab condition may set them):
+    doubling `protocol_dose` in the exported trial is doubling the trial's dose."""
+    model = mgjax.preset("t2dm")
+    trial = OralMagnesiumTrial.daily(10.0, 1)
+    ode, rhs, x0 = _read_back(tmp_path, model, trial)
+    assert {"protocol_dose", "protocol_bioavailability"} <= set(ode.parameters)
+    p = np.array(ode.parameter_values)
+    p[ode.parameters.index("protocol_dose")] *= 2.0
+    doubled = OralMagnesiumTrial.daily(20.0, 1)
+    for t in (65.0, 1500.0):
+        exported = np.array(rhs(t, x0, p), dtype=float)
+        native = np.asarray(coupled_rates(model, doubled, t, jnp.asarray(x0), jnp))
+        bound = 1e-9 * np.abs(native) + 1e-13 * np.abs(x0) + 1e-15  # rates ~0 at rest
+        assert np.all(np.abs(exported - native) <= bound), t
+        if t == 65.0:  # during the first dose: the gut fills
+            assert exported[MG_GUT] > 1e-6
+    clamp_ode, _, _ = _read_back(tmp_path, model, HyperinsulinemicClamp(insulin_rate=80.0))
+    values = dict(zip(clamp_ode.parameters, clamp_ode.parameter_values))
+    assert values["protocol_insulin_rate"] == 80.0 and values["controller_integral_gain"] == 1.5
+    assert "protocol_target_glucose" not in values  # NaN: the subject's own fasting glucose
 
 
 def test_a_replaced_mechanism_is_exported_and_a_batch_refused(tmp_path):

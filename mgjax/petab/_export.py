@@ -109,14 +109,15 @@ class SymbolicNamespace:
     @staticmethod
     def piecewise_constant(times, rates, t):
         """`rates[i]` for `times[i] ≤ t < times[i+1]`, 0 before `times[0]` (numeric schedule)."""
-        times, rates = np.asarray(times, dtype=float), np.asarray(rates, dtype=float)
+        times, rates = np.asarray(times, dtype=float), list(_as_list(rates))
         pieces = []
         for k in range(len(times)):
             end = times[k + 1] if k + 1 < len(times) else np.inf
-            if end <= times[k] or rates[k] == 0.0:
+            rate = sp.sympify(rates[k])
+            if end <= times[k] or rate == 0:
                 continue
             on = t >= float(times[k]) if np.isinf(end) else (t >= float(times[k])) & (t < end)
-            pieces.append((float(rates[k]), on))
+            pieces.append((rate, on))
         # a sum of one-piece switches, not one piecewise of many pieces: readers (sympy,
         # sbmlmath) canonicalise a piecewise at a cost that grows steeply with its pieces
         return sp.Add(*[sp.Piecewise((r, on), (0.0, True)) for r, on in pieces])
@@ -126,12 +127,12 @@ class SymbolicNamespace:
         values = list(values)
         if _symbolic(*values):
             return values
-        return np.stack([np.asarray(v, dtype=float) for v in values], axis=axis)
+        return np.stack([np.asarray(v) for v in values], axis=axis)  # object arrays too
 
     @staticmethod
     def concatenate(parts):
         if not any(_symbolic(*_as_list(p)) for p in parts):
-            return np.concatenate([np.asarray(p, dtype=float) for p in parts])
+            return np.concatenate([np.asarray(p) for p in parts])
         return [x for p in parts for x in _as_list(p)]
 
     @staticmethod
@@ -150,12 +151,15 @@ class SymbolicNamespace:
 @dataclasses.dataclass
 class SymbolicSystem:
     """The coupled system as expressions: d state/dt = `rates[state]`, with `inputs` and
-    `observables` as named expressions, `parameters` their values (model units)."""
+    `observables` as named expressions; `parameters` the model parameters' values (model
+    units), `protocol_parameters` the protocol's magnitudes (`protocol_<field>`,
+    `controller_<field>`; the protocol's units)."""
 
     states: list[str]
     initial: list[float]
     rates: dict[str, sp.Expr]
     parameters: dict[str, float]
+    protocol_parameters: dict[str, float]
     inputs: dict[str, sp.Expr]
     observables: dict[str, sp.Expr]
 
@@ -190,6 +194,27 @@ def _symbolic_model(model: MgT2DModel) -> tuple[Any, dict[str, float]]:
     return plain, values
 
 
+def _symbolic_protocol(protocol: AbstractProtocol) -> tuple[Any, dict[str, float]]:
+    """The protocol's plain mirror with its finite scalar `magnitudes` (and its controller's)
+    replaced by symbols `protocol_<field>` (`controller_<field>`), and their values. A NaN
+    magnitude (a clamp's target: the subject's own glucose) keeps its meaning as a literal."""
+    plain = to_numpy(protocol)
+    values = {}
+    parts = [("protocol", protocol, plain)]
+    controller = getattr(protocol, "controller", None)
+    if controller is not None and getattr(type(controller), "magnitudes", ()):
+        parts.append(("controller", controller, plain.controller))
+    for prefix, module, mirror in parts:
+        for field in type(module).magnitudes:
+            value = np.asarray(getattr(module, field), dtype=float)
+            if value.ndim or not np.isfinite(value):
+                continue
+            pid = f"{prefix}_{field}"
+            values[pid] = float(value)
+            setattr(mirror, field, sp.Symbol(pid, real=True))
+    return plain, values
+
+
 def _start(model: MgT2DModel, protocol: AbstractProtocol, y0: Any) -> np.ndarray:
     """The model's states at t = 0 (the fasting steady state unless given) and the
     controller's."""
@@ -212,7 +237,7 @@ def symbolic_system(
     if not isinstance(model, MgT2DModel):
         raise TypeError(f"expected an MgT2DModel, got {type(model).__name__}")
     plain_model, values = _symbolic_model(model)
-    plain_protocol = to_numpy(protocol)
+    plain_protocol, protocol_values = _symbolic_protocol(protocol)
     names = list(MgT2DModel.state_names()) + list(protocol.controller_state_names)
     y = [sp.Symbol(n, real=True) for n in names]
     xp = SymbolicNamespace()
@@ -258,6 +283,7 @@ def symbolic_system(
         initial=[float(v) for v in _start(model, protocol, y0)],
         rates={n: sp.sympify(r) for n, r in zip(names, rates)},
         parameters=values,
+        protocol_parameters=protocol_values,
         inputs={k: running * sp.sympify(v) for k, v in zip(Inputs._fields, schedule)},
         observables=observables,
     )
@@ -317,7 +343,11 @@ def to_sbml(
     string): parameters with the model's values, states as rate rules from `y0` (default
     the fasting steady state), inputs and observables as assignment rules (module docstring).
     """
-    system = symbolic_system(model, protocol, y0)
+    return _sbml_document(symbolic_system(model, protocol, y0), model_id)
+
+
+def _sbml_document(system: SymbolicSystem, model_id: str) -> str:
+    """`system` as an SBML L3V2 document (a string)."""
     document = libsbml.SBMLDocument(3, 2)
     sbml = document.createModel()
     _check(sbml.setId(model_id), "the model id")
@@ -339,6 +369,8 @@ def to_sbml(
             f"{info.module}: {info.description} [{info.unit}]; plausible "
             f"{info.lower:g} to {info.upper:g}; source: {info.source}",
         )
+    for pid, value in system.protocol_parameters.items():
+        _parameter(sbml, pid, value, True, f"protocol magnitude ({pid}; the protocol's units)")
     _parameter(
         sbml,
         RUNNING,
@@ -408,6 +440,60 @@ def _observations(observations: Any) -> Any:
     return table
 
 
+def _write_parameters(directory: Any, system: SymbolicSystem, free: dict[str, Any]) -> None:
+    """PEtab's parameter table: every model parameter (log10 scale where mgjax fits it on a
+    log scale, its plausible bounds, the model's value), the protocol's magnitudes (fixed),
+    and `free` estimated: name → None (the parameter's own scale and bounds) or a dict of
+    `log`, `lower`, `upper` and `prior` ((mean, sd) of log θ, or None)."""
+    import pandas as pd
+
+    infos = {i.name: i for i in MgT2DModel.parameter_infos()}
+    rows = []
+    for pid, value in system.parameters.items():
+        info = infos[pid]
+        row = dict(
+            parameterId=pid,
+            parameterName=f"{info.description} [{info.unit}]",
+            parameterScale="log10" if info.log_scale and info.lower > 0 else "lin",
+            lowerBound=info.lower,
+            upperBound=info.upper,
+            nominalValue=value,
+            estimate=int(pid in free),
+            objectivePriorType=None,
+            objectivePriorParameters=None,
+        )
+        given = free.get(pid)
+        if given is not None:
+            row.update(
+                parameterScale="log10" if given["log"] else "lin",
+                lowerBound=given["lower"],
+                upperBound=given["upper"],
+            )
+            if given["prior"] is not None:
+                # mgjax's prior: log θ ~ N(mean, sd), PEtab's logNormal on the linear value
+                mean, sd = given["prior"]
+                row.update(
+                    objectivePriorType="logNormal", objectivePriorParameters=f"{mean!r};{sd!r}"
+                )
+        rows.append(row)
+    for pid, value in system.protocol_parameters.items():
+        rows.append(
+            dict(
+                parameterId=pid,
+                parameterName=f"protocol magnitude {pid}",
+                parameterScale="lin",
+                lowerBound=value,
+                upperBound=value,
+                nominalValue=value,
+                estimate=0,
+            )
+        )
+    frame = pd.DataFrame(rows)
+    if frame["objectivePriorType"].isna().all():
+        frame = frame.drop(columns=["objectivePriorType", "objectivePriorParameters"])
+    frame.to_csv(directory / "parameters.tsv", sep="\t", index=False)
+
+
 def to_petab(
     model: MgT2DModel,
     protocol: AbstractProtocol | None,
@@ -441,7 +527,8 @@ def to_petab(
     unknown = [p for p in estimate if p not in infos]
     if unknown:
         raise ExportError(f"cannot estimate {unknown}: not model parameters")
-    (directory / "model.xml").write_text(to_sbml(model, protocol, model_id=name))
+    system = symbolic_system(model, protocol)
+    (directory / "model.xml").write_text(_sbml_document(system, name))
     pd.DataFrame({"conditionId": [REST_CONDITION, PROTOCOL_CONDITION], RUNNING: [0.0, 1.0]}).to_csv(
         directory / "conditions.tsv", sep="\t", index=False
     )
@@ -465,23 +552,7 @@ def to_petab(
             "noiseParameters": sigma.astype(float),
         }
     ).to_csv(directory / "measurements.tsv", sep="\t", index=False)
-    values = symbolic_system(model, protocol).parameters
-    rows = []
-    for pid, value in values.items():
-        info = infos[pid]
-        log = info.log_scale and info.lower > 0
-        rows.append(
-            dict(
-                parameterId=pid,
-                parameterName=f"{info.description} [{info.unit}]",
-                parameterScale="log10" if log else "lin",
-                lowerBound=info.lower,
-                upperBound=info.upper,
-                nominalValue=value,
-                estimate=int(pid in estimate),
-            )
-        )
-    pd.DataFrame(rows).to_csv(directory / "parameters.tsv", sep="\t", index=False)
+    _write_parameters(directory, system, {name: None for name in estimate})
     problem = {
         "format_version": 1,
         "parameter_file": "parameters.tsv",
@@ -557,7 +628,8 @@ def problem_to_petab(problem: Any, directory: Any, *, name: str = "mgjax_subject
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model = problem.base_model
-    (directory / "model.xml").write_text(to_sbml(model, protocol, model_id=name))
+    system = symbolic_system(model, protocol)
+    (directory / "model.xml").write_text(_sbml_document(system, name))
     pd.DataFrame({"conditionId": [REST_CONDITION, PROTOCOL_CONDITION], RUNNING: [0.0, 1.0]}).to_csv(
         directory / "conditions.tsv", sep="\t", index=False
     )
@@ -607,43 +679,16 @@ def problem_to_petab(problem: Any, directory: Any, *, name: str = "mgjax_subject
     ).to_csv(directory / "observables.tsv", sep="\t", index=False)
     pd.DataFrame(rows).to_csv(directory / "measurements.tsv", sep="\t", index=False)
 
-    values = symbolic_system(model, protocol).parameters
-    free = {p: i for i, p in enumerate(problem.free)}
-    infos = {i.name: i for i in MgT2DModel.parameter_infos()}
-    table = []
-    for pid, value in values.items():
-        info = infos[pid]
-        row = dict(
-            parameterId=pid,
-            parameterName=f"{info.description} [{info.unit}]",
-            parameterScale="log10" if info.log_scale and info.lower > 0 else "lin",
-            lowerBound=info.lower,
-            upperBound=info.upper,
-            nominalValue=value,
-            estimate=0,
-            objectivePriorType=None,
-            objectivePriorParameters=None,
+    free = {}
+    for i, pid in enumerate(problem.free):
+        mean, sd = float(problem.prior_mean[i]), float(problem.prior_sd[i])
+        free[pid] = dict(
+            log=problem.transforms[i] == "log",
+            lower=float(problem.lower[i]),
+            upper=float(problem.upper[i]),
+            prior=(mean, sd) if np.isfinite(mean) else None,
         )
-        if pid in free:
-            i = free[pid]
-            log = problem.transforms[i] == "log"
-            row.update(
-                parameterScale="log10" if log else "lin",
-                lowerBound=float(problem.lower[i]),
-                upperBound=float(problem.upper[i]),
-                estimate=1,
-            )
-            mean, sd = float(problem.prior_mean[i]), float(problem.prior_sd[i])
-            if np.isfinite(mean):
-                # mgjax's prior: log θ ~ N(mean, sd) — PEtab's logNormal on the linear value
-                row.update(
-                    objectivePriorType="logNormal", objectivePriorParameters=f"{mean!r};{sd!r}"
-                )
-        table.append(row)
-    frame = pd.DataFrame(table)
-    if frame["objectivePriorType"].isna().all():
-        frame = frame.drop(columns=["objectivePriorType", "objectivePriorParameters"])
-    frame.to_csv(directory / "parameters.tsv", sep="\t", index=False)
+    _write_parameters(directory, system, free)
     spec = {
         "format_version": 1,
         "parameter_file": "parameters.tsv",

@@ -39,6 +39,9 @@ class AbstractProtocol(eqx.Module):
 
     piecewise_constant: ClassVar[bool] = False
     controller_state_names: ClassVar[tuple[str, ...]] = ()
+    #: scalar fields that set the protocol's doses, rates and targets: the SBML export
+    #: writes them as named parameters (`protocol_<field>`), so a PEtab condition can set them
+    magnitudes: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def inputs(self, t: Any, y: Any, z: Any, model: ModelLike, xp: Any = jnp) -> Inputs:

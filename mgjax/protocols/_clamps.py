@@ -45,6 +45,13 @@ class GlucoseController(eqx.Module):
     - `smoothing` (mg/kg/min): width of the smooth GIR ≥ 0 limit.
     """
 
+    magnitudes: ClassVar[tuple[str, ...]] = (
+        "proportional_gain",
+        "integral_gain",
+        "tracking_time",
+        "smoothing",
+    )
+
     proportional_gain: Any = eqx.field(default=12.0, converter=_as_array)
     integral_gain: Any = eqx.field(default=1.5, converter=_as_array)
     tracking_time: Any = eqx.field(default=5.0, converter=_as_array)
@@ -171,6 +178,8 @@ class HyperinsulinemicClamp(_AbstractClamp):
       controller.
     """
 
+    magnitudes: ClassVar[tuple[str, ...]] = ("insulin_rate", "target_glucose")
+
     insulin_rate: Any = eqx.field(default=40.0, converter=_as_array)
     per_kg: bool = eqx.field(default=False, static=True)
     prime_times: Any = eqx.field(default=(0.0, 4.0, 7.0, 10.0), converter=_as_array)
@@ -230,6 +239,8 @@ class HyperglycemicClamp(_AbstractClamp):
 
     Indices (`summary`): first-phase (0–10 min) and second-phase (10–`duration` min) mean
     incremental insulin and C-peptide, mean GIR over the last hour."""
+
+    magnitudes: ClassVar[tuple[str, ...]] = ("increment", "prime_duration")
 
     increment: Any = eqx.field(default=6.9, converter=_as_array)
     prime_duration: Any = eqx.field(default=2.0, converter=_as_array)

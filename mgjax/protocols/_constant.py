@@ -21,6 +21,13 @@ class ConstantInputs(AbstractProtocol):
 
     piecewise_constant: ClassVar[bool] = True
 
+    magnitudes: ClassVar[tuple[str, ...]] = (
+        "glucose_infusion",
+        "insulin_infusion",
+        "oral_mg",
+        "iv_mg",
+    )
+
     glucose_infusion: Any = eqx.field(default=0.0, converter=_as_array)
     insulin_infusion: Any = eqx.field(default=0.0, converter=_as_array)
     oral_mg: Any = eqx.field(default=0.0, converter=_as_array)

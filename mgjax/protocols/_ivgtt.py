@@ -56,6 +56,14 @@ class IVGTT(AbstractProtocol):
 
     piecewise_constant: ClassVar[bool] = True
 
+    magnitudes: ClassVar[tuple[str, ...]] = (
+        "glucose_dose",
+        "glucose_duration",
+        "insulin_dose",
+        "insulin_time",
+        "insulin_duration",
+    )
+
     glucose_dose: Any = eqx.field(default=0.3, converter=_as_array)
     glucose_duration: Any = eqx.field(default=1.0, converter=_as_array)
     insulin_dose: Any = eqx.field(default=0.03, converter=_as_array)

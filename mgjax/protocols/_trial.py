@@ -82,6 +82,8 @@ class OralMagnesiumTrial(AbstractProtocol):
 
     piecewise_constant: ClassVar[bool] = True
 
+    magnitudes: ClassVar[tuple[str, ...]] = ("dose", "bioavailability")
+
     dose: Any = eqx.field(converter=_as_array)
     dose_times: Any = eqx.field(converter=_as_array)
     visit_days: Any = eqx.field(converter=_as_array)
