@@ -147,7 +147,7 @@ def test_a_subjects_fit_problem_exported_to_petab_is_the_same_likelihood(tmp_pat
     parameters, the cohort's error model) as a PEtab problem: imported by mgjax's PEtab
     importer, at a point away from the start (so pre-equilibration moves the state and the
     clamp controller's start), every prediction equals mgjax's to 1e-7 and the negative
-    log-likelihoods agree. (experiments/export/amici_check.py runs every protocol in AMICI.)"""
+    log-likelihoods agree. (experiments/benchmarks/peer/amici_check.py runs every protocol in AMICI.)"""
     from mgjax import batch
     from mgjax.synth import COHORT_PARAMETERS, cohort_error_models, synthesize
 

@@ -683,7 +683,7 @@ def problem_to_petab(problem: Any, directory: Any, *, name: str = "mgjax_subject
     for i, pid in enumerate(problem.free):
         mean, sd = float(problem.prior_mean[i]), float(problem.prior_sd[i])
         free[pid] = dict(
-            log=problem.transforms[i] == "log",
+            log=problem.transforms[i] in ("log", "loglogit"),
             lower=float(problem.lower[i]),
             upper=float(problem.upper[i]),
             prior=(mean, sd) if np.isfinite(mean) else None,

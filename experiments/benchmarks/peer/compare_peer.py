@@ -9,7 +9,7 @@ vmapped lanes; one process) from the same starts. Both estimates are judged by m
 log-likelihood (the PEtab problems' own, checked equal at the starts): a fit is *converged* when
 it ends within 0.05 of the better of the two. Compile times are reported apart.
 
-    python experiments/export/compare_peer.py experiments/output/peer_cohort peer_fits.csv
+    python experiments/benchmarks/peer/compare_peer.py experiments/output/peer_cohort peer_fits.csv
 """
 
 from __future__ import annotations

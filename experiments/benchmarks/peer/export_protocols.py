@@ -2,9 +2,9 @@
 mgjax's own simulation at tight tolerances (rtol 1e-10), for `amici_check.py`: AMICI simulating
 the exported model must reproduce them.
 
-    python experiments/export/export_protocols.py --out experiments/output/export_protocols
-    # then, in a venv with amici and petab (experiments/export/README.md):
-    python experiments/export/amici_check.py experiments/output/export_protocols
+    python experiments/benchmarks/peer/export_protocols.py --out experiments/output/export_protocols
+    # then, in a venv with amici and petab (experiments/benchmarks/peer/README.md):
+    python experiments/benchmarks/peer/amici_check.py experiments/output/export_protocols
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import pandas as pd
 
 import mgjax
+from mgjax import SolverOptions
 from mgjax.petab import to_petab
 from mgjax.protocols import IVGTT, HyperglycemicClamp, HyperinsulinemicClamp, OralMagnesiumTrial
-from mgjax.solve._solve import SolverOptions
 
 jax.config.update("jax_enable_x64", True)
 
