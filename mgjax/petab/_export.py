@@ -494,6 +494,27 @@ def _write_parameters(directory: Any, system: SymbolicSystem, free: dict[str, An
     frame.to_csv(directory / "parameters.tsv", sep="\t", index=False)
 
 
+def _write_problem_file(directory: Any, name: str) -> Any:
+    """The PEtab v1 YAML naming the tables this module writes in `directory`; its path."""
+    import yaml
+
+    spec = {
+        "format_version": 1,
+        "parameter_file": "parameters.tsv",
+        "problems": [
+            {
+                "sbml_files": ["model.xml"],
+                "condition_files": ["conditions.tsv"],
+                "measurement_files": ["measurements.tsv"],
+                "observable_files": ["observables.tsv"],
+            }
+        ],
+    }
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 def to_petab(
     model: MgT2DModel,
     protocol: AbstractProtocol | None,
@@ -518,7 +539,6 @@ def to_petab(
     from pathlib import Path
 
     import pandas as pd
-    import yaml
 
     table = _observations(observations)
     directory = Path(directory)
@@ -553,21 +573,7 @@ def to_petab(
         }
     ).to_csv(directory / "measurements.tsv", sep="\t", index=False)
     _write_parameters(directory, system, {name: None for name in estimate})
-    problem = {
-        "format_version": 1,
-        "parameter_file": "parameters.tsv",
-        "problems": [
-            {
-                "sbml_files": ["model.xml"],
-                "condition_files": ["conditions.tsv"],
-                "measurement_files": ["measurements.tsv"],
-                "observable_files": ["observables.tsv"],
-            }
-        ],
-    }
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(problem, sort_keys=False))
-    return path
+    return _write_problem_file(directory, name)
 
 
 def _at_rest(protocol: Any) -> bool:
@@ -598,7 +604,6 @@ def problem_to_petab(problem: Any, directory: Any, *, name: str = "mgjax_subject
     from pathlib import Path
 
     import pandas as pd
-    import yaml
 
     from ..fit import FitProblem
     from ..protocols import AbstractProtocol
@@ -689,18 +694,4 @@ def problem_to_petab(problem: Any, directory: Any, *, name: str = "mgjax_subject
             prior=(mean, sd) if np.isfinite(mean) else None,
         )
     _write_parameters(directory, system, free)
-    spec = {
-        "format_version": 1,
-        "parameter_file": "parameters.tsv",
-        "problems": [
-            {
-                "sbml_files": ["model.xml"],
-                "condition_files": ["conditions.tsv"],
-                "measurement_files": ["measurements.tsv"],
-                "observable_files": ["observables.tsv"],
-            }
-        ],
-    }
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
+    return _write_problem_file(directory, name)
