@@ -516,3 +516,21 @@ def test_stored_program_is_reused_by_a_new_process(tmp_path):
     first, second = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
     assert first["source"] == "traced" and second["source"] == "stored"
     assert first["y"] == second["y"] == [0.0, 0.5, 1.0]
+
+
+def test_stored_programs_are_keyed_by_every_mgjax_module():
+    """A stored program is traced afresh when any of mgjax's sources changes — the model, the
+    objective or the optimiser, not only the runtime layer that stores it."""
+    import mgjax
+    from mgjax.runtime import _programs
+
+    package = Path(mgjax.__file__).parent
+    files = {p.relative_to(package).as_posix() for p in _programs.source_files()}
+    for module in (
+        "model/_coupled.py",
+        "fit/_objective.py",
+        "batch/_run.py",
+        "runtime/_programs.py",
+    ):
+        assert module in files, module
+    assert files == {p.relative_to(package).as_posix() for p in package.rglob("*.py")}

@@ -103,8 +103,9 @@ def test_both_fit_problems_implement_the_interface():
     for cls in (fit.FitProblem, PetabProblem):
         assert issubclass(cls, fit.AbstractFitProblem)
         assert not cls.__abstractmethods__, cls
-    assert fit.FitProblem.fisher_residuals is fit.AbstractFitProblem.fisher_residuals
-    assert PetabProblem.fisher_residuals is not fit.AbstractFitProblem.fisher_residuals
+    for cls in (fit.FitProblem, PetabProblem):  # both carry σ terms in their residuals
+        for method in ("fisher_residuals", "fisher_from", "data_chi2"):
+            assert getattr(cls, method) is not getattr(fit.AbstractFitProblem, method), method
 
     class Incomplete(fit.AbstractFitProblem):
         pass

@@ -359,6 +359,11 @@ def test_coupled_model_cohorts_build_as_population_problems():
     residuals = np.asarray(one.residuals(u))[: len(mean)]
     np.testing.assert_allclose(np.where(mask, (observed - mean) / sd, 0.0), residuals, rtol=1e-12)
     assert mask.sum() > 10
+    # BIC's n: the cohort's observation rows, not the residual vector's length
+    from mgjax.population._fit import _n_observations
+
+    rows = dataset.observations[dataset.observations["subject"].isin(subjects)]
+    assert _n_observations(problems) == len(rows)
 
 
 def test_recovery_study_runs_and_summarises_every_parameter():

@@ -165,9 +165,8 @@ def _subject_round(
     # stored them (no further solve)
     point = accepted_point(eqx.combine(dynamic, static))
     loss, ok = point.aux
-    # χ² of the data: the weighted residuals less the trailing prior residuals (one per u)
-    chi2 = jnp.sum(point.residual[: -u.shape[0]] ** 2)
-    core = laplace_core(problem, u, point.jacobian.T @ point.jacobian)
+    chi2 = problem.data_chi2(point.residual)
+    core = laplace_core(problem, u, problem.fisher_from(point.residual, point.jacobian))
     return dict(
         u=u,
         state=dynamic,

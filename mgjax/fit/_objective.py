@@ -32,6 +32,11 @@ from ._problem import AbstractFitProblem
 
 #: Residual given to each observation of a failed solve (in standard deviations).
 FAILED_RESIDUAL = 1e3
+#: Offset K of the noise residuals √(2·log(σ/σ_obs) + K) that carry a prediction-dependent
+#: σ's log σ term into ½‖r‖² (σ_obs: the error model at the observed value, a constant). At
+#: the optimum σ ≈ σ_obs, so the residual is ≈ √K; the square root is exact for σ above
+#: e^(−(K−1)/2) ≈ 1 % of σ_obs and continued linearly below (C¹, no singular Jacobian).
+NOISE_RESIDUAL_OFFSET = 10.0
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -173,7 +178,7 @@ class FitProblem(AbstractFitProblem):
     def _moments(self, u, preds, ok, hold_sigma: bool = False):
         """Per experiment: (observed, mean, σ, mask), a failed solve's means replaced by the
         observations (its residuals are penalised in `_scaled`). With `hold_sigma`, a
-        prediction-dependent σ is not differentiated (reweighting)."""
+        prediction-dependent σ is not differentiated (the Fisher information's mean part)."""
         terms = self._error_terms(u)
         out = []
         for e, p in zip(self.experiments, preds):
@@ -188,7 +193,7 @@ class FitProblem(AbstractFitProblem):
 
     def _scaled(self, u, preds, ok, hold_sigma: bool = False):
         """(r, σ, mask) per observation, failed solves replaced by a finite penalty. With
-        `hold_sigma`, a prediction-dependent σ is not differentiated (reweighting)."""
+        `hold_sigma`, a prediction-dependent σ is not differentiated."""
         rs, sigmas, masks = [], [], []
         for values, mean, sigma, mask in self._moments(u, preds, ok, hold_sigma):
             r = jnp.where(ok, (values - mean) / sigma, FAILED_RESIDUAL)
@@ -196,6 +201,28 @@ class FitProblem(AbstractFitProblem):
             sigmas.append(jnp.where(mask, sigma, 1.0))
             masks.append(mask)
         return jnp.concatenate(rs), jnp.concatenate(sigmas), jnp.concatenate(masks)
+
+    def _free_sigma(self):
+        """(σ at the observed value under the error models as given — a constant —, whether
+        the observation's σ varies with u) per observation: rows with a σ given in the data
+        have a fixed σ."""
+        references, free = [], []
+        for e in self.experiments:
+            a = jnp.stack([self.error_models[n].additive for n in e.observable_names])
+            b = jnp.stack([self.error_models[n].proportional for n in e.observable_names])
+            a, b = a[e.observable_index], b[e.observable_index]
+            y = jnp.where(e.mask & jnp.isfinite(e.values), e.values, 0.0)
+            references.append(jnp.sqrt(a**2 + (b * y) ** 2 + 1e-300))
+            free.append(e.mask & jnp.isnan(e.sigma))
+        return jnp.concatenate(references), jnp.concatenate(free)
+
+    def _noise_residuals(self, sigma):
+        """√(2·log(σ/σ_obs) + K) per observation whose σ varies (else 0): ½ of its square is
+        log σ up to a constant (`NOISE_RESIDUAL_OFFSET`)."""
+        reference, free = self._free_sigma()
+        z = 2.0 * (jnp.log(sigma) - jnp.log(reference)) + NOISE_RESIDUAL_OFFSET
+        r = jnp.where(z >= 1.0, jnp.sqrt(jnp.maximum(z, 1.0)), 0.5 * (1.0 + z))
+        return jnp.where(free, r, 0.0)
 
     def mean_and_sd(self, u: Float[Array, " p"]) -> tuple[Any, Any, Any]:
         """(model mean, residual SD, mask) per observation (padding masked; a failed solve's
@@ -215,12 +242,46 @@ class FitProblem(AbstractFitProblem):
         )
 
     def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
-        """Weighted residuals (y − f)/σ of every observation, then the prior residuals, from
-        already computed `predictions(u)`. Prediction-dependent σ is held at its current
-        value (iteratively reweighted least squares); the full likelihood, with its log σ
-        terms, is `negative_log_likelihood`."""
+        """Weighted residuals (y − f)/σ of every observation, then a noise residual
+        √(2·log(σ/σ_obs) + K) per observation whose σ depends on the prediction, then the
+        prior residuals, from already computed `predictions(u)`: ½‖r‖² is the negative
+        log-likelihood up to a constant, so Levenberg–Marquardt finds the maximum-likelihood
+        estimate (not the reweighted least-squares one) under a proportional error model."""
+        r, sigma, _ = self._scaled(u, preds, ok)
+        return jnp.concatenate([r, self._noise_residuals(sigma), self.prior_residuals(u)])
+
+    def fisher_residuals(self, u: Float[Array, " p"]) -> Float[Array, " m"]:
+        """Residuals whose JᵀJ is the expected Fisher information of the Gaussian likelihood,
+        the σ terms included: (y − f)/σ with σ held, √2·log σ per observation whose σ
+        varies, and the prior residuals."""
+        preds, ok = self.predictions(u)
         r, _, _ = self._scaled(u, preds, ok, hold_sigma=True)
-        return jnp.concatenate([r, self.prior_residuals(u)])
+        _, sigma, _ = self._scaled(u, preds, ok)
+        _, free = self._free_sigma()
+        noise = jnp.where(free, math.sqrt(2.0) * jnp.log(sigma), 0.0)
+        return jnp.concatenate([r, noise, self.prior_residuals(u)])
+
+    def _n_observations(self) -> int:
+        """Observation slots (padding included): the length of the data and noise blocks."""
+        return sum(e.values.shape[-1] for e in self.experiments)
+
+    def data_chi2(self, residual: Float[Array, " m"]) -> Float[Array, ""]:
+        """Σ r² of the weighted data residuals (the first block of `residuals`)."""
+        return jnp.sum(residual[: self._n_observations()] ** 2)
+
+    def fisher_from(
+        self, residual: Float[Array, " m"], jacobian: Float[Array, "m p"]
+    ) -> Float[Array, "p p"]:
+        """The expected Fisher information (what `fisher_residuals` gives) from `residuals`
+        and their Jacobian: the noise rows give ∂log σ, which turns the data rows' exact
+        Jacobian −∂f/σ − r·∂log σ back into −∂f/σ."""
+        n = self._n_observations()
+        r, noise = residual[:n], residual[n : 2 * n]
+        j, j_noise, j_prior = jacobian[:n], jacobian[n : 2 * n], jacobian[2 * n :]
+        # ∂r_noise = ∂log σ / r_noise on the square-root branch (r_noise ≥ 1), ∂log σ below
+        d_log_sigma = jnp.where((noise >= 1.0)[:, None], j_noise * noise[:, None], j_noise)
+        mean = j + r[:, None] * d_log_sigma
+        return mean.T @ mean + 2.0 * d_log_sigma.T @ d_log_sigma + j_prior.T @ j_prior
 
     def negative_log_likelihood_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Any:
         """−log p(data | θ) − log p(θ) (constants included; priors only where given) from

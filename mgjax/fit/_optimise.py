@@ -325,11 +325,11 @@ class LevenbergMarquardt(AbstractOptimiser):
     options: ClassVar[dict] = {"jac": "fwd"}
 
     def iterate(self, problem, u0):
-        residuals = jacobian_residuals(problem)
+        residuals = jacobian_residuals(problem, with_likelihood=True)
 
         def fn(u, args):
-            r = residuals(u)
-            return r, 0.5 * jnp.sum(r**2)
+            r, (nll, _) = residuals(u)
+            return r, nll  # the loss history records the negative log-likelihood
 
         return _optimistix_loop(
             self.solver(), fn, u0, self.max_steps, dict(self.options), decrement=self.decrement

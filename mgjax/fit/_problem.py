@@ -10,6 +10,7 @@ import abc
 from typing import Any
 
 import equinox as eqx
+import jax.numpy as jnp
 from equinox import AbstractVar
 from jaxtyping import Array, Float
 
@@ -94,6 +95,18 @@ class AbstractFitProblem(eqx.Module):
         """Residuals whose JᵀJ is the (Gauss–Newton) Fisher information; by default
         `residuals`."""
         return self.residuals(u)
+
+    def fisher_from(
+        self, residual: Float[Array, " m"], jacobian: Float[Array, "m p"]
+    ) -> Float[Array, "p p"]:
+        """The Fisher information from `residuals` and their Jacobian at a point, as a
+        Levenberg–Marquardt state holds them (no further solve); by default JᵀJ."""
+        return jacobian.T @ jacobian
+
+    def data_chi2(self, residual: Float[Array, " m"]) -> Float[Array, ""]:
+        """Σ r² of the data's weighted residuals, from a `residuals` vector; by default all
+        but the trailing prior residuals (one per optimised quantity)."""
+        return jnp.sum(residual[: -len(self.names)] ** 2)
 
     def success(self, u: Float[Array, " p"]) -> Any:
         """Whether every simulation at u succeeded."""

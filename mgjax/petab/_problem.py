@@ -526,6 +526,20 @@ class PetabProblem(AbstractFitProblem):
             [r, math.sqrt(2.0) * jnp.log(safe_sigma), self._prior_residuals(self.to_values(u))]
         )
 
+    def data_chi2(self, residual: Float[Array, " m"]) -> Float[Array, ""]:
+        """Σ r² of the normalised measurement residuals (the first block of `residuals`)."""
+        return jnp.sum(residual[: self.measurements.shape[-1]] ** 2)
+
+    def fisher_from(
+        self, residual: Float[Array, " m"], jacobian: Float[Array, "m p"]
+    ) -> Float[Array, "p p"]:
+        """`fisher_residuals`' JᵀJ from `residuals` and their Jacobian: the noise rows
+        √(2·log σ + C) give ∂log σ = r·∂r."""
+        n = self.measurements.shape[-1]
+        d_log_sigma = jacobian[n : 2 * n] * residual[n : 2 * n, None]
+        j, j_prior = jacobian[:n], jacobian[2 * n :]
+        return j.T @ j + 2.0 * d_log_sigma.T @ d_log_sigma + j_prior.T @ j_prior
+
     def data_negative_log_likelihood(self, h, sigma, ok) -> Any:
         """−log p(data | θ) with every constant (what `petab.v1.calculate_llh` returns,
         negated)."""

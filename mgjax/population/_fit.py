@@ -698,9 +698,13 @@ def _start(model, stacked, first, start, omega_start) -> jnp.ndarray:
 
 
 def _n_observations(stacked) -> int:
+    """Observations of the stacked cohort (padding excluded): BIC's n."""
     mask = getattr(stacked, "mask", None)
     if mask is not None:
         return int(np.sum(np.asarray(mask)))
+    experiments = getattr(stacked, "experiments", None)
+    if experiments is not None:  # the coupled model's FitProblem: each experiment's mask
+        return int(sum(np.sum(np.asarray(e.mask)) for e in experiments))
     return int(np.prod(jax.vmap(lambda p: p.residuals(p.initial()))(stacked).shape))
 
 

@@ -31,12 +31,18 @@ from typing import Any
 import jax
 
 
+def source_files() -> list[Path]:
+    """mgjax's Python sources: every module of the package, whichever layer it sits in."""
+    return sorted(Path(__file__).parents[1].rglob("*.py"))
+
+
 @functools.cache
 def source_hash() -> str:
-    """Hash of mgjax's Python sources (a changed model or solver never reuses a program)."""
+    """Hash of mgjax's Python sources (a changed model, solver or objective never reuses a
+    program)."""
     digest = hashlib.sha256()
-    root = Path(__file__).parent
-    for path in sorted(root.rglob("*.py")):
+    root = Path(__file__).parents[1]
+    for path in source_files():
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
