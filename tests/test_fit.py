@@ -118,20 +118,28 @@ def test_a_failed_solve_is_a_finite_penalty_and_a_flag(clamp_problem):
     assert bool(jnp.all(jnp.isfinite(j)))
 
 
-def test_estimating_the_error_model_with_lbfgs():
-    """σ of a proportional error model estimated with the parameters (L-BFGS; LM refuses it),
-    from 13 replicate fasting samples with 5 % noise (the fasting protocol needs no ODE solve,
-    so this compiles in seconds)."""
+def fasting_samples_problem(noise: float, seed: int, error_models) -> fit.FitProblem:
+    """egp_max and insulin_clearance_rate of t2dm from 13 replicate fasting glucose and
+    insulin samples with proportional `noise`, started at 0.02 and 0.1 (the fasting protocol
+    needs no ODE solve, so this compiles in seconds)."""
     truth = mgjax.preset("t2dm")
     plan = {"glucose": TIMES, "insulin": TIMES}
-    data = observe_protocol(truth, mgjax.fasting(), plan, noise=0.05, rng=np.random.default_rng(3))
+    rng = np.random.default_rng(seed)
+    data = observe_protocol(truth, mgjax.fasting(), plan, noise=noise, rng=rng)
     experiment = fit.make_experiment(
         mgjax.fasting(), data["time"], data["observable"], data["value"]
     )
     free = ("egp_max", "insulin_clearance_rate")
     start = mgjax.set_parameters(truth, egp_max=0.02, insulin_clearance_rate=0.1)
+    return fit.make_problem(start, [experiment], free, error_models=error_models)
+
+
+def test_estimating_the_error_model_with_lbfgs():
+    """σ of a proportional error model estimated with the parameters (L-BFGS; LM refuses it),
+    from 13 replicate fasting samples with 5 % noise (the fasting protocol needs no ODE solve,
+    so this compiles in seconds)."""
     errors = dict(glucose=fit.proportional(0.2, estimate=True), insulin=fit.proportional(0.05))
-    estimated = fit.make_problem(start, [experiment], free, error_models=errors)
+    estimated = fasting_samples_problem(noise=0.05, seed=3, error_models=errors)
     with pytest.raises(ValueError, match="Levenberg–Marquardt needs fixed error models"):
         fit.optimise(estimated, method="levenberg_marquardt")
     result = fit.fit(estimated, method="lbfgs", max_steps=300)
@@ -147,16 +155,8 @@ def test_levenberg_marquardt_finds_the_maximum_likelihood_estimate():
     on the likelihood reach one optimum — iteratively reweighted least squares would stop at
     the generalised least-squares estimate instead. The Fisher information rebuilt from the
     residuals' Jacobian (what the batch engine stores) is the expected one."""
-    truth = mgjax.preset("t2dm")
-    plan = {"glucose": TIMES, "insulin": TIMES}
-    data = observe_protocol(truth, mgjax.fasting(), plan, noise=0.2, rng=np.random.default_rng(5))
-    experiment = fit.make_experiment(
-        mgjax.fasting(), data["time"], data["observable"], data["value"]
-    )
-    free = ("egp_max", "insulin_clearance_rate")
-    start = mgjax.set_parameters(truth, egp_max=0.02, insulin_clearance_rate=0.1)
     errors = dict(glucose=fit.proportional(0.2), insulin=fit.proportional(0.2))
-    problem = fit.make_problem(start, [experiment], free, error_models=errors)
+    problem = fasting_samples_problem(noise=0.2, seed=5, error_models=errors)
     u = problem.initial() + 0.3
     nll, gradient = jax.value_and_grad(problem.negative_log_likelihood)(u)
     half_squares = lambda v: 0.5 * jnp.sum(problem.residuals(v) ** 2)  # noqa: E731

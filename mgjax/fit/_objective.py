@@ -261,13 +261,13 @@ class FitProblem(AbstractFitProblem):
         noise = jnp.where(free, math.sqrt(2.0) * jnp.log(sigma), 0.0)
         return jnp.concatenate([r, noise, self.prior_residuals(u)])
 
-    def _n_observations(self) -> int:
+    def _observation_slots(self) -> int:
         """Observation slots (padding included): the length of the data and noise blocks."""
         return sum(e.values.shape[-1] for e in self.experiments)
 
     def data_chi2(self, residual: Float[Array, " m"]) -> Float[Array, ""]:
         """Σ r² of the weighted data residuals (the first block of `residuals`)."""
-        return jnp.sum(residual[: self._n_observations()] ** 2)
+        return jnp.sum(residual[: self._observation_slots()] ** 2)
 
     def fisher_from(
         self, residual: Float[Array, " m"], jacobian: Float[Array, "m p"]
@@ -275,7 +275,7 @@ class FitProblem(AbstractFitProblem):
         """The expected Fisher information (what `fisher_residuals` gives) from `residuals`
         and their Jacobian: the noise rows give ∂log σ, which turns the data rows' exact
         Jacobian −∂f/σ − r·∂log σ back into −∂f/σ."""
-        n = self._n_observations()
+        n = self._observation_slots()
         r, noise = residual[:n], residual[n : 2 * n]
         j, j_noise, j_prior = jacobian[:n], jacobian[n : 2 * n], jacobian[2 * n :]
         # ∂r_noise = ∂log σ / r_noise on the square-root branch (r_noise ≥ 1), ∂log σ below

@@ -440,6 +440,17 @@ def _observations(observations: Any) -> Any:
     return table
 
 
+def _write_model_and_conditions(directory: Any, system: SymbolicSystem, name: str) -> None:
+    """The SBML model and PEtab's condition table: the fasting rest (the protocol switched
+    off, `RUNNING` = 0: pre-equilibration) and the protocol running."""
+    import pandas as pd
+
+    (directory / "model.xml").write_text(_sbml_document(system, name))
+    pd.DataFrame({"conditionId": [REST_CONDITION, PROTOCOL_CONDITION], RUNNING: [0.0, 1.0]}).to_csv(
+        directory / "conditions.tsv", sep="\t", index=False
+    )
+
+
 def _write_parameters(directory: Any, system: SymbolicSystem, free: dict[str, Any]) -> None:
     """PEtab's parameter table: every model parameter (log10 scale where mgjax fits it on a
     log scale, its plausible bounds, the model's value), the protocol's magnitudes (fixed),
@@ -548,10 +559,7 @@ def to_petab(
     if unknown:
         raise ExportError(f"cannot estimate {unknown}: not model parameters")
     system = symbolic_system(model, protocol)
-    (directory / "model.xml").write_text(_sbml_document(system, name))
-    pd.DataFrame({"conditionId": [REST_CONDITION, PROTOCOL_CONDITION], RUNNING: [0.0, 1.0]}).to_csv(
-        directory / "conditions.tsv", sep="\t", index=False
-    )
+    _write_model_and_conditions(directory, system, name)
     names = list(dict.fromkeys(table["observable"]))
     pd.DataFrame(
         {
@@ -634,10 +642,7 @@ def problem_to_petab(problem: Any, directory: Any, *, name: str = "mgjax_subject
     directory.mkdir(parents=True, exist_ok=True)
     model = problem.base_model
     system = symbolic_system(model, protocol)
-    (directory / "model.xml").write_text(_sbml_document(system, name))
-    pd.DataFrame({"conditionId": [REST_CONDITION, PROTOCOL_CONDITION], RUNNING: [0.0, 1.0]}).to_csv(
-        directory / "conditions.tsv", sep="\t", index=False
-    )
+    _write_model_and_conditions(directory, system, name)
 
     observables: dict[str, str] = {}
     rows = []

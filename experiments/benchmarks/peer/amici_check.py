@@ -40,14 +40,19 @@ import amici
 import numpy as np
 import petab.v1 as petab_v1
 from amici.importers.petab.v1 import import_petab_problem
-from amici.sim.sundials import (
-    AMICI_SUCCESS,
-    SteadyStateComputationMode,
-)
+from amici.sim.sundials import AMICI_SUCCESS
 from amici.sim.sundials.petab.v1 import (
     RDATAS,
     rdatas_to_simulation_df,
     simulate_petab,
+)
+from amici_settings import (  # this folder (AMICI venv)
+    ATOL,
+    ATOL_STEADY_STATE,
+    MAX_STEPS,
+    RTOL_STEADY_STATE,
+    petab_problems,
+    set_tolerances,
 )
 
 # AMICI 1.0 sets the "amici.sim.sundials" logger to DEBUG on import, which
@@ -56,23 +61,8 @@ logging.getLogger("amici.sim.sundials").setLevel(logging.WARNING)
 
 # Solver settings: tight, so that solver error is far below the 1e-6 check.
 RTOL = 1e-10
-ATOL = 1e-12
-RTOL_STEADY_STATE = 1e-12  # pre-equilibration convergence: ||dx/dt|| small
-ATOL_STEADY_STATE = 1e-14  #   relative to atol_ss + rtol_ss * |x|
-MAX_STEPS = 1_000_000
-NEWTON_MAX_STEPS = 1000
 # Number of repeated simulations; the fastest one is reported.
 N_SIM_REPEATS = 3
-
-
-def find_problems(problems_dir: Path) -> list[tuple[str, Path]]:
-    """Return (name, yaml_path) for each problem sub-directory."""
-    problems = []
-    for sub in sorted(p for p in problems_dir.iterdir() if p.is_dir()):
-        yamls = sorted(sub.glob("*.yaml")) + sorted(sub.glob("*.yml"))
-        if yamls:
-            problems.append((sub.name, yamls[0]))
-    return problems
 
 
 def module_name(name: str) -> str:
@@ -83,15 +73,8 @@ def module_name(name: str) -> str:
 
 def configure_solver(model) -> "amici.sim.sundials.Solver":
     """Create a CVODES solver with tight tolerances."""
-    # Steady state: try Newton's method first, fall back to long integration.
-    model.set_steady_state_computation_mode(SteadyStateComputationMode.integrateIfNewtonFails)
     solver = model.create_solver()
-    solver.set_relative_tolerance(RTOL)
-    solver.set_absolute_tolerance(ATOL)
-    solver.set_relative_tolerance_steady_state(RTOL_STEADY_STATE)
-    solver.set_absolute_tolerance_steady_state(ATOL_STEADY_STATE)
-    solver.set_max_steps(MAX_STEPS)
-    solver.set_newton_max_steps(NEWTON_MAX_STEPS)
+    set_tolerances(model, solver, RTOL)
     return solver
 
 
@@ -190,7 +173,7 @@ def main() -> int:
     parser.add_argument("--tol", type=float, default=1e-6)
     args = parser.parse_args()
 
-    problems = find_problems(args.problems_dir)
+    problems = petab_problems(args.problems_dir)
     if not problems:
         print(f"no PEtab problems (*.yaml) under {args.problems_dir}")
         return 1

@@ -74,9 +74,9 @@ from amici.importers.petab.v1 import import_petab_problem
 from amici.sim.sundials import (
     SensitivityMethod,
     SensitivityOrder,
-    SteadyStateComputationMode,
     SteadyStateSensitivityMode,
 )
+from amici_settings import ATOL, petab_problems, set_tolerances  # this folder (AMICI venv)
 from petab.v1.models.sbml_model import SbmlModel
 from pypesto.C import MODE_FUN
 from pypesto.petab import PetabImporter
@@ -92,31 +92,11 @@ LITERAL_PREFIX = "subject_literal_"
 
 # AMICI solver settings (CVODES, forward sensitivities).
 RTOL = 1e-8
-ATOL = 1e-12
-# Pre-equilibration convergence: ||dx/dt|| small relative to atol_ss +
-# rtol_ss * |x|.  AMICI's defaults (1e-6, 1e-10) are too loose for this model:
-# Newton then stops visibly off the steady state (start NLL off by up to
-# ~3e-4 relative) when it starts from another subject's compiled-in initial
-# state; with these values the start NLLs agree to ~1e-6.
-RTOL_STEADY_STATE = 1e-12
-ATOL_STEADY_STATE = 1e-14
-MAX_STEPS = 1_000_000
-NEWTON_MAX_STEPS = 1000
 
 
 # --------------------------------------------------------------------------
-# cohort loading and template SBML
+# template SBML
 # --------------------------------------------------------------------------
-def find_subjects(cohort_dir: Path) -> list[tuple[str, Path]]:
-    """Return (subject, yaml path) for each sub-directory with a PEtab YAML."""
-    subjects = []
-    for sub in sorted(p for p in cohort_dir.iterdir() if p.is_dir()):
-        yamls = sorted(sub.glob("*.yaml")) + sorted(sub.glob("*.yml"))
-        if yamls:
-            subjects.append((sub.name, yamls[0]))
-    return subjects
-
-
 def _math_elements(model: libsbml.Model) -> list:
     """All SBML elements carrying MathML, in document order."""
     return [
@@ -238,14 +218,8 @@ def configure(model, solver) -> None:
     steady-state sensitivities from the implicit function theorem
     (``newtonOnly``: solve J sx = -df/dp at the steady state).
     """
-    model.set_steady_state_computation_mode(SteadyStateComputationMode.integrateIfNewtonFails)
+    set_tolerances(model, solver, RTOL)
     model.set_steady_state_sensitivity_mode(SteadyStateSensitivityMode.newtonOnly)
-    solver.set_relative_tolerance(RTOL)
-    solver.set_absolute_tolerance(ATOL)
-    solver.set_relative_tolerance_steady_state(RTOL_STEADY_STATE)
-    solver.set_absolute_tolerance_steady_state(ATOL_STEADY_STATE)
-    solver.set_max_steps(MAX_STEPS)
-    solver.set_newton_max_steps(NEWTON_MAX_STEPS)
     solver.set_sensitivity_method(SensitivityMethod.forward)
     solver.set_sensitivity_order(SensitivityOrder.first)
 
@@ -342,7 +316,7 @@ def main() -> int:
 
     starts = json.loads((args.cohort_dir / "starts.json").read_text())
     nll_ref = json.loads((args.cohort_dir / "nll_start.json").read_text())
-    subjects = find_subjects(args.cohort_dir)
+    subjects = petab_problems(args.cohort_dir)
     if args.subjects:
         subjects = [(s, y) for s, y in subjects if s in args.subjects]
     print(
