@@ -21,6 +21,7 @@ from .data import load_dataset as load_dataset  # noqa: E402
 from .data import to_model_units as to_model_units  # noqa: E402
 from .model import OBSERVABLE_UNITS as OBSERVABLE_UNITS  # noqa: E402
 from .model import PRESET_CHANGES as PRESET_CHANGES  # noqa: E402
+from .model import THERAPY_CHANGES as THERAPY_CHANGES  # noqa: E402
 from .model import Inputs as Inputs  # noqa: E402
 from .model import MgT2DModel as MgT2DModel  # noqa: E402
 from .model import ParameterRangeWarning as ParameterRangeWarning  # noqa: E402
@@ -34,6 +35,9 @@ from .model import preset as preset  # noqa: E402
 from .model import preset_names as preset_names  # noqa: E402
 from .model import replace_mechanism as replace_mechanism  # noqa: E402
 from .model import set_parameters as set_parameters  # noqa: E402
+from .model import therapies_of as therapies_of  # noqa: E402
+from .model import therapy_names as therapy_names  # noqa: E402
+from .model import with_therapy as with_therapy  # noqa: E402
 from .protocols import IVGTT as IVGTT  # noqa: E402
 from .protocols import SALT_BIOAVAILABILITY as SALT_BIOAVAILABILITY  # noqa: E402
 from .protocols import AbstractProtocol as AbstractProtocol  # noqa: E402

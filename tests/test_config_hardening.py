@@ -256,8 +256,8 @@ def test_integers_and_yaml_strings_still_count_as_numbers():
         ),
         ("solver: {type: euler}", "key 'solver.type': unknown solver 'euler'; use one of rodas4"),
         (
-            "simulate: {presets: [prediabetes]}",
-            "key 'simulate.presets[0]': unknown preset 'prediabetes'; use one of healthy",
+            "simulate: {presets: [obese]}",
+            "key 'simulate.presets[0]': unknown preset 'obese'; use one of healthy",
         ),
         (
             "simulate: {protocols: [{kind: ivgtt, evry: 2}]}",

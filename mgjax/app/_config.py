@@ -42,7 +42,11 @@ from ..model import OBSERVABLE_UNITS
 from ..model._parameters import parameter_infos
 from ..protocols import SALT_BIOAVAILABILITY
 
-PresetName = Literal["healthy", "t2dm", "t2dm_hypomagnesemia"]
+PresetName = Literal[
+    "healthy", "t2dm", "t2dm_hypomagnesemia", "prediabetes", "ir_hypomagnesemia", "t2dm_insulin"
+]
+TherapyName = Literal["ppi", "thiazide", "metformin", "basal_insulin"]
+#: The groups of synthetic cohorts and of `mgjax simulate` by default.
 GROUP_NAMES = ("healthy", "t2dm", "t2dm_hypomagnesemia")
 SOLVERS = ("rodas4", "kvaerno5", "kvaerno3", "tsit5")
 OPTIMISERS = ("levenberg_marquardt", "lbfgs", "bfgs", "adam")
@@ -141,9 +145,11 @@ class DataConfig(_Strict):
 
 class ModelConfig(_Strict):
     """Each subject's fixed parameters: its group's preset (subjects.csv `group`) unless
-    `preset` names one for everyone, then `parameters` (model units) on top."""
+    `preset` names one for everyone, then the background `therapies` (`THERAPY_CHANGES`: every
+    subject on them, in every protocol), then `parameters` (model units) on top."""
 
     preset: PresetName | None = None
+    therapies: list[TherapyName] = []
     parameters: dict[str, Real] = {}
 
     @field_validator("parameters")

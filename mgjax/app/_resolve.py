@@ -15,6 +15,7 @@ from ..data._dataset import Dataset, load_dataset
 from ..fit import range_priors
 from ..fit._objective import ErrorModel
 from ..model._parameters import set_parameters
+from ..model._therapies import with_therapy
 from ..solve._rosenbrock import Rodas4
 from ..solve._solve import SolverOptions
 from ..synth._cohort import cohort_error_models
@@ -69,13 +70,20 @@ def error_models_for(cfg: RunConfig, observables) -> dict[str, ErrorModel]:
 
 def base_model_for(cfg: RunConfig) -> Callable:
     """Each subject's fixed parameters: its group's preset (or `model.preset`), covariates,
-    then `model.parameters`."""
-    return functools.partial(_configured_base_model, cfg.model.preset, dict(cfg.model.parameters))
+    `model.therapies`, then `model.parameters`."""
+    return functools.partial(
+        _configured_base_model,
+        cfg.model.preset,
+        dict(cfg.model.parameters),
+        tuple(cfg.model.therapies),
+    )
 
 
-def _configured_base_model(preset, overrides, group, covariates):
+def _configured_base_model(preset, overrides, therapies, group, covariates):
     """`base_model_for`'s model (module level, so batch worker processes can unpickle it)."""
     model = default_base_model(preset or group, covariates)
+    if therapies:
+        model = with_therapy(model, *therapies)
     return set_parameters(model, overrides) if overrides else model
 
 

@@ -176,7 +176,7 @@ PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "intracellular_mg": (0.01, 30.0),
     "urinary_mg": (0.0, 60.0),
     "urinary_mg_24h": (0.0, 60.0),
-    "mg_absorption": (0.0, 60.0),
+    "mg_absorption": (-10.0, 60.0),
     "hba1c": (2.0, 20.0),
     "homa_ir": (0.0, 100.0),
     "fractional_mg_excretion": (0.0, 100.0),

@@ -37,3 +37,7 @@ from ._presets import PRESET_CHANGES as PRESET_CHANGES
 from ._presets import preset as preset
 from ._presets import preset_names as preset_names
 from ._renal_magnesium import RenalMagnesium as RenalMagnesium
+from ._therapies import THERAPY_CHANGES as THERAPY_CHANGES
+from ._therapies import therapies_of as therapies_of
+from ._therapies import therapy_names as therapy_names
+from ._therapies import with_therapy as with_therapy

@@ -167,9 +167,10 @@ class BetaCell(AbstractSubmodel):
     cav_slope: Any = parameter(
         5.0,
         "mV",
-        (1.0, 10.0),
+        (2.5, 10.0),
         "slope of L-type Ca²⁺ entry versus membrane potential",
-        _CALIB_SECRETION,
+        f"{_CALIB_SECRETION}; range: Boltzmann slope factors of beta-cell L-type currents "
+        "≈ 4–9 mV (below 2.5 mV secretion switches like a step and the rest state is lost)",
     )
     cav_mg_kd: Any = parameter(
         0.65, "mmol/L", (0.1, 5.0), "intracellular Mg²⁺ inhibition constant of CaV1.2", _BRUNET

@@ -117,6 +117,7 @@ class MgT2DModel(eqx.Module):
         daily_glycosuria = gi.renal_glucose_excretion(daily_mean_glucose, xp)
 
         absorption = gut.absorption(s["gut_mg"])
+        secretion_mg = gut.endogenous_secretion(ionized)
         cellular = pools.cellular_uptake(ionized, mg_free, insulin_signal, weight)
         bone = pools.bone_uptake(s, ionized, weight)
         urinary = kidney.excretion(
@@ -124,6 +125,7 @@ class MgT2DModel(eqx.Module):
             ionized=ionized,
             mg_free=mg_free,
             insulin_signal=insulin_signal,
+            glucose=s["glucose"],
             glycosuria=daily_glycosuria,
             xp=xp,
         )
@@ -143,6 +145,7 @@ class MgT2DModel(eqx.Module):
             glycosuria=glycosuria,
             daily_mean_glucose=daily_mean_glucose,
             mg_absorption=absorption,
+            mg_secretion=secretion_mg,
             mg_cellular_uptake=cellular,
             mg_bone_uptake=bone,
             mg_urinary=urinary,
@@ -176,10 +179,12 @@ class MgT2DModel(eqx.Module):
                 body_weight=gi.body_weight,
             )
         )
-        d.update(self.intestinal_magnesium.rates(s, oral_mg=inputs.oral_mg))
+        d.update(
+            self.intestinal_magnesium.rates(s, oral_mg=inputs.oral_mg, secretion=f["mg_secretion"])
+        )
         d.update(
             self.magnesium_pools.rates(
-                absorption=f["mg_absorption"],
+                absorption=f["mg_absorption"] - f["mg_secretion"],
                 iv_mg=inputs.iv_mg,
                 cellular_uptake=f["mg_cellular_uptake"],
                 bone_uptake=f["mg_bone_uptake"],
@@ -187,7 +192,7 @@ class MgT2DModel(eqx.Module):
             )
         )
         d.update(self.glycation.rates(s, daily_mean_glucose=f["daily_mean_glucose"]))
-        d["absorbed_mg_cumulative"] = f["mg_absorption"] + inputs.iv_mg
+        d["absorbed_mg_cumulative"] = f["mg_absorption"] - f["mg_secretion"] + inputs.iv_mg
         d["urinary_mg_cumulative"] = f["mg_urinary"]
         return xp.stack([d[n] for n in self.state_names()])
 
@@ -216,7 +221,7 @@ class MgT2DModel(eqx.Module):
             intracellular_mg=f["intracellular_mg"],
             urinary_mg=f["mg_urinary"] * 1440.0,
             fractional_mg_excretion=100.0 * f["mg_urinary"] / f["mg_filtered"],
-            mg_absorption=f["mg_absorption"] * 1440.0,
+            mg_absorption=(f["mg_absorption"] - f["mg_secretion"]) * 1440.0,
             homa_ir=glucose * (insulin / PMOL_PER_MICROUNIT) / 22.5,
             hba1c=self.glycation.hba1c(s, xp),
             insulin_secretion=f["secretion"],

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ._coupled import OBSERVABLE_UNITS, MgT2DModel
 from ._presets import PRESET_CHANGES
+from ._therapies import THERAPY_CHANGES
 
 BEGIN = "<!-- BEGIN GENERATED: {name} -->"
 END = "<!-- END GENERATED: {name} -->"
@@ -66,11 +67,20 @@ def preset_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def therapy_table() -> str:
+    rows = ["| therapy | parameter | value on therapy |", "|---|---|---|"]
+    for therapy, changes in THERAPY_CHANGES.items():
+        for name, value in changes.items():
+            rows.append(f"| `{therapy}` | `{name}` | {_fmt(value)} |")
+    return "\n".join(rows) + "\n"
+
+
 SECTIONS = {
     "parameters": parameter_tables,
     "states": state_table,
     "observables": observable_table,
     "presets": preset_table,
+    "therapies": therapy_table,
 }
 
 

@@ -22,7 +22,16 @@ class GlucoseInsulin(AbstractSubmodel):
     seen by the liver I_H (pmol/L).
 
     dG/dt = (EGP + glucose infusion − U_ii − U_id − E_renal) / (V_G·W)
-    dI/dt = ((1 − HE)·ISR + insulin infusion) / (V_I·W) − k_I·I
+    dI/dt = ((1 − HE)·ISR + insulin infusion + R_therapy) / (V_I·W) − k_I·I
+    EGP = EGP_max·W·((1 − m_met)·exp(−k_G·G)/(1 + (I_H/EC50)^h) + c_cr·softplus(G_cr − G))
+
+    The last term is counter-regulation (glucagon, adrenaline): below G_cr the liver's output
+    rises whatever the insulin, so no parameter setting rests at a glucose incompatible with
+    life.
+
+    Background therapy, off by default (`mgjax.THERAPY_CHANGES`): basal insulin R_therapy
+    (subcutaneous basal insulin at its steady absorption rate, in every protocol) and
+    metformin's suppression of hepatic glucose output m_met.
     dI_H/dt = k_H·(I − I_H)
     """
 
@@ -46,7 +55,7 @@ class GlucoseInsulin(AbstractSubmodel):
     egp_max: Any = parameter(
         0.01398,
         "mmol/kg/min",
-        (0.005, 0.05),
+        (0.007, 0.035),
         "endogenous glucose production extrapolated to zero insulin and zero glucose",
         "calibrated: basal EGP 2.0 mg/kg/min at fasting glucose 5 mmol/L (Diabetes 2001;50:1449)",
     )
@@ -68,10 +77,27 @@ class GlucoseInsulin(AbstractSubmodel):
     egp_glucose_sensitivity: Any = parameter(
         0.03,
         "L/mmol",
-        (0.0, 0.2),
+        (0.005, 0.2),
         "suppression of EGP by glucose (hepatic autoregulation), EGP ∝ exp(−k·G)",
         f"{_DALLA_MAN}: kp2 = 0.0021 /min ≈ 18% EGP fall for +7 mmol/L",
         log_scale=False,
+    )
+    counterregulation_threshold: Any = parameter(
+        3.8,
+        "mmol/L",
+        (3.0, 4.5),
+        "plasma glucose below which counter-regulatory hormones raise EGP G_cr",
+        "glycaemic thresholds for glucagon and adrenaline release 3.6–3.9 mmol/L (Mitrakou et "
+        "al., Am J Physiol 1991;260:E67; Cryer, Diabetes 2008 review)",
+    )
+    counterregulation_gain: Any = parameter(
+        1.0,
+        "L/mmol",
+        (0.2, 5.0),
+        "counter-regulatory EGP per mmol/L of glucose below G_cr, in units of EGP_max c_cr",
+        "EGP roughly doubles when glucose falls ~1 mmol/L below the threshold during "
+        "insulin-induced hypoglycaemia (glucagon and adrenaline responses, Mitrakou 1991; "
+        "size approximate)",
     )
     hepatic_insulin_rate: Any = parameter(
         0.03,
@@ -128,6 +154,26 @@ class GlucoseInsulin(AbstractSubmodel):
         f"{_DALLA_MAN}: HEb = 0.6",
     )
 
+    insulin_therapy_rate: Any = parameter(
+        0.0,
+        "pmol/min",
+        (0.0, 150.0),
+        "background basal insulin absorbed into plasma R_therapy (insulin therapy)",
+        "off by default; 60 pmol/min under basal insulin (`THERAPY_CHANGES`): 0.2 U/kg/day "
+        "at 75 kg = 15 U/day (basal insulin starts at 10 U or 0.1–0.2 U/kg/day, ADA Standards "
+        "of Care 2024 §9), 1 U = 6 nmol; long-acting analogues are absorbed near-constantly",
+        log_scale=False,
+    )
+    metformin_egp_reduction: Any = parameter(
+        0.0,
+        "-",
+        (0.0, 0.5),
+        "fractional suppression of hepatic glucose output by metformin m_met",
+        "off by default; 0.24 under metformin (`THERAPY_CHANGES`): metformin lowered EGP by "
+        "24% (gluconeogenesis by 36%) in T2DM (Hundal et al., Diabetes 2000;49:2063)",
+        log_scale=False,
+    )
+
     meal_glucose_excess: Any = parameter(
         1.0,
         "mmol/L",
@@ -147,12 +193,17 @@ class GlucoseInsulin(AbstractSubmodel):
     def endogenous_glucose_production(self, glucose, hepatic_insulin, xp) -> Any:
         """EGP (mmol/min): suppressed by the delayed hepatic insulin signal and by glucose."""
         r = (hepatic_insulin / self.hepatic_insulin_ec50) ** self.hepatic_insulin_hill
-        return (
-            self.egp_max
-            * self.body_weight
-            / (1.0 + r)
+        regulated = (
+            (1.0 - self.metformin_egp_reduction)
             * xp.exp(-self.egp_glucose_sensitivity * glucose)
+            / (1.0 + r)
         )
+        return self.egp_max * self.body_weight * (regulated + self.counterregulation(glucose, xp))
+
+    def counterregulation(self, glucose, xp) -> Any:
+        """Counter-regulatory EGP (glucagon, adrenaline) in hypoglycaemia, per EGP_max (–)."""
+        deficit = softplus(self.counterregulation_threshold - glucose, 0.2, xp)
+        return self.counterregulation_gain * deficit
 
     def insulin_independent_uptake(self, glucose) -> Any:
         """U_ii (mmol/min): saturable GLUT1/3 uptake."""
@@ -187,8 +238,14 @@ class GlucoseInsulin(AbstractSubmodel):
         d_glucose = (
             egp + glucose_infusion - uptake_ii - uptake_id - glycosuria
         ) / self.glucose_mass_volume()
-        d_insulin = ((1.0 - self.hepatic_insulin_extraction) * secretion + insulin_infusion) / (
-            self.insulin_volume * self.body_weight
-        ) - self.insulin_clearance_rate * s["insulin"]
+        appearance = (
+            (1.0 - self.hepatic_insulin_extraction) * secretion
+            + insulin_infusion
+            + self.insulin_therapy_rate
+        )
+        d_insulin = (
+            appearance / (self.insulin_volume * self.body_weight)
+            - self.insulin_clearance_rate * s["insulin"]
+        )
         d_hepatic = self.hepatic_insulin_rate * (s["insulin"] - s["hepatic_insulin"])
         return dict(glucose=d_glucose, insulin=d_insulin, hepatic_insulin=d_hepatic)

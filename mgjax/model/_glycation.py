@@ -37,9 +37,11 @@ class Glycation(AbstractSubmodel):
     glycation_rate: Any = parameter(
         6.0e-8,
         "1/(mmol/L)/min",
-        (1e-8, 5e-7),
+        (3.5e-8, 1.0e-7),
         "haemoglobin glycation rate constant k_g",
-        f"calibrated: slope of {_ADAG}",
+        f"calibrated: slope of {_ADAG}; range: people differ by about ±1% HbA1c at equal "
+        "mean glucose (haemoglobin glycation index, Hempe et al., J Diabetes Complications "
+        "2002;16:313)",
     )
     hba1c_offset: Any = parameter(
         1.63,

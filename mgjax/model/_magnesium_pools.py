@@ -25,7 +25,7 @@ class MagnesiumPools(AbstractSubmodel):
     free cytosolic Mg_i = M_ic/(V_buf·W)
     J_ic = CL_ic·W·(ρ_0·(1 + g_ins·S_insulin)·S_ion − Mg_i)
     J_bone = CL_bone·W·S_ion − k_bone·M_bone
-    dM_ecf/dt = J_abs + IV Mg²⁺ − J_ic − J_bone − U_Mg
+    dM_ecf/dt = J_abs − J_sec + IV Mg²⁺ − J_ic − J_bone − U_Mg   (J_sec: gut secretion)
     """
 
     name: ClassVar[str] = "magnesium_pools"

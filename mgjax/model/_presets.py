@@ -33,8 +33,43 @@ PRESET_CHANGES: dict[str, dict[str, float]] = {
         "egp_max": 0.0165,
         "beta_cell_mass": 0.21,
         "meal_glucose_excess": 3.0,
-        # low habitual intake (~200 mg/day); EAR 265–350 mg/day (physiology.md §1.3)
-        "dietary_mg_intake": 8.0,
+        # low habitual intake: 6 mmol/day (146 mg/day) against an EAR of 265–350 mg/day
+        # (physiology.md §1.3); the trial population's intake was not reported — with the
+        # renal set-point shift (k_gly, k_hg) it places fasting serum Mg²⁺ at 0.70 mmol/L
+        "dietary_mg_intake": 6.0,
+    },
+    # Prediabetes (impaired fasting glucose / impaired glucose tolerance): fasting glucose
+    # 5.6–6.9 mmol/L and HbA1c 5.7–6.4% (ADA criteria); HEC M-value 5.4 mg/kg/min in IGT vs 8.3
+    # in NGT (Diabetes 2001;50:1449). Insulin resistance and beta-cell loss milder than t2dm.
+    "prediabetes": {
+        "signalling_capacity": 0.6,
+        "hepatic_insulin_ec50": 200.0,
+        "beta_cell_mass": 0.75,
+        "meal_glucose_excess": 1.5,
+    },
+    # Normoglycaemic insulin resistance with hypomagnesaemia: the subjects of Guerrero-Romero
+    # et al. (Diabetes Metab 2004;30:253): HOMA-IR >= 3 (4.6 ± 2.8), serum Mg <= 0.74
+    # (0.61–0.62 ± 0.08 mmol/L), no diabetes. Insulin resistance compensated by secretion;
+    # low intake; and a lower renal Mg²⁺ set point — serum Mg²⁺ is heritable through renal
+    # Mg²⁺ handling loci (TRPM6, CNNM2, …; Meyer et al., PLoS Genet 2010;6:e1001045).
+    "ir_hypomagnesemia": {
+        "signalling_capacity": 0.45,
+        "hepatic_insulin_ec50": 250.0,
+        "beta_cell_mass": 2.0,
+        "dietary_mg_intake": 5.0,
+        "tal_mg_ec50": 0.54,
+    },
+    # Insulin-treated T2DM: the population of de Valk et al. (Diabet Med 1998;15:503), placebo
+    # arm at 3 months: serum Mg 0.78 ± 0.08 mmol/L, urinary Mg 3.7 ± 1.4 mmol/day, fasting
+    # glucose 11.6 ± 6.2 mmol/L, HbA1c 9.1 ± 1.2%. Advanced beta-cell loss, marked insulin
+    # resistance, basal insulin 24 U/day (0.3 U/kg/day).
+    "t2dm_insulin": {
+        "signalling_capacity": 0.25,
+        "hepatic_insulin_ec50": 750.0,
+        "egp_max": 0.0160,
+        "beta_cell_mass": 0.1,
+        "meal_glucose_excess": 3.0,
+        "insulin_therapy_rate": 100.0,
     },
 }
 
@@ -44,7 +79,8 @@ def preset_names() -> tuple[str, ...]:
 
 
 def preset(name: str = "healthy") -> MgT2DModel:
-    """The parameters of a named phenotype: `"healthy"`, `"t2dm"` or `"t2dm_hypomagnesemia"`."""
+    """The parameters of a named phenotype: `"healthy"`, `"t2dm"`, `"t2dm_hypomagnesemia"`,
+    `"prediabetes"`, `"ir_hypomagnesemia"` or `"t2dm_insulin"` (`PRESET_CHANGES`)."""
     if name not in PRESET_CHANGES:
         raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_CHANGES)}")
     return set_parameters(MgT2DModel(), PRESET_CHANGES[name])
