@@ -39,6 +39,7 @@ from .model import therapies_of as therapies_of  # noqa: E402
 from .model import therapy_names as therapy_names  # noqa: E402
 from .model import with_therapy as with_therapy  # noqa: E402
 from .protocols import IVGTT as IVGTT  # noqa: E402
+from .protocols import OGTT as OGTT  # noqa: E402
 from .protocols import SALT_BIOAVAILABILITY as SALT_BIOAVAILABILITY  # noqa: E402
 from .protocols import AbstractProtocol as AbstractProtocol  # noqa: E402
 from .protocols import ConstantInputs as ConstantInputs  # noqa: E402

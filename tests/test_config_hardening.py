@@ -264,8 +264,8 @@ def test_integers_and_yaml_strings_still_count_as_numbers():
             "unknown key 'simulate.protocols[0].evry'; allowed here: name, every",
         ),
         (
-            "simulate: {protocols: [{kind: ogtt}]}",
-            "key 'simulate.protocols[0].kind': unknown protocol 'ogtt'; use one of",
+            "simulate: {protocols: [{kind: mmtt}]}",
+            "key 'simulate.protocols[0].kind': unknown protocol 'mmtt'; use one of",
         ),
         ("simulate: {protocols: [{every: 2}]}", "key 'simulate.protocols[0]' needs a 'kind'"),
         ("model: {parameters: {1: 2.0}}", "key 'model.parameters': the key 1 must be"),

@@ -357,8 +357,8 @@ def test_native_problems_are_named_by_the_nonmem_row_and_column(tmp_path):
             "column 'CMT': a dose into compartment 12; doses go into 1, 8, 9 — map others in `convert.doses`",
         ),
         (
-            lambda t: t.replace(",mg_trial,", ",ogtt,", 1),
-            "column 'PROT': unknown protocol 'ogtt'",
+            lambda t: t.replace(",mg_trial,", ",mmtt,", 1),
+            "column 'PROT': unknown protocol 'mmtt'",
         ),
     ],
 )

@@ -60,6 +60,7 @@ PROTOCOL_KINDS = (
     "hyperinsulinemic_clamp",
     "hyperglycemic_clamp",
     "ivgtt",
+    "ogtt",
     "oral_mg_trial",
     "fasting",
 )
@@ -319,6 +320,15 @@ class IVGTTConfig(_Protocol):
     observables: list[str] = ["glucose", "insulin"]
 
 
+class OGTTConfig(_Protocol):
+    kind: Literal["ogtt"]
+    glucose_dose: Real = Field(75.0, gt=0.0, le=150.0, description="g of glucose drunk")
+    incretin: bool = True
+    duration: Real = Field(180.0, ge=30.0, le=600.0)
+    every: Real = Field(15.0, gt=0.0)
+    observables: list[str] = ["glucose", "insulin", "c_peptide"]
+
+
 class OralMagnesiumTrialConfig(_Protocol):
     kind: Literal["oral_mg_trial"]
     dose_mmol_per_day: Real = Field(26.0, ge=0.0, le=200.0, description="elemental Mg²⁺")
@@ -346,6 +356,7 @@ ProtocolConfig = Annotated[
     HyperinsulinemicClampConfig
     | HyperglycemicClampConfig
     | IVGTTConfig
+    | OGTTConfig
     | OralMagnesiumTrialConfig
     | FastingConfig,
     Field(discriminator="kind"),
@@ -605,6 +616,38 @@ def _compartment(cmt: int) -> None:
         raise ValueError(f"compartment {cmt}: NONMEM compartments (CMT) are numbered from 1")
 
 
+class VariantConfig(_Strict):
+    """One model variant of `mgjax compare`: fixed parameter changes (model units) on the base
+    model and extra free parameters."""
+
+    parameters: dict[str, Real] = {}
+    free: list[str] = []
+
+    @field_validator("parameters")
+    @classmethod
+    def _names(cls, v: dict[str, Real]) -> dict[str, Real]:
+        for name in v:
+            _known_parameter(name)
+        return v
+
+    @field_validator("free")
+    @classmethod
+    def _free(cls, v: list[str]) -> list[str]:
+        for name in v:
+            _known_parameter(name)
+        return v
+
+
+class CompareConfig(_Strict):
+    """`mgjax compare`: the variants fitted to the same data (`fit.free` plus each variant's
+    own), cross-validation folds over each subject's observations, and whether all subjects
+    share one parameter set (`pooled`, for the arm means of one trial)."""
+
+    variants: dict[str, VariantConfig] = {}
+    folds: Whole = Field(5, ge=0, le=50)
+    pooled: bool = False
+
+
 class RunConfig(_Strict):
     """One config for every command (`mgjax run | fit | synth | simulate | sweep | petab |
     population | convert`)."""
@@ -624,6 +667,7 @@ class RunConfig(_Strict):
     petab: PetabConfig = PetabConfig()
     population: PopulationConfig = PopulationConfig()
     convert: ConvertConfig = ConvertConfig()
+    compare: CompareConfig = CompareConfig()
 
 
 # --- loading, overrides, errors ----------------------------------------------------------------

@@ -30,6 +30,7 @@ from ..model._parameters import set_parameters
 from ..model._presets import preset
 from ..protocols import (
     IVGTT,
+    OGTT,
     HyperglycemicClamp,
     HyperinsulinemicClamp,
     OralMagnesiumTrial,
@@ -397,6 +398,9 @@ def _protocol(spec) -> tuple[Any, np.ndarray]:
         return protocol, np.arange(0.0, spec.duration + spec.every / 2, spec.every)
     if spec.kind == "ivgtt":
         protocol = IVGTT(glucose_dose=spec.glucose_dose, insulin_dose=spec.insulin_dose)
+        return protocol, np.arange(0.0, spec.duration + spec.every / 2, spec.every)
+    if spec.kind == "ogtt":
+        protocol = OGTT(glucose_dose=spec.glucose_dose, incretin=1.0 if spec.incretin else 0.0)
         return protocol, np.arange(0.0, spec.duration + spec.every / 2, spec.every)
     if spec.kind == "oral_mg_trial":
         protocol = OralMagnesiumTrial.daily(

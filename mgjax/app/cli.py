@@ -34,6 +34,7 @@ from ..data._units import UnitError
 from ..model._parameters import parameter_infos
 from ..runtime._compilation_cache import enable_compilation_cache
 from . import _distributed
+from ._compare_job import PRINTED_COLUMNS, compare_job
 from ._config import (
     ConfigError,
     PetabConfig,
@@ -606,6 +607,41 @@ def sweep(
                 *[f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
             )
         console.print(shown)
+
+
+@app.command()
+def compare(
+    config: str | None = CONFIG_ARG,
+    overrides: list[str] | None = OVERRIDES_ARG,
+    out: Path | None = typer.Option(
+        None, help="Run directory (default `<output_dir>/<timestamp>`)."
+    ),
+    data: Path | None = typer.Option(None, help="Dataset folder (default `data.path`)."),
+    force: bool = typer.Option(False, help="Replace an existing run directory."),
+) -> None:
+    """Fit the model variants of `compare.variants` to the same data and print the hypothesis
+    table: OFV, AIC, BIC, a likelihood-ratio test where one variant is nested in another, and the
+    cross-validated held-out negative log-likelihood (`compare.csv`, `report.html`).
+
+    Example: `mgjax compare configs/compare_hypotheses.yaml`
+    """
+    with _errors():
+        cfg = _config(config, overrides)
+        _cache()
+        out = out or default_run_dir(cfg)
+        table = compare_job(cfg, out, data=data, force=force)
+        shown = Table(title=f"hypotheses → {out / 'compare.csv'}")
+        for c in PRINTED_COLUMNS:
+            shown.add_column(c)
+        for _, row in table.iterrows():
+            shown.add_row(
+                *[
+                    f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c])
+                    for c in PRINTED_COLUMNS
+                ]
+            )
+        console.print(shown)
+        console.print(f"report: {out / 'report.html'}")
 
 
 @app.command()

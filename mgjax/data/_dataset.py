@@ -27,7 +27,14 @@ from ..model import OBSERVABLE_UNITS
 from ..protocols import SALT_BIOAVAILABILITY
 from ._units import UNITS, UnitError, implausible_value, to_model_units
 
-PROTOCOLS = ("fasting", "hyperinsulinemic_clamp", "hyperglycemic_clamp", "ivgtt", "mg_trial")
+PROTOCOLS = (
+    "fasting",
+    "hyperinsulinemic_clamp",
+    "hyperglycemic_clamp",
+    "ivgtt",
+    "ogtt",
+    "mg_trial",
+)
 TIME_UNITS = {
     "min": 1.0,
     "minute": 1.0,
@@ -66,6 +73,7 @@ DOSE_KINDS = {
     ("iv", "glucose"): ("mg/kg/min", "g/kg"),
     ("oral", "magnesium"): ("mmol", "mg", "mEq"),
     ("iv", "magnesium"): ("mmol", "mg", "mEq"),
+    ("oral", "glucose"): ("g",),
 }
 
 
@@ -81,6 +89,7 @@ DOSE_LIMITS = {
     ("iv", "glucose"): {"mg/kg/min": 50.0, "g/kg": 2.0},
     ("oral", "magnesium"): {"mmol": 100.0, "mg": 2500.0, "mEq": 200.0},
     ("iv", "magnesium"): {"mmol": 100.0, "mg": 2500.0, "mEq": 200.0},
+    ("oral", "glucose"): {"g": 150.0},
 }
 #: Covariates with a unit: (low, high, unit, {other unit: factor to this unit}).
 COVARIATE_RANGES = {

@@ -15,6 +15,7 @@ import pandas as pd
 from ..model import MgT2DModel
 from ..protocols import (
     IVGTT,
+    OGTT,
     SALT_BIOAVAILABILITY,
     AbstractProtocol,
     HyperglycemicClamp,
@@ -83,6 +84,8 @@ def protocol_from_records(
         return _hyperglycemic_clamp(observations)
     if name == "ivgtt":
         return _ivgtt(doses)
+    if name == "ogtt":
+        return _ogtt(doses)
     if name == "mg_trial":
         return _mg_trial(doses, observations, averaged_trials)
     raise DatasetError(f"unknown protocol {name!r}")
@@ -151,6 +154,12 @@ def _ivgtt(doses: pd.DataFrame) -> IVGTT:
         if not pd.isna(insulin["duration"].iloc[0]):
             kwargs["insulin_duration"] = float(insulin["duration"].iloc[0])
     return IVGTT(**kwargs)
+
+
+def _ogtt(doses: pd.DataFrame) -> OGTT:
+    """The glucose drunk (g) from the 'oral glucose' record; 75 g without one."""
+    glucose = _records(doses, "oral", "glucose")
+    return OGTT(glucose_dose=float(glucose["amount"].iloc[0])) if not glucose.empty else OGTT()
 
 
 def _mg_trial(

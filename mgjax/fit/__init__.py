@@ -1,5 +1,7 @@
 """Fitting: experiments, objective, optimisers, multistart, uncertainty and results."""
 
+from ._compare import Variant as Variant
+from ._compare import compare_variants as compare_variants
 from ._experiment import INTERVAL_OBSERVABLES as INTERVAL_OBSERVABLES
 from ._experiment import Experiment as Experiment
 from ._experiment import experiments_for_subject as experiments_for_subject

@@ -106,7 +106,9 @@ class MgT2DModel(eqx.Module):
         mg_free = pools.intracellular_free(s, weight)
 
         glucokinase_flux = beta.glucokinase_flux(s["glucose"], s["atp_fraction"], mg_free, xp)
-        exocytosis_rate = beta.exocytosis_rate(s["atp_fraction"], mg_free, xp)
+        exocytosis_rate = beta.exocytosis_rate(s["atp_fraction"], mg_free, xp) * (
+            1.0 + beta.incretin_gain * inputs.incretin
+        )
         secretion = exocytosis_rate * s["readily_releasable_insulin"]
         insulin_signal = sig.signal(s["insulin"], mg_free)
         egp = gi.endogenous_glucose_production(s["glucose"], s["hepatic_insulin"], xp)

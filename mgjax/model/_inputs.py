@@ -13,13 +13,16 @@ class Inputs(NamedTuple):
     - `oral_mg`: elemental Mg²⁺ entering the gut lumen from supplements, after the salt's
       bioavailability (mmol/min). Dietary Mg²⁺ is a subject parameter, not an input.
     - `iv_mg`: intravenous Mg²⁺ (mmol/min).
+    - `incretin`: the gut's incretin (GLP-1/GIP) signal, 0–1 (an OGTT delivers it while
+      glucose is absorbed; 0 in every intravenous protocol).
     """
 
     glucose_infusion: Any = 0.0
     insulin_infusion: Any = 0.0
     oral_mg: Any = 0.0
     iv_mg: Any = 0.0
+    incretin: Any = 0.0
 
     @staticmethod
     def zeros() -> "Inputs":
-        return Inputs(0.0, 0.0, 0.0, 0.0)
+        return Inputs(0.0, 0.0, 0.0, 0.0, 0.0)

@@ -384,7 +384,7 @@ def _sbml_document(system: SymbolicSystem, model_id: str) -> str:
         _parameter(sbml, name, value, False, f"state [{units.get(name, 'controller state')}]")
     input_units = dict(
         glucose_infusion="mmol/min", insulin_infusion="pmol/min", oral_mg="mmol/min",
-        iv_mg="mmol/min",
+        iv_mg="mmol/min", incretin="1",
     )  # fmt: skip
     for name, expr in system.inputs.items():
         _parameter(sbml, name, None, False, f"exogenous input [{input_units[name]}]")

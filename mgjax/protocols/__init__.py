@@ -12,6 +12,7 @@ from ._constant import ConstantInputs as ConstantInputs
 from ._constant import Fasting as Fasting
 from ._constant import fasting as fasting
 from ._ivgtt import IVGTT as IVGTT
+from ._ogtt import OGTT as OGTT
 from ._trial import MG_PER_MMOL_MAGNESIUM as MG_PER_MMOL_MAGNESIUM
 from ._trial import SALT_BIOAVAILABILITY as SALT_BIOAVAILABILITY
 from ._trial import OralMagnesiumTrial as OralMagnesiumTrial
