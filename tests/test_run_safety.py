@@ -63,7 +63,10 @@ def test_resume_refuses_other_data_and_names_the_file(cohort, fitted, tmp_path):
     changed = tmp_path / "changed"
     shutil.copytree(cohort, changed)
     obs = changed / "observations.csv"
-    obs.write_text(obs.read_text().replace("0.888271", "0.9"))
+    lines = obs.read_text().splitlines(keepends=True)
+    first = lines[1].split(",")  # the first measurement, a different value
+    first[5] = str(float(first[5]) * 1.01)
+    obs.write_text("".join([lines[0], ",".join(first), *lines[2:]]))
     config, parts = (fitted / "config.yaml").read_bytes(), sorted((fitted / "parts").iterdir())
     result = invoke("fit", "--data", changed, "--out", fitted, "--resume", *FAST)
     assert result.exit_code == 2, result.output

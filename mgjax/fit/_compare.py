@@ -5,7 +5,8 @@ cross-validated predictive log-likelihood of held-out observations.
 A variant is the base model with fixed parameter changes (e.g. the sign of the insulin effect on
 TRPM6) and, optionally, extra free parameters. Subjects are fitted one by one (two-stage), so
 each variant's OFV is the sum over subjects, and its parameter count is the free parameters
-times the subjects.
+times the subjects; or, `pooled`, all subjects share one parameter set (the arm means of one
+trial).
 
 Cross-validation holds out every `folds`-th observation of each subject in turn (stratified by
 the order of the observations), refits on the rest and scores the held-out observations by
@@ -61,6 +62,7 @@ def _with_held_out(dataset: Dataset, held_out: np.ndarray) -> Dataset:
 
 
 def _subject_problem(dataset, subjects, base, free, error_models, priors, averaged_trials):
+    """The fit problem of `subjects` (one, or all of a pooled fit) with one parameter set."""
     experiments = [
         e
         for subject in subjects
@@ -87,15 +89,13 @@ def _fit_variant(
     nll, held_out_nll, converged, n_obs = 0.0, 0.0, True, 0
     everyone = list(obs["subject"].unique())
     units = [everyone] if pooled else [[s] for s in everyone]
-    for subject in units:
-        base = set_parameters(base_model(subject[0]), dict(variant.parameters))
-        rows = obs["subject"].isin(subject).to_numpy()
-        problem = _subject_problem(
-            dataset, subject, base, free, error_models, priors, averaged_trials
-        )
-        result = fit(problem, subject=" ".join(subject), **fit_kwargs)
+    for unit in units:
+        base = set_parameters(base_model(unit[0]), dict(variant.parameters))
+        rows = obs["subject"].isin(unit).to_numpy()
+        problem = _subject_problem(dataset, unit, base, free, error_models, priors, averaged_trials)
+        result = fit(problem, subject=" ".join(unit), **fit_kwargs)
         free_problem = _subject_problem(
-            dataset, subject, base, free, error_models, None, averaged_trials
+            dataset, unit, base, free, error_models, None, averaged_trials
         )
         nll += float(free_problem.negative_log_likelihood(jnp.asarray(result.u)))
         converged &= bool(result.converged)
@@ -107,14 +107,12 @@ def _fit_variant(
                 continue
             train = _with_held_out(dataset, test_rows)
             trained = fit(
-                _subject_problem(train, subject, base, free, error_models, priors, averaged_trials),
-                subject=" ".join(subject),
+                _subject_problem(train, unit, base, free, error_models, priors, averaged_trials),
+                subject=" ".join(unit),
                 **fit_kwargs,
             )
             test = _with_held_out(dataset, train_rows)
-            scored = _subject_problem(
-                test, subject, base, free, error_models, None, averaged_trials
-            )
+            scored = _subject_problem(test, unit, base, free, error_models, None, averaged_trials)
             padding = int(train_rows.sum()) * (math.log(HELD_OUT_SIGMA) + 0.5 * _LOG_2PI)
             held_out_nll += float(scored.negative_log_likelihood(jnp.asarray(trained.u))) - padding
     k = len(free) * len(units)
