@@ -100,9 +100,11 @@ class RenalMagnesium(AbstractSubmodel):
         "min/mmol",
         (0.0, 300.0),
         "shift of the TAL set point per unit glycosuria k_gly",
-        "calibrated: serum Mg ≈ 0.67 mmol/L at fasting glucose ≈ 12 mmol/L in T2DM "
-        "(Rodríguez-Morán 2003 population; plasma Mg falls with glucose, Kurstjens 2017); "
-        "form: hyperglycaemia is the main driver of renal Mg loss (Djurhuus, Magnes Res 2001)",
+        "calibrated with the t2dm_hypomagnesemia preset's intake: serum Mg 0.70 mmol/L at "
+        "fasting glucose 12.2 mmol/L (Rodríguez-Morán 2003: ≤ 0.74, placebo 0.65 ± 0.07; "
+        "plasma Mg falls with glucose, Kurstjens 2017) and a 16-week MgCl₂ effect of +0.07 "
+        "mmol/L (published +0.09); form: hyperglycaemia is the main driver of renal Mg loss "
+        "(Djurhuus, Magnes Res 2001)",
         log_scale=False,
     )
     hyperglycaemia_tal_inhibition: Any = parameter(
@@ -144,8 +146,8 @@ class RenalMagnesium(AbstractSubmodel):
         (0.3, 1.5),
         "DCT basolateral driving force (Na⁺-K⁺-ATPase with its γ-subunit FXYD2) relative to "
         "normal d_NKA",
-        "FXYD2 G41R (dominant negative) causes isolated renal Mg²⁺ wasting with serum "
-        "0.4–0.6 mmol/L (Meij et al., Nat Genet 2000;26:265); HNF1B drives FXYD2 "
+        "FXYD2 G41R (dominant negative) causes isolated dominant hypomagnesaemia with renal "
+        "Mg²⁺ wasting (Meij et al., Nat Genet 2000;26:265); HNF1B drives FXYD2 "
         "transcription (de Baaij et al., Physiol Rev 2015;95:1); the basolateral potential "
         "drives apical TRPM6 entry — 1 in health, the factor a fit or a genotype sets",
     )
