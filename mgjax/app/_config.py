@@ -623,17 +623,10 @@ class VariantConfig(_Strict):
     parameters: dict[str, Real] = {}
     free: list[str] = []
 
-    @field_validator("parameters")
+    @field_validator("parameters", "free")
     @classmethod
-    def _names(cls, v: dict[str, Real]) -> dict[str, Real]:
-        for name in v:
-            _known_parameter(name)
-        return v
-
-    @field_validator("free")
-    @classmethod
-    def _free(cls, v: list[str]) -> list[str]:
-        for name in v:
+    def _names(cls, v):
+        for name in v:  # the keys of `parameters`, the items of `free`
             _known_parameter(name)
         return v
 
