@@ -21,6 +21,7 @@ LAYERS = {
     "batch": 5,
     "petab": 5,
     "synth": 5,
+    "studies": 5,
     "population": 6,
     "app": 7,
 }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..batch._build import _covariates
+from ..batch._build import subject_base_models
 from ..data._dataset import Dataset
 from ..fit._compare import Variant, compare_variants
 from ._config import RunConfig
@@ -50,17 +50,8 @@ PRINTED_COLUMNS = (
 
 def _subject_models(cfg: RunConfig, dataset: Dataset):
     """The subject id → its base model (group preset, covariates, therapies, parameters)."""
-    base = base_model_for(cfg)
-    table = dataset.subjects.set_index("subject") if "subject" in dataset.subjects else None
-
-    def model(subject: str):
-        row = table.loc[subject] if table is not None and subject in table.index else None
-        group = None
-        if row is not None and "group" in row.index and not pd.isna(row["group"]):
-            group = str(row["group"])
-        return base(group, _covariates(row))
-
-    return model
+    lookup = subject_base_models(dataset, base_model_for(cfg))
+    return lambda subject: lookup(subject)[1]
 
 
 def compare_job(cfg: RunConfig, out: Path, *, data: Path | None = None, force: bool = False):

@@ -62,6 +62,24 @@ def _covariates(row: pd.Series | None) -> dict[str, float]:
     return out
 
 
+def subject_base_models(
+    dataset: Dataset,
+    base_model: Callable[[str | None, Mapping[str, float]], MgT2DModel] = default_base_model,
+) -> Callable[[str], tuple[str | None, MgT2DModel]]:
+    """subject id → (its group or None, its base model: `base_model(group, covariates)` from
+    the subjects table's `group`, `weight` and `height`) — the one lookup batch fits and model
+    comparisons share."""
+    table = dataset.subjects.set_index("subject") if len(dataset.subjects) else None
+
+    def lookup(subject: str) -> tuple[str | None, MgT2DModel]:
+        row = table.loc[subject] if table is not None and subject in table.index else None
+        group = None if row is None or "group" not in row.index else row["group"]
+        group = None if group is None or pd.isna(group) else str(group)
+        return group, base_model(group, _covariates(row))
+
+    return lookup
+
+
 def padded_size(n: int) -> int:
     """`n` rounded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, … (powers of two and
     1.5 times them): at most a third of padding, few distinct shapes."""
@@ -103,7 +121,7 @@ def build_batches(
     obs_by = {k: v for k, v in obs_all.groupby("subject", sort=False)}
     dose_by = {k: v for k, v in dataset.doses.groupby("subject", sort=False)}
     empty_doses = dataset.doses.iloc[0:0]
-    table = dataset.subjects.set_index("subject") if len(dataset.subjects) else None
+    subject_model = subject_base_models(dataset, base_model)
     missing = [s for s in subjects if s not in obs_by]
     if missing:
         raise DatasetError(f"subject(s) {missing[:5]} have no observations")
@@ -122,10 +140,7 @@ def build_batches(
     pad_to = {p: (padded_size(v[0]), padded_size(v[1])) for p, v in sizes.items()}
     by_signature: dict[tuple, tuple[list[str], list[str], list[FitProblem]]] = {}
     for s in subjects:
-        row = table.loc[s] if table is not None and s in table.index else None
-        group = None if row is None or "group" not in row.index else row["group"]
-        group = None if group is None or pd.isna(group) else str(group)
-        model = base_model(group, _covariates(row))
+        group, model = subject_model(s)
         experiments = experiments_from_records(
             obs_by[s],
             dose_by.get(s, empty_doses),

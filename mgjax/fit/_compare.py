@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -71,6 +72,11 @@ def _subject_problem(dataset, subjects, base, free, error_models, priors, averag
     return make_problem(base, experiments, free, error_models=error_models, priors=priors)
 
 
+def _without_priors(problem):
+    """The same problem with no prior (NaN prior median = none): its NLL is the data's."""
+    return eqx.tree_at(lambda p: p.prior_mean, problem, jnp.full_like(problem.prior_mean, jnp.nan))
+
+
 def _fit_variant(
     dataset: Dataset,
     variant: Variant,
@@ -94,10 +100,7 @@ def _fit_variant(
         rows = obs["subject"].isin(unit).to_numpy()
         problem = _subject_problem(dataset, unit, base, free, error_models, priors, averaged_trials)
         result = fit(problem, subject=" ".join(unit), **fit_kwargs)
-        free_problem = _subject_problem(
-            dataset, unit, base, free, error_models, None, averaged_trials
-        )
-        nll += float(free_problem.negative_log_likelihood(jnp.asarray(result.u)))
+        nll += float(_without_priors(problem).negative_log_likelihood(jnp.asarray(result.u)))
         converged &= bool(result.converged)
         n_obs += int(rows.sum())
         for k in range(folds if folds > 1 else 0):
