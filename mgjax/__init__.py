@@ -12,6 +12,7 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)
 
 from . import fit as fit  # noqa: E402
+from . import studies as studies  # noqa: E402
 from .data import Dataset as Dataset  # noqa: E402
 from .data import DatasetError as DatasetError  # noqa: E402
 from .data import UnitError as UnitError  # noqa: E402

@@ -242,8 +242,10 @@ class StudyCalibration:
     """The published studies as one least-squares problem over shared parameter factors.
 
     - `parameters`: the shared parameters moved (default `CALIBRATED_PARAMETERS`);
-    - `prior_sd`: the log-factor prior SD per parameter (default `_prior_sd`: the plausible
-      range spans ± 2 SD).
+    - `preset_parameters`: parameters each preset gets its own factor for (default none);
+    - `table`: the published numbers (default the bundled `published_targets.csv`);
+    - `prior_scale`: `{parameter: k}` widens that factor's prior SD k-fold (sensitivity runs);
+      the default prior SD puts the plausible range at ± 2 SD (`_prior_sd`).
     """
 
     def __init__(
@@ -251,6 +253,7 @@ class StudyCalibration:
         parameters: Sequence[str] = CALIBRATED_PARAMETERS,
         preset_parameters: Sequence[str] = PRESET_CALIBRATED_PARAMETERS,
         table: pd.DataFrame | None = None,
+        prior_scale: dict[str, float] | None = None,
     ):
         self.shared = tuple(parameters)
         self.preset_parameters = tuple(preset_parameters)
@@ -272,6 +275,10 @@ class StudyCalibration:
                 for q in self.preset_parameters
             ]
         )
+        for name, scale in (prior_scale or {}).items():
+            if name not in self.parameters:
+                raise KeyError(f"prior_scale names {name!r}, which is not calibrated")
+            self.prior_sd[self.parameters.index(name)] *= scale
         self.targets, self.not_simulated = targets(table)
         self.effects: list[Effect] = effects(table)
         names = list(self.layout.names)
