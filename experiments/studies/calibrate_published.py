@@ -52,7 +52,7 @@ def main() -> int:
     studies = StudyCalibration()
     full = studies.calibrate()
     table = studies.calibration_table(full)
-    loso = studies.leave_one_study_out()
+    loso = studies.leave_one_study_out(full=full)
     seconds = time.perf_counter() - start
 
     table.to_csv(OUT / "calibration.csv", index=False)

@@ -154,27 +154,23 @@ def readouts(
     parts = [values.reshape(-1)]
     ok.append(jnp.all(success))
 
-    # euglycaemic clamp (1 mU/kg/min, 5 mmol/L): M-values
+    def summary_of(protocol, key, group_presets):
+        """`protocol.summary(...)[key]` of each preset, in one vmapped solve."""
+
+        def one(model):
+            traj = simulate(
+                model, protocol, protocol.sampling_times(), options=_FORWARD, throw=False
+            )
+            return protocol.summary(traj)[key], traj.success
+
+        value, success = jax.vmap(one)(_stack([presets[p] for p in group_presets]))
+        parts.append(value)
+        ok.append(jnp.all(success))
+
+    # euglycaemic clamp (1 mU/kg/min, 5 mmol/L): M-values; IVGTT: acute insulin response
     clamp = HyperinsulinemicClamp(insulin_rate=1.0, per_kg=True, target_glucose=5.0)
-
-    def m_value(model):
-        traj = simulate(model, clamp, clamp.sampling_times(), options=_FORWARD, throw=False)
-        return clamp.summary(traj)["m_value"], traj.success
-
-    m, success = jax.vmap(m_value)(_stack([presets[p] for p in HEC_GROUPS.values()]))
-    parts.append(m)
-    ok.append(jnp.all(success))
-
-    # IVGTT: acute insulin response
-    ivgtt = IVGTT()
-
-    def air(model):
-        traj = simulate(model, ivgtt, ivgtt.sampling_times(), options=_FORWARD, throw=False)
-        return ivgtt.summary(traj)["air_g"], traj.success
-
-    a, success = jax.vmap(air)(_stack([presets[p] for p in IVGTT_GROUPS.values()]))
-    parts.append(a)
-    ok.append(jnp.all(success))
+    summary_of(clamp, "m_value", HEC_GROUPS.values())
+    summary_of(IVGTT(), "air_g", IVGTT_GROUPS.values())
 
     # the healthy rest state; 3 weeks of < 1 mEq/day from it (Fatemi 1991)
     healthy = presets["healthy"]
@@ -403,12 +399,15 @@ class StudyCalibration:
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def leave_one_study_out(self, studies: Sequence[str] | None = None) -> pd.DataFrame:
+    def leave_one_study_out(
+        self, studies: Sequence[str] | None = None, full: Calibration | None = None
+    ) -> pd.DataFrame:
         """For each supplementation study, recalibrate without its targets and predict its
         effects; returns `effect_table` with columns `loso` (left-out prediction), `all`
-        (calibration on everything) and `shipped`, plus the refits' convergence."""
+        (calibration on everything: `full` when already computed) and `shipped`, plus the
+        refits' convergence."""
         studies = [t.study for t in TRIALS] if studies is None else list(studies)
-        full = self.calibrate()
+        full = self.calibrate() if full is None else full
         _, shipped = self.predict()
         loso = np.full(len(self.effects), np.nan)
         converged = {}
