@@ -17,6 +17,7 @@ pytest.importorskip("libsbml")
 import diffrax as dfx  # noqa: E402
 
 import mgjax  # noqa: E402
+from mgjax import MgT2DModel  # noqa: E402
 from mgjax.petab import (  # noqa: E402
     ExportError,
     import_problem,
@@ -63,10 +64,11 @@ def test_exported_equations_are_the_models(tmp_path, name):
     and the start is the fasting steady state."""
     model, protocol = mgjax.preset("t2dm_hypomagnesemia"), PROTOCOLS[name]
     ode, rhs, x0 = _read_back(tmp_path, model, protocol)
-    assert ode.states[:19] == list(mgjax.MgT2DModel.state_names())
-    assert ode.states[19:] == list(protocol.controller_state_names)
+    n_model, n_dynamic = len(MgT2DModel.state_names()), len(MgT2DModel.dynamic_state_names())
+    assert ode.states[:n_model] == list(MgT2DModel.state_names())
+    assert ode.states[n_model:] == list(protocol.controller_state_names)
     rest = mgjax.steady_state(model, mgjax.Inputs.zeros())
-    np.testing.assert_allclose(x0[:17], np.asarray(rest.y)[:17], rtol=1e-12)
+    np.testing.assert_allclose(x0[:n_dynamic], np.asarray(rest.y)[:n_dynamic], rtol=1e-12)
     p = np.array(ode.parameter_values)
     rng = np.random.default_rng(0)
     for t in (0.5, 1.5, 3.0, 8.0, 22.0, 75.0, 1460.0):

@@ -67,14 +67,14 @@ def _pancreatic_clamp(model, glucose_infusion):
 
 def test_acute_hyperglycaemia_at_clamped_insulin_raises_urinary_mg_without_glucosuria():
     healthy = mgjax.preset("healthy")
-    eu, hyper = _pancreatic_clamp(healthy, 0.0), _pancreatic_clamp(healthy, 0.5)
+    eu, hyper = _pancreatic_clamp(healthy, 0.0), _pancreatic_clamp(healthy, 0.6)
     assert hyper["glucose"] - eu["glucose"] > 2.5
     assert hyper["insulin"] == pytest.approx(eu["insulin"], rel=0.15)
     assert hyper["glycosuria"] < 0.1  # g/day: no glucosuria
     assert hyper["urinary_mg"] / eu["urinary_mg"] > 1.15
     # the rise is the mechanism's: without it, hyperglycaemia does not raise urinary Mg²⁺
     off = mgjax.set_parameters(healthy, {"hyperglycaemia_tal_inhibition": 0.0})
-    eu0, hyper0 = _pancreatic_clamp(off, 0.0), _pancreatic_clamp(off, 0.5)
+    eu0, hyper0 = _pancreatic_clamp(off, 0.0), _pancreatic_clamp(off, 0.6)
     assert hyper0["urinary_mg"] / eu0["urinary_mg"] < 1.05
 
 

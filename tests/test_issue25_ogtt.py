@@ -32,13 +32,17 @@ def test_the_drunk_glucose_appears_as_hovorkas_gut_model_says():
 
 
 def test_healthy_preset_has_normal_glucose_tolerance():
-    """WHO/ADA: 2-h glucose < 7.8 mmol/L; peak at 30–60 min, back near fasting by 3 h."""
+    """WHO/ADA: 2-h glucose < 7.8 mmol/L; the peak 7–9 mmol/L within 30–75 min, back near
+    fasting by 3 h; insulin peaks at 30–60 min (normal glucose tolerance)."""
     traj, s = _ogtt("healthy")
     assert s["tolerance_class"] == 0.0 and s["glucose_120"] < 7.8
+    assert 7.0 <= s["peak_glucose"] <= 9.0
     peak_time = float(traj.ts[int(np.argmax(np.asarray(traj["glucose"])))])
     assert 30.0 <= peak_time <= 75.0
     assert abs(float(np.asarray(traj["glucose"])[-1]) - s["fasting_glucose"]) < 1.0
-    assert s["peak_insulin"] > 5 * float(np.asarray(traj["insulin"])[0])
+    insulin = np.asarray(traj["insulin"])
+    assert s["peak_insulin"] > 5 * float(insulin[0])
+    assert 30.0 <= float(traj.ts[int(np.argmax(insulin))]) <= 60.0
 
 
 @pytest.mark.parametrize("name", ["t2dm", "t2dm_hypomagnesemia", "t2dm_insulin"])
@@ -48,6 +52,29 @@ def test_diabetic_presets_have_a_diabetic_ogtt_and_a_low_insulinogenic_index(nam
     _, healthy = _ogtt("healthy")
     assert s["tolerance_class"] == 2.0 and s["glucose_120"] >= 11.1
     assert s["insulinogenic_index"] < healthy["insulinogenic_index"] / 3
+
+
+def test_prediabetes_has_impaired_glucose_tolerance_with_a_late_insulin_peak():
+    """IGT (2-h 7.8–11.0 mmol/L) with a reduced early insulin response and a later, not lower,
+    insulin peak than normal glucose tolerance (Abdul-Ghani et al., Diabetes 2006;55:1430)."""
+    traj, s = _ogtt("prediabetes")
+    healthy_traj, healthy = _ogtt("healthy")
+    assert s["tolerance_class"] == 1.0 and 7.8 <= s["glucose_120"] < 11.1
+    assert s["insulinogenic_index"] < healthy["insulinogenic_index"]
+    assert s["peak_insulin"] >= healthy["peak_insulin"]
+
+    def peak_time(t):
+        return float(t.ts[int(np.argmax(np.asarray(t["insulin"])))])
+
+    assert peak_time(traj) > peak_time(healthy_traj)
+
+
+def test_normoglycaemic_insulin_resistance_is_not_diabetic_after_oral_glucose():
+    """Guerrero-Romero et al. 2004 enrolled non-diabetic subjects: the 2-h value stays below
+    the diabetic threshold (11.1 mmol/L), though insulin resistance raises it above health."""
+    _, s = _ogtt("ir_hypomagnesemia")
+    _, healthy = _ogtt("healthy")
+    assert s["glucose_120"] < 11.1 and s["glucose_120"] > healthy["glucose_120"]
 
 
 def test_the_incretin_effect_raises_insulin_and_lowers_glucose_after_oral_glucose():

@@ -246,7 +246,10 @@ def test_batch_of_different_protocols_and_sampling_times_matches_one_by_one(pres
     batched = jax.vmap(lambda m, p: mgjax.simulate(m, p, times).ys)(batch_m, batch_p)
     for i in range(3):
         single = mgjax.simulate(subjects[i], trials[i], times).ys
-        np.testing.assert_allclose(batched[i], single, rtol=1e-6, atol=1e-9)
+        # two weeks of daily doses: a rounding difference between the batched and the single
+        # program can flip one step's acceptance, so they agree to the solver's tolerance
+        # (rtol 1e-6 per step), not to rounding
+        np.testing.assert_allclose(batched[i], single, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("which", ["clamp", "trial"])

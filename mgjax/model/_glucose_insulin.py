@@ -18,10 +18,12 @@ _HOVORKA = "Hovorka et al., Physiol Meas 2004;25:905"
 
 
 class GlucoseInsulin(AbstractSubmodel):
-    """Plasma glucose G (mmol/L), plasma insulin I (pmol/L) and the delayed insulin signal
-    seen by the liver I_H (pmol/L).
+    """Plasma glucose G (mmol/L), plasma insulin I (pmol/L), the delayed insulin signal
+    seen by the liver I_H (pmol/L) and the glucose of the slowly equilibrating peripheral space
+    G_P (mmol/L).
 
-    dG/dt = (EGP + glucose infusion − U_ii − U_id − E_renal) / (V_G·W)
+    dG/dt = (EGP + glucose infusion − U_ii − U_id − E_renal) / (V_G·W) − k₁·(G − G_P)
+    dG_P/dt = k₁·(V_G/V_P)·(G − G_P)
     dI/dt = ((1 − HE)·ISR + insulin infusion + R_therapy) / (V_I·W) − k_I·I
     EGP = EGP_max·W·((1 − m_met)·exp(−k_G·G)/(1 + (I_H/EC50)^h) + c_cr·softplus(G_cr − G))
 
@@ -36,8 +38,13 @@ class GlucoseInsulin(AbstractSubmodel):
     """
 
     name: ClassVar[str] = "glucose_insulin"
-    state_names: ClassVar[tuple[str, ...]] = ("glucose", "insulin", "hepatic_insulin")
-    state_units: ClassVar[tuple[str, ...]] = ("mmol/L", "pmol/L", "pmol/L")
+    state_names: ClassVar[tuple[str, ...]] = (
+        "glucose",
+        "insulin",
+        "hepatic_insulin",
+        "peripheral_glucose",
+    )
+    state_units: ClassVar[tuple[str, ...]] = ("mmol/L", "pmol/L", "pmol/L", "mmol/L")
 
     body_weight: Any = parameter(
         75.0, "kg", (35.0, 200.0), "body weight W", "subject covariate", log_scale=True
@@ -51,6 +58,23 @@ class GlucoseInsulin(AbstractSubmodel):
         (0.12, 0.25),
         "glucose distribution volume V_G",
         f"{_HOVORKA} (0.16 L/kg); {_DALLA_MAN} (1.88 dL/kg)",
+    )
+    glucose_exchange_rate: Any = parameter(
+        0.065,
+        "1/min",
+        (0.02, 0.2),
+        "rate constant of glucose transfer from plasma to the slowly equilibrating peripheral "
+        "glucose space k₁",
+        f"{_DALLA_MAN}: k1 = 0.065 /min",
+    )
+    peripheral_glucose_volume: Any = parameter(
+        0.14,
+        "L/kg",
+        (0.05, 0.3),
+        "volume of the slowly equilibrating peripheral glucose space V_P",
+        f"{_DALLA_MAN}: k1·V_G/k2 with k1 = 0.065, k2 = 0.079 /min; the total glucose space "
+        "V_G + V_P = 0.31 L/kg (one-compartment effective pool ≥ 0.23 L/kg, Livesey et al., "
+        "Am J Physiol 1998;275:E717)",
     )
     egp_max: Any = parameter(
         0.01398,
@@ -235,9 +259,11 @@ class GlucoseInsulin(AbstractSubmodel):
         secretion,
         insulin_infusion,
     ) -> dict[str, Any]:
+        exchange = self.glucose_exchange_rate * (s["glucose"] - s["peripheral_glucose"])
         d_glucose = (
             egp + glucose_infusion - uptake_ii - uptake_id - glycosuria
-        ) / self.glucose_mass_volume()
+        ) / self.glucose_mass_volume() - exchange
+        d_peripheral = exchange * self.glucose_volume / self.peripheral_glucose_volume
         appearance = (
             (1.0 - self.hepatic_insulin_extraction) * secretion
             + insulin_infusion
@@ -248,4 +274,9 @@ class GlucoseInsulin(AbstractSubmodel):
             - self.insulin_clearance_rate * s["insulin"]
         )
         d_hepatic = self.hepatic_insulin_rate * (s["insulin"] - s["hepatic_insulin"])
-        return dict(glucose=d_glucose, insulin=d_insulin, hepatic_insulin=d_hepatic)
+        return dict(
+            glucose=d_glucose,
+            insulin=d_insulin,
+            hepatic_insulin=d_hepatic,
+            peripheral_glucose=d_peripheral,
+        )

@@ -38,13 +38,20 @@ PRESET_CHANGES: dict[str, dict[str, float]] = {
         # renal set-point shift (k_gly, k_hg) it places fasting serum Mg²⁺ at 0.70 mmol/L
         "dietary_mg_intake": 6.0,
     },
-    # Prediabetes (impaired fasting glucose / impaired glucose tolerance): fasting glucose
-    # 5.6–6.9 mmol/L and HbA1c 5.7–6.4% (ADA criteria); HEC M-value 5.4 mg/kg/min in IGT vs 8.3
-    # in NGT (Diabetes 2001;50:1449). Insulin resistance and beta-cell loss milder than t2dm.
+    # Prediabetes (impaired fasting glucose with impaired glucose tolerance): fasting glucose
+    # 5.6–6.9 mmol/L, HbA1c 5.7–6.4% and 75-g OGTT 2-h glucose 7.8–11.0 mmol/L (ADA/WHO
+    # criteria); HEC M-value 5.4 mg/kg/min in IGT vs 8.3 in NGT (Diabetes 2001;50:1449).
+    # Muscle and hepatic insulin resistance (IGT and IFG, Abdul-Ghani et al., Diabetes Care
+    # 2006;29:1130); beta-cell mass about that of lean health (obese non-diabetic +50 %, obese
+    # IFG −40 % of that: Butler et al., Diabetes 2003;52:102) with a reduced incretin effect
+    # (Muscelli et al., Diabetes 2008;57:1340), so the early insulin response falls and the
+    # insulin peak comes late.
     "prediabetes": {
         "signalling_capacity": 0.6,
         "hepatic_insulin_ec50": 200.0,
-        "beta_cell_mass": 0.75,
+        "egp_max": 0.0165,
+        "beta_cell_mass": 1.0,
+        "incretin_gain": 1.0,
         "meal_glucose_excess": 1.5,
     },
     # Normoglycaemic insulin resistance with hypomagnesaemia: the subjects of Guerrero-Romero

@@ -1,7 +1,7 @@
 """Rodas4: an L-stable, stiffly accurate Rosenbrock method of order 4(3), as a Diffrax solver.
 
 Diffrax's implicit solvers (Kvaerno*, KenCarp*) solve nonlinear stage equations with Newton
-iterations inside nested while-loops. For a small stiff system such as this model (19 states)
+iterations inside nested while-loops. For a small stiff system such as this model (20 states)
 that machinery costs far more than the arithmetic, in run time and in compile time. A
 Rosenbrock method is linearly implicit: one Jacobian (forward-mode AD), one LU factorisation
 and six triangular solves per step, no iteration — so a step is a straight-line program.

@@ -63,6 +63,7 @@ def initial_guess(model: MgT2DModel) -> Float[Array, " dynamic_states"]:
         glucose=glucose,
         insulin=insulin,
         hepatic_insulin=insulin,
+        peripheral_glucose=glucose,
         glut4_activity=sig.signal(insulin, mg_free),
         atp_fraction=0.8,
         readily_releasable_insulin=0.9 * beta.beta_cell_mass * beta.rrp_capacity,
