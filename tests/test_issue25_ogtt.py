@@ -20,6 +20,11 @@ def _ogtt(name, protocol=None, **changes):
     return traj, {k: float(v) for k, v in protocol.summary(traj).items()}
 
 
+def _peak_time(traj, observable):
+    """Sampling time (min) of the observable's highest value."""
+    return float(traj.ts[int(np.argmax(np.asarray(traj[observable])))])
+
+
 def test_the_drunk_glucose_appears_as_hovorkas_gut_model_says():
     """∫Ra = A_G·D (0.8 of 75 g), peak at t_max = 40 min (Hovorka et al. 2004)."""
     ogtt = mgjax.OGTT()
@@ -37,12 +42,10 @@ def test_healthy_preset_has_normal_glucose_tolerance():
     traj, s = _ogtt("healthy")
     assert s["tolerance_class"] == 0.0 and s["glucose_120"] < 7.8
     assert 7.0 <= s["peak_glucose"] <= 9.0
-    peak_time = float(traj.ts[int(np.argmax(np.asarray(traj["glucose"])))])
-    assert 30.0 <= peak_time <= 75.0
+    assert 30.0 <= _peak_time(traj, "glucose") <= 75.0
     assert abs(float(np.asarray(traj["glucose"])[-1]) - s["fasting_glucose"]) < 1.0
-    insulin = np.asarray(traj["insulin"])
-    assert s["peak_insulin"] > 5 * float(insulin[0])
-    assert 30.0 <= float(traj.ts[int(np.argmax(insulin))]) <= 60.0
+    assert s["peak_insulin"] > 5 * float(np.asarray(traj["insulin"])[0])
+    assert 30.0 <= _peak_time(traj, "insulin") <= 60.0
 
 
 @pytest.mark.parametrize("name", ["t2dm", "t2dm_hypomagnesemia", "t2dm_insulin"])
@@ -62,11 +65,7 @@ def test_prediabetes_has_impaired_glucose_tolerance_with_a_late_insulin_peak():
     assert s["tolerance_class"] == 1.0 and 7.8 <= s["glucose_120"] < 11.1
     assert s["insulinogenic_index"] < healthy["insulinogenic_index"]
     assert s["peak_insulin"] >= healthy["peak_insulin"]
-
-    def peak_time(t):
-        return float(t.ts[int(np.argmax(np.asarray(t["insulin"])))])
-
-    assert peak_time(traj) > peak_time(healthy_traj)
+    assert _peak_time(traj, "insulin") > _peak_time(healthy_traj, "insulin")
 
 
 def test_normoglycaemic_insulin_resistance_is_not_diabetic_after_oral_glucose():
