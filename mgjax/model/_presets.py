@@ -51,7 +51,7 @@ PRESET_CHANGES: dict[str, dict[str, float]] = {
         "hepatic_insulin_ec50": 200.0,
         "egp_max": 0.0165,
         "beta_cell_mass": 1.0,
-        "incretin_gain": 1.0,
+        "incretin_gain": 2.5,
         "meal_glucose_excess": 1.5,
     },
     # Normoglycaemic insulin resistance with hypomagnesaemia: the subjects of Guerrero-Romero
