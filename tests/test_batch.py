@@ -240,9 +240,9 @@ def test_restarts_keep_the_best_start(dataset, errors, reference, monkeypatch):
 
 @pytest.mark.slow
 def test_worker_processes_equal_one_process(dataset, errors, reference, tmp_path):
-    """fit_batch(workers=2): two spawned CPU processes, each with its own lanes on every
-    second subject, write their own parts and give the one-process tables; resuming the run
-    directory with another split is refused (its subjects would be fitted twice)."""
+    """fit_batch(workers=2): two spawned CPU processes share the subjects (each takes the next
+    whenever a lane would idle), write their own parts and give the one-process tables; the
+    run directory resumes with another number of workers (nothing is fitted twice)."""
     out = tmp_path / "run"
     fit = functools.partial(
         batch.fit_batch,
@@ -255,6 +255,7 @@ def test_worker_processes_equal_one_process(dataset, errors, reference, tmp_path
     )
     result = fit(workers=2)
     assert result.summary["workers"] == 2
+    assert sum(result.summary["subjects_per_worker"]) == 4
     columns = ["subject", "converged", "iterations", "status", "group"]
     pd.testing.assert_frame_equal(result.subjects[columns], reference.subjects[columns])
     np.testing.assert_allclose(result.subjects["loss"], reference.subjects["loss"], rtol=1e-10)
@@ -262,12 +263,39 @@ def test_worker_processes_equal_one_process(dataset, errors, reference, tmp_path
         result.parameters["estimate"], reference.parameters["estimate"], rtol=1e-9
     )
     np.testing.assert_allclose(result.parameters["se"], reference.parameters["se"], rtol=1e-7)
-    shards = {p.name.split("-")[1] for p in (out / "parts").glob("part-*.parquet")}
-    assert shards == {"s0of2", "s1of2"}
+    writers = {"-".join(p.name.split("-")[1:3]) for p in (out / "parts").glob("part-*.parquet")}
+    assert writers <= {"s0of1-w0", "s0of1-w1"}  # who fits what depends on their timing
+    assert sorted(batch.read_parts(out)["subject"]) == SUBJECTS  # each once
     saved = pd.read_csv(out / "parameters.csv")
     np.testing.assert_allclose(saved["estimate"], reference.parameters["estimate"], rtol=1e-9)
-    with pytest.raises(batch.RunDirectoryError, match="--workers 2"):
-        fit(resume=True)
+    resumed = fit(resume=True, workers=3)
+    assert resumed.summary["subjects_resumed"] == 4 and resumed.summary["subjects_fitted_now"] == 0
+    pd.testing.assert_frame_equal(resumed.subjects[columns], reference.subjects[columns])
+
+
+def test_shared_claims_hand_out_each_subject_once():
+    """Worker processes take a batch's subjects through one counter per batch, in order,
+    each subject once, and hold at most an even share at once."""
+    import multiprocessing as mp
+
+    from mgjax.batch._workers import SharedClaims
+
+    claims = SharedClaims(mp.get_context("spawn"), batches=2, workers=3)
+    first, second = claims.claimer(0, 7), claims.claimer(1, 2)
+    taken = [list(first(3)), list(second(5)), list(first(3)), list(first(3)), list(first(1))]
+    assert taken == [[0, 1, 2], [0, 1], [3, 4, 5], [6], []]
+    assert claims.share(7) == 3 and claims.share(1) == 1
+
+
+def test_a_finer_split_in_the_run_directory_is_refused(tmp_path):
+    """Resuming shard 0/1 where parts of shard 1/2 lie (a finer --shard, or the static worker
+    split of an earlier version) is refused by name: those subjects would be fitted twice."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pd.DataFrame(dict(subject=["s1"])).to_parquet(parts / "part-s1of2-000000.parquet")
+    with pytest.raises(batch.RunDirectoryError, match="--shard 1/2"):
+        batch._store.check_split(tmp_path, [(0, 1)], (0, 1))
+    batch._store.check_split(tmp_path, [(0, 2)], (0, 2))  # another shard's parts: fine
 
 
 def _unusable_base_model(group, covariates):
@@ -277,7 +305,9 @@ def _unusable_base_model(group, covariates):
 @pytest.mark.slow
 def test_a_failing_worker_is_reported(dataset, errors, tmp_path):
     """A worker's exception reaches the caller naming the worker and its shard."""
-    with pytest.raises(RuntimeError, match=r"(?s)worker \d \(shard \d/2\) failed.*no base model"):
+    with pytest.raises(
+        RuntimeError, match=r"(?s)worker \d \(of 2 on shard 0/1\) failed.*no base model"
+    ):
         batch.fit_batch(
             dataset,
             COHORT_PARAMETERS,
@@ -288,16 +318,6 @@ def test_a_failing_worker_is_reported(dataset, errors, tmp_path):
             base_model=_unusable_base_model,
             workers=2,
         )
-
-
-def test_worker_shards_partition_a_shard():
-    from mgjax.batch._workers import worker_shards
-
-    names = [f"s{i:02d}" for i in range(20)]
-    whole = batch.shard_subjects(names, (1, 3))
-    parts = [batch.shard_subjects(names, s) for s in worker_shards((1, 3), 2)]
-    assert worker_shards((1, 3), 2) == [(1, 6), (4, 6)]
-    assert sorted(sum(parts, [])) == whole and not set(parts[0]) & set(parts[1])
 
 
 def test_shard_arguments():

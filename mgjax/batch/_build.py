@@ -96,6 +96,12 @@ def _signature(problem: FitProblem) -> tuple:
     return (str(treedef), tuple(np.shape(x) for x in leaves))
 
 
+def _object_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its string columns as Python objects."""
+    strings = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c])]
+    return frame.astype({c: object for c in strings}) if strings else frame
+
+
 def build_batches(
     dataset: Dataset,
     free: Sequence[str],
@@ -114,13 +120,16 @@ def build_batches(
     `base_model(group, covariates)` gives each subject's fixed parameters and starting point
     (default: the preset named by the subjects table's `group`, with weight and height);
     `bounded` as `mgjax.fit.make_problem`'s."""
-    obs_all = dataset.observations
+    # plain Python strings: pandas' Arrow-backed strings make each subject's many small
+    # selections slower (1,000 subjects: 8.3 → 7.0 s)
+    obs_all = _object_strings(dataset.observations)
+    doses_all = _object_strings(dataset.doses)
     if subjects is None:
         subjects = sorted(obs_all["subject"].unique())
     subjects = list(subjects)
     obs_by = {k: v for k, v in obs_all.groupby("subject", sort=False)}
-    dose_by = {k: v for k, v in dataset.doses.groupby("subject", sort=False)}
-    empty_doses = dataset.doses.iloc[0:0]
+    dose_by = {k: v for k, v in doses_all.groupby("subject", sort=False)}
+    empty_doses = doses_all.iloc[0:0]
     subject_model = subject_base_models(dataset, base_model)
     missing = [s for s in subjects if s not in obs_by]
     if missing:

@@ -60,17 +60,36 @@ def progress_bar():
 
 
 def prepare_shard(
-    dataset, free, out, shard, resume, subjects, error_models, priors, options, base_model
+    dataset,
+    free,
+    out,
+    shard,
+    resume,
+    subjects,
+    error_models,
+    priors,
+    options,
+    base_model,
+    worker: int | None = None,
 ):
     """This shard's subjects, its run store, those already finished, those to fit, and their
-    fit problems grouped by structure (shared by `fit_batch` and `fit_each`)."""
-    everyone = sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
-    mine = shard_subjects(everyone, shard)
-    store = RunStore(out, shard) if out is not None else None
-    if out is not None and resume:
-        check_split(Path(out), [shard], shard)
-    finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
-    todo = [s for s in mine if s not in finished]
+    fit problems grouped by structure (shared by `fit_batch` and `fit_each`). For one of the
+    worker processes that share the shard (`worker`), `subjects` are the shard's subjects
+    still to fit and the parent has prepared the run directory."""
+    if worker is not None:
+        mine = todo = list(subjects)
+        store = RunStore(out, shard, worker=worker) if out is not None else None
+        finished: set[str] = set()
+    else:
+        everyone = (
+            sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
+        )
+        mine = shard_subjects(everyone, shard)
+        store = RunStore(out, shard) if out is not None else None
+        if out is not None and resume:
+            check_split(Path(out), [shard], shard)
+        finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
+        todo = [s for s in mine if s not in finished]
     batches = (
         build_batches(
             dataset,
@@ -95,6 +114,8 @@ def finish_shard(out, store, shard, frames, timing) -> BatchResult:
     else:
         wide = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         summary = timing
+        if wide.empty:  # nothing fitted here (a worker whose partners took every subject)
+            return BatchResult(pd.DataFrame(), pd.DataFrame(), summary)
     subjects_table, parameters = split_tables(wide)
     return BatchResult(subjects_table, parameters, summary)
 
@@ -112,6 +133,7 @@ class _Rounds:
     frames: list[pd.DataFrame] = field(default_factory=list)
     programs: list = field(default_factory=list)
     ends: list[float] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
     offset: int = 0  # subjects of the structures already run
 
     def on_round(self, done: int, total: int) -> None:
@@ -123,6 +145,7 @@ class _Rounds:
 
     def on_finished(self, frame: pd.DataFrame) -> None:
         self.frames.append(frame)
+        self.finished.extend(frame["subject"])
         if self.store is not None:
             self.store.write(frame)
 
@@ -161,11 +184,26 @@ def fit_lanes(
     base_model,
     progress: bool = False,
     on_progress: Callable[[int], None] | None = None,
+    worker: int | None = None,
+    claims=None,
 ) -> BatchResult:
-    """`fit_batch` in this process; `on_progress(subjects done now)` after every round."""
+    """`fit_batch` in this process; `on_progress(subjects done now)` after every round. In
+    worker process `worker`, `subjects` are the shard's subjects still to fit, shared with
+    the other workers through `claims` (`mgjax.batch._workers.SharedClaims`); the parent
+    writes the tables."""
     t0 = time.perf_counter()
     mine, store, finished, todo, batches = prepare_shard(
-        dataset, free, out, shard, resume, subjects, error_models, priors, options, base_model
+        dataset,
+        free,
+        out,
+        shard,
+        resume,
+        subjects,
+        error_models,
+        priors,
+        options,
+        base_model,
+        worker=worker,
     )
     t_built = time.perf_counter()
     rounds = _Rounds(store, len(finished), on_progress=on_progress)
@@ -174,21 +212,25 @@ def fit_lanes(
         rounds.task = rounds.bar.add_task("fitting", total=len(mine), completed=len(finished))
         rounds.bar.start()
     try:
-        for batch in batches:
+        for b, batch in enumerate(batches):
             run_batch(
                 batch,
                 settings,
                 on_finished=rounds.on_finished,
                 on_round=rounds.on_round,
                 on_compiled=rounds.programs.append,
+                claim=None if claims is None else claims.claimer(b, len(batch)),
+                share=None if claims is None else claims.share(len(batch)),
             )
-            rounds.offset += len(batch)
+            rounds.offset = len(rounds.finished)
     finally:
         if rounds.bar is not None:
             rounds.bar.stop()
     timing = _lane_timing(rounds, t0, t_built, time.perf_counter())
+    if worker is not None:  # the parent assembles the tables
+        out = store = None
     timing.update(
-        subjects_fitted_now=len(todo),
+        subjects_fitted_now=len(rounds.finished),
         subjects_resumed=len(finished),
         structures=len(batches),
         width=settings.width,

@@ -512,11 +512,16 @@ def run_batch(
     on_finished: Callable[[pd.DataFrame], None] | None = None,
     on_round: Callable[[int, int], None] | None = None,
     on_compiled: Callable[[Any], None] | None = None,
+    claim: Callable[[int], Sequence[int]] | None = None,
+    share: int | None = None,
 ) -> pd.DataFrame:
-    """Fit every subject of `batch` not in `skip`. Finished subjects are handed to
-    `on_finished` after each round (a wide frame: subject, group, loss, converged, iterations
-    (over all starts), status, starts, chi2, n_observations, loss_trace (JSON
-    [[iterations, loss], …] at the end of each round), then `estimate[p]`, `se[p]`,
+    """Fit every subject of `batch` not in `skip` — or, with `claim`, those that `claim(k)`
+    hands out (up to k more subject indices of the batch, asked for whenever lanes would
+    otherwise idle, never more than `share` at once; worker processes share the batch's
+    subjects this way). Finished subjects
+    are handed to `on_finished` after each round (a wide frame: subject, group, loss,
+    converged, iterations (over all starts), status, starts, chi2, n_observations, loss_trace
+    (JSON [[iterations, loss], …] at the end of each round), then `estimate[p]`, `se[p]`,
     `se_relative[p]`, `ci_low[p]`, `ci_high[p]` per free quantity); `on_round(finished so
     far, total)` reports progress; `on_compiled(program)` gets the compiled round (its
     `seconds` and `source`). A fit that ends implausibly (`implausible_fit`) is started again
@@ -525,13 +530,15 @@ def run_batch(
     devices = _devices(settings)
     sharding = lane_sharding(devices)
     todo = [i for i, s in enumerate(batch.subjects) if s not in skip]
-    queue = [(i, 0) for i in reversed(todo)]  # (subject, start number), taken from the end
+    # (subject, start number), taken from the end
+    queue = [(i, 0) for i in reversed(todo)] if claim is None else []
     total = len(todo)
+    held = total if claim is None or share is None else min(share, total)
     if total == 0:
         return pd.DataFrame()
     chunk = lanes_per_call(settings, devices)
     # fewer subjects than lanes: shrink the pool (the program keeps its `chunk` lanes)
-    width = min(settings.width, -(-total // chunk) * chunk)
+    width = min(settings.width, -(-held // chunk) * chunk)
     pool = _LanePool(width, np.asarray(_initial(batch.problems)))
     n_observations = observation_counts(batch)
     n_free = len(batch.problems.names)
@@ -542,7 +549,14 @@ def run_batch(
     frames: list[pd.DataFrame] = []
     best: dict[int, dict] = {}  # a restarted subject's best start so far
     done = 0
-    while queue or pool.busy():
+    while True:
+        if claim is not None:
+            busy = int((pool.lanes >= 0).sum())
+            room = min(width - busy, held - busy) - len(queue)
+            if room > 0:
+                queue[:0] = [(int(i), 0) for i in reversed(claim(room))]  # after restarts
+        if not (queue or pool.busy()):
+            break
         pool.fill(queue, settings)
         calls = []
         for lanes, padded in pool.chunks(chunk):  # all dispatched before any is read back
@@ -574,4 +588,4 @@ def run_batch(
             done += len(rows)
         if on_round is not None:
             on_round(done, total)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

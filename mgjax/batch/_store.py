@@ -21,7 +21,9 @@ import pandas as pd
 from ..fit._laplace import SLOPPY_SE
 from ..model._parameters import parameter_infos
 
-PART_PATTERN = re.compile(r"part-s(\d+)of(\d+)-(\d+)\.parquet$")
+#: part-s{i}of{n}-{number}.parquet, or part-s{i}of{n}-w{worker}-{number}.parquet from one of
+#: the worker processes that share shard i of n (`mgjax.batch._workers`)
+PART_PATTERN = re.compile(r"part-s(\d+)of(\d+)-(?:w\d+-)?(\d+)\.parquet$")
 MANIFEST_PATTERN = re.compile(r"shard-(\d+)of(\d+)\.json$")
 
 
@@ -50,8 +52,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def check_split(out: Path, shards: Sequence[tuple[int, int]], shard: tuple[int, int]) -> None:
-    """Refuse to resume a run directory whose parts come from a different split of `shard`
-    (another number of workers) than `shards`: their subjects would be fitted twice."""
+    """Refuse to resume a run directory whose parts come from a finer split of `shard` than
+    `shards` (a finer --shard, or worker processes of an earlier version, which split a
+    shard statically): their subjects would be fitted twice."""
     parts = out / "parts"
     if not parts.is_dir():
         return
@@ -65,19 +68,24 @@ def check_split(out: Path, shards: Sequence[tuple[int, int]], shard: tuple[int, 
         if (a, b) in mine or b % n or a % n != i:
             continue  # ours, or another shard of the job (not this one's subjects)
         raise RunDirectoryError(
-            f"{out} holds parts of shard {a}/{b}: shard {i}/{n} was split another way "
-            f"({b // n} workers, or a finer --shard); resume with --workers {b // n}, or "
-            "choose another output directory"
+            f"{out} holds parts of shard {a}/{b}, a finer split of shard {i}/{n} (a finer "
+            "--shard, or the static worker split of an earlier mgjax): its subjects would be "
+            f"fitted twice; resume with --shard {a}/{b} (each shard of that split), or choose "
+            "another output directory"
         )
 
 
 class RunStore:
-    """The parts of one run directory, for one shard."""
+    """The parts of one run directory, for one shard (and one of the worker processes that
+    share it, whose parts carry its number: several processes write without a clash)."""
 
-    def __init__(self, folder: str | Path, shard: tuple[int, int] = (0, 1)):
+    def __init__(
+        self, folder: str | Path, shard: tuple[int, int] = (0, 1), worker: int | None = None
+    ):
         self.folder = Path(folder)
         self.parts = self.folder / "parts"
         self.shard = shard
+        self.worker = worker
 
     def prepare(self, *, resume: bool, subjects: Sequence[str]) -> set[str]:
         """Create the directory; with `resume`, return the subjects already finished. Without
@@ -100,12 +108,21 @@ class RunStore:
         i, n = self.shard
         return sorted(self.parts.glob(f"part-s{i}of{n}-*.parquet"))
 
-    def write(self, frame: pd.DataFrame) -> Path:
-        """Write one part atomically."""
-        numbers = [int(PART_PATTERN.search(p.name).group(3)) for p in self._my_parts()]
-        k = max(numbers, default=-1) + 1
+    def _writer_prefix(self) -> str:
         i, n = self.shard
-        path = self.parts / f"part-s{i}of{n}-{k:06d}.parquet"
+        tag = "" if self.worker is None else f"w{self.worker}-"
+        return f"part-s{i}of{n}-{tag}"
+
+    def write(self, frame: pd.DataFrame) -> Path:
+        """Write one part atomically (numbered after this writer's earlier parts)."""
+        prefix = self._writer_prefix()
+        numbers = [
+            int(match.group(3))
+            for p in self.parts.glob(f"{prefix}*.parquet")
+            if (match := PART_PATTERN.search(p.name)) and p.name[len(prefix)].isdigit()
+        ]
+        k = max(numbers, default=-1) + 1
+        path = self.parts / f"{prefix}{k:06d}.parquet"
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         frame.to_parquet(tmp, index=False)
         with open(tmp, "rb") as fh:

@@ -3,10 +3,13 @@
 The round program of the lane pool runs on one CPU core: XLA's CPU backend does not spread a
 while-loop of small vmapped operations over cores, and several forced host devices in one
 process do not help either (see `docs/batch.md`). On a multi-core CPU the subjects are
-therefore split over `k` processes, each pinned to its own core and running its own lane pool
-on every k-th subject — the deterministic `--shard` split, so each worker writes its own
-atomic parts into the run directory and `--resume` picks up where each left off. The parent
-shows one progress bar and assembles one set of tables.
+therefore fitted by `k` processes, each pinned to its own core and running its own lane pool.
+They share the shard's subjects dynamically: a worker takes the next unfitted subject
+whenever one of its lanes would idle (`SharedClaims`), so no core idles while another still
+has subjects queued, and a slow subject delays only its own lane. Each worker writes its
+own atomic parts (named by the shard and its number) into the run directory, so `--resume`
+picks up where the job stopped, with any number of workers. The parent prepares the run
+directory, shows one progress bar and assembles one set of tables.
 
 Workers are spawned (not forked: JAX is multithreaded) and run JAX on the CPU only.
 """
@@ -18,13 +21,14 @@ import pickle
 import queue as queue_module
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from ._lanes import BatchResult, fit_lanes, progress_bar
-from ._store import check_split, read_parts, shard_subjects, write_tables
+from ._store import RunStore, check_split, read_parts, shard_subjects, split_tables, write_tables
 
 #: Seconds between checks that every worker is still alive.
 POLL_SECONDS = 1.0
@@ -32,11 +36,29 @@ POLL_SECONDS = 1.0
 EXIT_GRACE_POLLS = 3
 
 
-def worker_shards(shard: tuple[int, int], workers: int) -> list[tuple[int, int]]:
-    """The shards of `workers` processes that together cover `shard` (i, n): worker k takes
-    shard (i + n·k, n·workers), i.e. every `workers`-th subject of shard i of n."""
-    i, n = shard
-    return [(i + n * k, n * workers) for k in range(workers)]
+class SharedClaims:
+    """The subjects the workers have taken, per batch of one structure: a counter in shared
+    memory for each batch (the workers build identical batches from the same subject list).
+    `claimer(b, n)(k)` takes up to k more of batch b's n subjects, in order; a worker holds
+    at most `share(n)` of them at once (its even share: the first to start does not take a
+    small cohort whole)."""
+
+    def __init__(self, context, batches: int, workers: int):
+        self.taken = context.Array("q", max(1, batches))  # with a lock
+        self.workers = workers
+
+    def share(self, n: int) -> int:
+        return max(1, -(-n // self.workers))
+
+    def claimer(self, b: int, n: int) -> Callable[[int], range]:
+        def claim(k: int) -> range:
+            with self.taken.get_lock():
+                start = self.taken[b]
+                stop = min(start + max(k, 0), n)
+                self.taken[b] = stop
+            return range(start, stop)
+
+        return claim
 
 
 def _cores(workers: int) -> list[set[int] | None]:
@@ -83,27 +105,40 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
     everyone = kwargs.get("subjects")
     if everyone is None:
         everyone = kwargs["dataset"].observations["subject"].unique()
-    total = len(shard_subjects(list(everyone), shard))
-    workers = max(1, min(workers, total))  # never a worker without subjects
+    mine = shard_subjects(list(everyone), shard)
+    workers = max(1, min(workers, len(mine)))  # never a worker without subjects
     if workers == 1:
         return fit_lanes(out=out, shard=shard, progress=progress, settings=settings, **kwargs)
-    shards = worker_shards(shard, workers)
+    t0 = time.perf_counter()
     out = Path(out) if out is not None else None
+    finished: set[str] = set()
+    if out is not None:
+        if kwargs.get("resume"):
+            check_split(out, [shard], shard)
+        store = RunStore(out, shard)
+        finished = store.prepare(resume=bool(kwargs.get("resume")), subjects=mine)
+    todo = [s for s in mine if s not in finished]
+    workers = max(1, min(workers, len(todo)))
     settings = replace(settings, devices=None)  # each worker: its own CPU device
-    already = 0
-    if out is not None and kwargs.get("resume"):
-        check_split(out, shards, shard)
-        already = sum(read_parts(out, shard=s)["subject"].nunique() for s in shards)
     cache_dir = jax.config.jax_compilation_cache_dir
     context = mp.get_context("spawn")
+    claims = SharedClaims(context, len(todo), workers)
     messages = context.Queue()
-    t0 = time.perf_counter()
     saved_platforms = os.environ.get("JAX_PLATFORMS")
     os.environ["JAX_PLATFORMS"] = "cpu"  # inherited by the spawned workers
     processes = []
     try:
-        for k, (sub, cores) in enumerate(zip(shards, _cores(workers))):
-            job = dict(kwargs, settings=settings, shard=sub, out=out)
+        for k, cores in enumerate(_cores(workers) if todo else []):
+            job = dict(
+                kwargs,
+                subjects=todo,
+                resume=False,
+                settings=settings,
+                shard=shard,
+                out=out,
+                worker=k,
+                claims=claims,
+            )
             process = context.Process(
                 target=_work, args=(k, cores, cache_dir, messages, job), daemon=True
             )
@@ -123,7 +158,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
         else:
             os.environ["JAX_PLATFORMS"] = saved_platforms
     bar = progress_bar() if progress else None
-    task = bar.add_task("fitting", total=total, completed=already) if bar else None
+    task = bar.add_task("fitting", total=len(mine), completed=len(finished)) if bar else None
     done = [0] * workers
     silent = [0] * workers
     results: dict[int, BatchResult] = {}
@@ -131,7 +166,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
     if bar is not None:
         bar.start()
     try:
-        while len(results) < workers and failure is None:
+        while len(results) < len(processes) and failure is None:
             try:
                 kind, k, payload = messages.get(timeout=POLL_SECONDS)
             except queue_module.Empty:
@@ -141,32 +176,35 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
                         silent[k] += 1
                         if silent[k] > EXIT_GRACE_POLLS:
                             failure = (
-                                f"worker {k} (shard {shards[k][0]}/{shards[k][1]}) stopped "
-                                f"with exit code {process.exitcode} before finishing"
+                                f"worker {k} (of {workers} on shard {shard[0]}/{shard[1]}) "
+                                f"stopped with exit code {process.exitcode} before finishing"
                             )
                 continue
             if kind == "round":
                 done[k] = payload
                 if bar is not None:
-                    bar.update(task, completed=already + sum(done))
+                    bar.update(task, completed=len(finished) + sum(done))
             elif kind == "done":
                 results[k] = payload
             else:
-                failure = f"worker {k} (shard {shards[k][0]}/{shards[k][1]}) failed:\n{payload}"
+                failure = (
+                    f"worker {k} (of {workers} on shard {shard[0]}/{shard[1]}) failed:\n{payload}"
+                )
     finally:
         if bar is not None:
             bar.stop()
         for process in processes:
-            if len(results) < workers and process.is_alive():  # a failure or an interrupt
+            if len(results) < len(processes) and process.is_alive():  # a failure or interrupt
                 process.terminate()
             process.join()
     if failure is not None:
         kept = f"; finished subjects are kept in {out} (rerun with --resume)" if out else ""
         raise RuntimeError(failure + kept)
-    return _combine([results[k] for k in range(workers)], shards, out, workers, t0)
+    ordered = [results[k] for k in range(len(processes))]
+    return _combine(ordered, shard, out, workers, len(finished), t0)
 
 
-def _combine(results, shards, out, workers, t0):
+def _combine(results, shard, out, workers, resumed, t0):
     """One result from the workers' results (and the tables in `out`)."""
 
     summaries = [r.summary for r in results]
@@ -175,7 +213,7 @@ def _combine(results, shards, out, workers, t0):
         return sum((s.get(key) or 0) for s in summaries)
 
     def longest(key):
-        return max((s.get(key) or 0.0) for s in summaries)
+        return max((s.get(key) or 0.0) for s in summaries) if summaries else 0.0
 
     timing = dict(
         seconds_compile=longest("seconds_compile"),
@@ -183,24 +221,27 @@ def _combine(results, shards, out, workers, t0):
         rounds=total("rounds"),
         rounds_per_worker=[s.get("rounds") for s in summaries],
         seconds_per_worker=[s.get("seconds_total") for s in summaries],
+        subjects_per_worker=[s.get("subjects_fitted_now") for s in summaries],
         seconds_per_round=longest("seconds_per_round"),
         seconds_compile_estimate=longest("seconds_compile_estimate"),
         seconds_total=time.perf_counter() - t0,
         seconds_building=longest("seconds_building"),
         seconds_first_round=longest("seconds_first_round"),
         subjects_fitted_now=total("subjects_fitted_now"),
-        subjects_resumed=total("subjects_resumed"),
-        structures=max(s.get("structures", 0) for s in summaries),
-        width=summaries[0].get("width"),
+        subjects_resumed=resumed,
+        structures=max((s.get("structures", 0) for s in summaries), default=0),
+        width=summaries[0].get("width") if summaries else None,
         workers=workers,
-        shard=[shards[0][0], shards[0][1] // workers],
+        shard=list(shard),
     )
-    summary = timing
     if out is not None:
-        wide = pd.concat([read_parts(out, shard=s) for s in shards], ignore_index=True)
+        wide = read_parts(out, shard=shard)
         summary = write_tables(out, wide, timing)
-    subjects = pd.concat([r.subjects for r in results], ignore_index=True)
-    parameters = pd.concat([r.parameters for r in results], ignore_index=True)
+        subjects, parameters = split_tables(wide)
+        return BatchResult(subjects, parameters, summary)
+    frames = [r for r in results if len(r.subjects)]
+    subjects = pd.concat([r.subjects for r in frames], ignore_index=True)
+    parameters = pd.concat([r.parameters for r in frames], ignore_index=True)
     subjects = subjects.sort_values("subject", kind="stable").reset_index(drop=True)
     parameters = parameters.sort_values(["subject", "parameter"], kind="stable")
-    return BatchResult(subjects, parameters.reset_index(drop=True), summary)
+    return BatchResult(subjects, parameters.reset_index(drop=True), timing)
