@@ -286,6 +286,8 @@ def test_run_directory_holds_config_environment_log_tables_and_report(fitted):
     # the log reports the summary's compile time (to its 2 decimals), a part of the run's total
     assert summary["seconds_compile"] == pytest.approx(logged, abs=0.006)
     assert summary["seconds_compile"] < summary["seconds_total"]
+    # the report's program compiled in a thread beside the fit
+    assert "report program ready" in log
 
 
 def test_report_is_self_contained_and_redrawn_by_the_report_command(fitted):
@@ -504,6 +506,12 @@ def test_stored_program_is_reused_by_a_new_process(tmp_path):
         args = ({{"a": np.eye(3) * 2.0, "b": np.arange(3.0)}},)
         program = compile_program("test-program", f, args)
         out = program(*args)
+        # XLA's cheaper settings are accepted by the CPU compiler and change nothing here
+        from mgjax.runtime._programs import cpu_compiler_options
+        options = cpu_compiler_options("cpu", run_once=True)
+        fast = compile_program("test-program", f, args, compiler_options=options)
+        assert fast.source != "memory"  # another program (options are part of the key)
+        assert np.array_equal(np.asarray(fast(*args)["y"]), np.asarray(out["y"]))
         print(json.dumps(dict(source=program.source, y=np.asarray(out["y"]).tolist())))
         """
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from ..solve._simulate import observed_values, simulate
 from ..synth._cohort import _REPORT_UNITS, synthesize
 from ._config import RunConfig, apply_override, grid_points, to_yaml, validate
 from ._html import pyplot, save_figure
-from ._report import write_report
+from ._report import precompile_report, write_report
 from ._resolve import (
     base_model_for,
     bundled_cohort,
@@ -141,12 +142,45 @@ def _fit_into(
     unknown_em = sorted(set(cfg.fit.error_model) - set(dataset.observations["observable"]))
     if unknown_em:
         log.warning("fit.error_model lists %s, which the data do not observe", unknown_em)
+    reporting = report if report is not None else cfg.report.enabled
+    ahead = ReportAhead(cfg, dataset, log) if reporting else None
     t0 = time.perf_counter()
-    engine, result = _run_fit(cfg, dataset, out, devices, common, log, progress)
+    engine, result = _run_fit(cfg, dataset, out, devices, common, log, progress, ahead)
     _log_fit(log, engine, result.summary, t0)
-    if report if report is not None else cfg.report.enabled:
+    if reporting:
+        ahead.join()
         _report_fit(out, cfg, dataset, log)
     return result.summary
+
+
+class ReportAhead:
+    """The report's fitted-curves program compiled in a thread (`precompile_report`) once the
+    fit's own program is compiled and its rounds run, on one core: the other core compiles
+    (started earlier, the two traces contend for the interpreter and the fit's compile slows
+    as much as the report gains). Single-process jobs only; a failure is logged and the
+    report then compiles the program itself."""
+
+    def __init__(self, cfg: RunConfig, dataset: Dataset, log: logging.Logger):
+        self.cfg, self.dataset, self.log = cfg, dataset, log
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.thread is not None or jax.process_count() > 1:
+            return
+        self.thread = threading.Thread(target=self._work, name="mgjax-report", daemon=True)
+        self.thread.start()
+
+    def join(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+
+    def _work(self) -> None:
+        t = time.perf_counter()
+        try:
+            precompile_report(self.cfg, self.dataset)
+            self.log.info("report program ready (%.1f s, beside the fit)", time.perf_counter() - t)
+        except Exception as e:  # noqa: BLE001 — only an optimisation
+            self.log.info("report program not compiled ahead (%s: %s)", type(e).__name__, e)
 
 
 def _resolve_fit(
@@ -219,6 +253,7 @@ class RoundLog:
         self.rounds = 0
         self.t0 = time.perf_counter()
         self.first: tuple[float, int] | None = None  # (time, subjects fitted) after round 1
+        self.after_first: Callable[[], None] | None = None  # called once, after round 1
         self.task = None
         if bar is not None:
             self.task = bar.add_task(
@@ -239,6 +274,8 @@ class RoundLog:
         if self.bar is not None:
             speed = f"{rate:.2f} subjects/s"
             self.bar.update(self.task, description="fitting", completed=done, speed=speed)
+        if self.rounds == 1 and self.after_first is not None:
+            self.after_first()
 
     def _rate(self, now: float, fitted: int) -> tuple[float, str]:
         """(subjects per second since the first round ended, or — for the first round —
@@ -258,17 +295,22 @@ def _run_fit(
     common: dict,
     log: logging.Logger,
     progress: bool,
+    ahead: ReportAhead | None = None,
 ) -> tuple[str, BatchResult]:
     """(engine description, result): the vmapped batch engine for single-start
     Levenberg–Marquardt, else subject by subject. Progress: `RoundLog` (with worker
-    processes, the workers' own bar and no per-round lines)."""
+    processes, the workers' own bar and no per-round lines). `ahead` starts after the first
+    round (with worker processes: at once, this process only waits)."""
     batch = cfg.optimiser.name == "levenberg_marquardt" and cfg.multistart.starts == 1
     if batch and cfg.batch.workers > 1:
+        if ahead is not None:
+            ahead.start()
         return _run_batch(cfg, dataset, out, devices, dict(common, progress=progress))
     everyone = dataset.observations["subject"].unique().tolist()
     total = len(shard_subjects(everyone, common["shard"]))
     bar = fit_progress_bar() if progress else None
     rounds = RoundLog(out, common["shard"], total, log, bar, "round" if batch else "subject")
+    rounds.after_first = ahead.start if ahead is not None else None
     with bar if bar is not None else contextlib.nullcontext():
         if batch:
             return _run_batch(cfg, dataset, out, devices, dict(common, on_progress=rounds))

@@ -32,7 +32,7 @@ from ..data._units import MODEL_UNITS
 from ..fit._experiment import INTERVAL_OBSERVABLES, fasting_rest_for
 from ..fit._laplace import SLOPPY_SE
 from ..protocols import HyperinsulinemicClamp
-from ..runtime._programs import compile_program
+from ..runtime._programs import compile_program, cpu_compiler_options
 from ..solve._simulate import simulate, simulate_from_rest
 from ._config import RunConfig, load_config
 from ._html import (
@@ -72,8 +72,22 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
     """Per subject of `batch` at optimisation coordinates `u`: dense trajectories of each
     dynamic experiment's observables (`dense{k}`: subjects × times × observables), each
     experiment's predictions at its observations (`pred{k}`), and the clamp's M/I (`mi{k}`)."""
-    one = batch.one(0)
-    _, tree = jax.tree.flatten(one)
+    # compiled for CURVE_CHUNK subjects whatever the cohort's size (one stored program),
+    # called on the subjects in chunks, the last one filled up with its first subject
+    n = len(batch)
+    calls = []
+    for _, index in in_chunks(np.arange(n), CURVE_CHUNK):
+        leaves = [np.asarray(x) for x in jax.tree.leaves(batch.take(index))]
+        if not calls:
+            program = _curves_program(batch, grids, leaves, np.asarray(u[index]))
+        calls.append(program(leaves, np.asarray(u[index])))
+    return {k: np.concatenate([np.asarray(c[k]) for c in calls])[:n] for k in calls[0]}
+
+
+def _curves_program(batch, grids, leaves, u):
+    """The fitted-curves program of `batch`'s structure and `grids`, compiled (or read back)
+    for the leaves and coordinates of one call."""
+    _, tree = jax.tree.flatten(batch.one(0))
 
     def curves(leaves, u):
         problems = jax.tree.unflatten(tree, leaves)
@@ -108,22 +122,50 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
 
         return jax.vmap(single)(problems, u)
 
-    # compiled for CURVE_CHUNK subjects whatever the cohort's size (one stored program),
-    # called on the subjects in chunks, the last one filled up with its first subject
-    n = len(batch)
-    calls = []
-    for _, index in in_chunks(np.arange(n), CURVE_CHUNK):
+    with errors_as_nan():  # runs once per report: XLA's cheaper settings pay
+        return compile_program(
+            "report-curves",
+            curves,
+            (leaves, u),
+            static=[None if g is None else g.tolist() for g in grids],
+            compiler_options=cpu_compiler_options(run_once=True),
+        )
+
+
+def _grids(batch) -> list[np.ndarray | None]:
+    """The dense time grid of each of `batch`'s experiments (None at steady state), from its
+    first subject's sampling times."""
+    return [
+        None
+        if getattr(e.protocol, "at_steady_state", False)
+        else _grid(e.protocol, np.asarray(e.times)[0])
+        for e in batch.problems.experiments
+    ]
+
+
+def _report_batches(cfg: RunConfig, dataset: Dataset, subjects: list[str]):
+    observables = sorted(dataset.observations["observable"].unique())
+    return build_batches(
+        dataset,
+        cfg.fit.free,
+        subjects=subjects,
+        error_models=error_models_for(cfg, observables),
+        priors=priors_for(cfg),
+        options=solver_options(cfg, "levenberg_marquardt"),
+        base_model=base_model_for(cfg),
+    )
+
+
+def precompile_report(cfg: RunConfig, dataset: Dataset) -> None:
+    """Compile (or read back) the fitted-curves program of the report ahead of time, for the
+    structure of the dataset's first subjects: `mgjax fit` runs this in a thread while the
+    fit runs, so the report finds it compiled (`compile_program` keeps it in memory)."""
+    first = sorted(dataset.observations["subject"].unique())[:CURVE_CHUNK]
+    for batch in _report_batches(cfg, dataset, first):
+        index = in_chunks(np.arange(len(batch)), CURVE_CHUNK)[0][1]
         leaves = [np.asarray(x) for x in jax.tree.leaves(batch.take(index))]
-        if not calls:
-            with errors_as_nan():
-                program = compile_program(
-                    "report-curves",
-                    curves,
-                    (leaves, np.asarray(u[index])),
-                    static=[None if g is None else g.tolist() for g in grids],
-                )
-        calls.append(program(leaves, np.asarray(u[index])))
-    return {k: np.concatenate([np.asarray(c[k]) for c in calls])[:n] for k in calls[0]}
+        u = np.zeros((len(index), len(batch.problems.names)))
+        _curves_program(batch, _grids(batch), leaves, u)
 
 
 def _u_of(batch, parameters: pd.DataFrame) -> np.ndarray:
@@ -407,26 +449,13 @@ def _model_data(cfg: RunConfig, dataset: Dataset, subjects, parameters, log):
         return [], pd.DataFrame(), pd.DataFrame()
     observables = sorted(dataset.observations["observable"].unique())
     errors = error_models_for(cfg, observables)
-    batches = build_batches(
-        dataset,
-        cfg.fit.free,
-        subjects=chosen,
-        error_models=errors,
-        priors=priors_for(cfg),
-        options=solver_options(cfg, "levenberg_marquardt"),
-        base_model=base_model_for(cfg),
-    )
+    batches = _report_batches(cfg, dataset, chosen)
     groups = subjects.set_index("subject")["group"].to_dict()
     items, fasting_rows, circle = [], [], []
     for batch in batches:
         u = _u_of(batch, parameters)
         experiments = batch.problems.experiments
-        grids = [
-            None
-            if getattr(e.protocol, "at_steady_state", False)
-            else _grid(e.protocol, np.asarray(e.times)[0])
-            for e in experiments
-        ]
+        grids = _grids(batch)
         out = _curves(batch, u, grids)
         for i, subject in enumerate(batch.subjects):
             point: dict[str, Any] = dict(subject=subject, group=groups.get(subject, ""))

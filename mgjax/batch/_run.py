@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -196,15 +197,29 @@ def errors_as_nan():
     environment variable, read once when Equinox is imported; setting it would change every
     user's programs. So this is the one place that sets Equinox's private module setting
     (`equinox._errors.EQX_ON_ERROR`, read by `error_if` when it traces) for the traces of the
-    stored programs; tests/test_fit_interfaces.py pins that it removes the callbacks."""
+    stored programs; tests/test_fit_interfaces.py pins that it removes the callbacks. Safe in
+    threads (the report's program is traced beside the fit's): the setting is restored when
+    the last of the overlapping traces ends."""
     import equinox._errors as errors
 
-    previous = errors.EQX_ON_ERROR
-    errors.EQX_ON_ERROR = "nan"
+    global _NAN_DEPTH, _NAN_PREVIOUS
+    with _NAN_LOCK:
+        if _NAN_DEPTH == 0:
+            _NAN_PREVIOUS = errors.EQX_ON_ERROR
+            errors.EQX_ON_ERROR = "nan"
+        _NAN_DEPTH += 1
     try:
         yield
     finally:
-        errors.EQX_ON_ERROR = previous
+        with _NAN_LOCK:
+            _NAN_DEPTH -= 1
+            if _NAN_DEPTH == 0:
+                errors.EQX_ON_ERROR = _NAN_PREVIOUS
+
+
+_NAN_LOCK = threading.Lock()
+_NAN_DEPTH = 0
+_NAN_PREVIOUS = "raise"
 
 
 def _state_shapes(
@@ -219,7 +234,7 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
     """The compiled round of `width` lanes for `batch`'s structure, on flat inputs
     (problem leaves, u, optimiser-state leaves, fresh) → (outputs, new state leaves); stored
     and reused by later runs (`mgjax.runtime._programs`). Returns (program, state template)."""
-    from ..runtime._programs import compile_program, stored_json
+    from ..runtime._programs import compile_program, cpu_compiler_options, stored_json
 
     one = batch.one(0)
     one_leaves, one_tree = jax.tree.flatten(one)
@@ -270,6 +285,7 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
                 str(sharding),
             ),
             in_shardings=sharding,
+            compiler_options=cpu_compiler_options(sharding.mesh.devices.flat[0].platform),
         )
     return program, carried
 
