@@ -272,3 +272,35 @@ def test_public_api_is_pure_and_reexported():
     changed = mgjax.set_parameters(model, gfr=0.1)
     assert float(mgjax.get_parameter(model, "gfr")) == 0.125
     assert float(mgjax.get_parameter(changed, "gfr")) == 0.1
+
+
+def _import_in_subprocess(env_changes: dict[str, str | None]) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in env_changes}
+    env.update({k: v for k, v in env_changes.items() if v is not None})
+    script = (
+        "import json, os; import mgjax, mgjax.app.cli; "
+        "from jax._src import xla_bridge; "
+        "print(json.dumps(dict(started=xla_bridge.backends_are_initialized(), "
+        "flags=os.environ.get('XLA_FLAGS'))))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_import_starts_no_backend_and_turns_the_cpu_fusion_emitters_off():
+    """`import mgjax` (and its CLI) creates no JAX array, so XLA's flags can still be set: it
+    adds `--xla_cpu_use_fusion_emitters=false` unless the user set that flag or opted out."""
+    plain = _import_in_subprocess({"XLA_FLAGS": None, "MGJAX_XLA_FLAGS": None})
+    assert plain == dict(started=False, flags="--xla_cpu_use_fusion_emitters=false")
+    mine = _import_in_subprocess({"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"})
+    assert mine["flags"] == "--xla_cpu_use_fusion_emitters=true"
+    kept = _import_in_subprocess({"XLA_FLAGS": "--xla_dump_to=/nowhere", "MGJAX_XLA_FLAGS": None})
+    assert kept["flags"] == "--xla_dump_to=/nowhere --xla_cpu_use_fusion_emitters=false"
+    out = _import_in_subprocess({"XLA_FLAGS": None, "MGJAX_XLA_FLAGS": "0"})
+    assert out == dict(started=False, flags=None)

@@ -67,10 +67,11 @@ class Experiment(eqx.Module):
         return int(self.values.shape[-1])
 
     def predict(
-        self, model: MgT2DModel, options: SolverOptions = SolverOptions(), rest: State | None = None
+        self, model: MgT2DModel, options: SolverOptions | None = None, rest: State | None = None
     ) -> tuple[Any, Any]:
         """(prediction of every observation, solve succeeded). `rest`: the fasting steady
         state of `model` when already found (only for protocols that `start_at_fasting_rest`)."""
+        options = SolverOptions() if options is None else options
         if isinstance(self.protocol, Series):
             return self._predict_secretion(model, options)
         if rest is not None:

@@ -40,13 +40,19 @@ NOISE_RESIDUAL_OFFSET = 10.0
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+def _as_float_array(x: Any) -> Any:
+    """A JAX array or tracer as it is; a Python or NumPy number as a NumPy float64 array (no
+    JAX array at construction: the module-level error models start no backend at import)."""
+    return x if isinstance(x, jax.Array) else np.asarray(x, dtype=np.float64)
+
+
 class ErrorModel(eqx.Module):
     """σ(f) = √(additive² + (proportional·f)²) for one observable (model units).
 
     `estimate_additive` / `estimate_proportional` make the term a free parameter."""
 
-    additive: Any = eqx.field(default=0.0, converter=jnp.asarray)
-    proportional: Any = eqx.field(default=0.05, converter=jnp.asarray)
+    additive: Any = eqx.field(default=0.0, converter=_as_float_array)
+    proportional: Any = eqx.field(default=0.05, converter=_as_float_array)
     estimate_additive: bool = eqx.field(default=False, static=True)
     estimate_proportional: bool = eqx.field(default=False, static=True)
 

@@ -76,7 +76,7 @@ class OneCompartmentOral(AbstractFitProblem):
     upper: Float[Array, " p"]
     prior_mean: Float[Array, " p"]
     prior_sd: Float[Array, " p"]
-    options: SolverOptions = SolverOptions()  # no ODE: kept for the interface
+    options: SolverOptions = eqx.field(default_factory=SolverOptions)  # no ODE: interface
     free: tuple[str, ...] = eqx.field(static=True, default=MODEL_PARAMETERS)
     error_parameters: tuple = eqx.field(
         static=True, default=(("concentration", "additive"), ("concentration", "proportional"))

@@ -117,7 +117,7 @@ def simulate_secretion(
     ts: Float[Array, " times"],
     *,
     mg_free: Any = None,
-    options: SolverOptions = SolverOptions(),
+    options: SolverOptions | None = None,
     throw: bool = True,
 ) -> SecretionTrajectory:
     """Insulin secretion of `model`'s beta-cell driven by a glucose series.
@@ -135,6 +135,7 @@ def simulate_secretion(
     traced (a new value never compiles again); concrete output times are checked to be sorted
     and not before the series' start.
     """
+    options = SolverOptions() if options is None else options
     ts = jnp.asarray(ts, dtype=jnp.float64)
     if not _traced(ts, glucose.times):
         _check_output_times(np.asarray(ts), float(glucose.times[0]))

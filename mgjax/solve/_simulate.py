@@ -93,7 +93,7 @@ def simulate(
     ts: Float[Array, " times"] | None = None,
     *,
     y0: State | Float[Array, " states"] | None = None,
-    options: SolverOptions = SolverOptions(),
+    options: SolverOptions | None = None,
     throw: bool = True,
 ) -> Trajectory:
     """Simulate `model` under `protocol`, sampling at `ts`.
@@ -112,6 +112,7 @@ def simulate(
 
     **Returns:** a `Trajectory`. Pure: works under `jax.jit`, `jax.vmap` and `jax.grad`.
     """
+    options = SolverOptions() if options is None else options
     if protocol is None:
         protocol = fasting()
     if ts is None:
@@ -136,12 +137,13 @@ def simulate_from_rest(
     ts: Float[Array, " times"],
     rest: State,
     *,
-    options: SolverOptions = SolverOptions(),
+    options: SolverOptions | None = None,
     throw: bool = True,
 ) -> Trajectory:
     """`simulate` from `rest`, the fasting steady state under `protocol.basal_inputs()`
     already found (so that several protocols of one subject share one steady-state search:
     one copy in a compiled program instead of one per protocol)."""
+    options = SolverOptions() if options is None else options
     ts = jnp.asarray(ts, dtype=jnp.float64)
     if getattr(protocol, "at_steady_state", False):
         return _at_rest(model, protocol, ts, rest)

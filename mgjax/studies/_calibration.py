@@ -14,6 +14,7 @@ weights to 0, so every leave-one-study-out refit reuses it).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -74,7 +75,12 @@ CALIBRATED_PARAMETERS: tuple[str, ...] = (
     "hyperglycaemia_tal_inhibition",  # glycosuria-independent hyperglycaemic wasting
 )
 DAY = 1440.0
-_FORWARD = SolverOptions(adjoint=dfx.ForwardMode())
+
+
+@functools.cache
+def _forward() -> SolverOptions:
+    """Forward-mode sensitivities (built on first use: importing mgjax starts no backend)."""
+    return SolverOptions(adjoint=dfx.ForwardMode())
 
 
 def _scaled(model: MgT2DModel, names: Sequence[str], u: Float[Array, " p"]) -> MgT2DModel:
@@ -144,7 +150,7 @@ def readouts(
 
     def arm(model, dose):
         protocol = eqx.tree_at(lambda t: t.dose, trial, dose)
-        traj = simulate(model, protocol, ts, options=_FORWARD, throw=False)
+        traj = simulate(model, protocol, ts, options=_forward(), throw=False)
         summary = protocol.summary(traj)
         return jnp.stack([summary[o] for o in ARM_OBSERVABLES]), traj.success
 
@@ -159,7 +165,7 @@ def readouts(
 
         def one(model):
             traj = simulate(
-                model, protocol, protocol.sampling_times(), options=_FORWARD, throw=False
+                model, protocol, protocol.sampling_times(), options=_forward(), throw=False
             )
             return protocol.summary(traj)[key], traj.success
 
@@ -178,7 +184,7 @@ def readouts(
     at_rest = observables(healthy, rest)
     diet = set_parameters(healthy, {"dietary_mg_intake": 0.5})
     traj = simulate(
-        diet, fasting(), jnp.asarray([0.0, 21 * DAY]), y0=rest, options=_FORWARD, throw=False
+        diet, fasting(), jnp.asarray([0.0, 21 * DAY]), y0=rest, options=_forward(), throw=False
     )
     ok.append(traj.success)
     serum, free = traj["serum_mg"], traj["intracellular_mg"]
