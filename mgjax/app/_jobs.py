@@ -145,7 +145,12 @@ def _fit_into(
     reporting = report if report is not None else cfg.report.enabled
     ahead = ReportAhead(cfg, dataset, log) if reporting else None
     t0 = time.perf_counter()
-    engine, result = _run_fit(cfg, dataset, out, devices, common, log, progress, ahead)
+    try:
+        engine, result = _run_fit(cfg, dataset, out, devices, common, log, progress, ahead)
+    except Exception:  # let a compile in flight finish: a thread inside XLA at exit can crash
+        if ahead is not None:
+            ahead.join()
+        raise
     _log_fit(log, engine, result.summary, t0)
     if reporting:
         ahead.join()

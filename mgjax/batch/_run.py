@@ -534,11 +534,11 @@ def run_batch(
     """Fit every subject of `batch` not in `skip` — or, with `claim`, those that `claim(k)`
     hands out (up to k more subject indices of the batch, asked for whenever lanes would
     otherwise idle, never more than `share` at once; worker processes share the batch's
-    subjects this way). Finished subjects
-    are handed to `on_finished` after each round (a wide frame: subject, group, loss,
-    converged, iterations (over all starts), status, starts, chi2, n_observations, loss_trace
-    (JSON [[iterations, loss], …] at the end of each round), then `estimate[p]`, `se[p]`,
-    `se_relative[p]`, `ci_low[p]`, `ci_high[p]` per free quantity); `on_round(finished so
+    subjects this way). Finished subjects are handed to `on_finished` after each round (a
+    wide frame: subject, group, loss, converged, iterations (over all starts), status, starts,
+    chi2, n_observations, loss_trace (JSON [[iterations, loss], …] at the end of each round),
+    then `estimate[p]`, `se[p]`, `se_relative[p]`, `ci_low[p]`, `ci_high[p]` per free
+    quantity); `on_round(finished so
     far, total)` reports progress; `on_compiled(program)` gets the compiled round (its
     `seconds` and `source`). A fit that ends implausibly (`implausible_fit`) is started again
     (at most `settings.restarts` times; `restart_point`) and the start with the lowest
