@@ -15,6 +15,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+import mgjax
 import mgjax.app._jobs as jobs
 from mgjax.app._resolve import bundled_cohort
 from mgjax.app._run_dir import start_log
@@ -206,3 +207,61 @@ def test_progress_bar_reads_compiling_until_the_first_round(tmp_path):
     task = bar.tasks[0]
     assert (task.description, task.completed) == ("fitting", 1)
     assert "round 1: 1/2 subjects (0 resumed), 1 converged" in (tmp_path / "run.log").read_text()
+
+
+# --- fit.start_from: starting values from a finished run -----------------------------------------
+
+
+def test_start_from_a_fit_or_population_run_sets_the_free_parameters_start(tmp_path):
+    """`fit.start_from` starts each group at a finished fit's median estimates (or every
+    subject at a population fit's typical values); fixed parameters and range priors stay the
+    presets'; a directory without either table, or a non-positive value, is refused by name."""
+    from mgjax.app._config import ConfigError, RunConfig
+    from mgjax.app._resolve import base_model_for, priors_for, start_values
+    from mgjax.model._parameters import get_parameters
+
+    free = ["signalling_capacity", "egp_max"]
+    fit_run = tmp_path / "fit"
+    fit_run.mkdir()
+    pd.DataFrame(
+        dict(
+            group=["t2dm", "t2dm", "healthy"],
+            parameter=["signalling_capacity", "egp_max", "signalling_capacity"],
+            median=[0.3, 0.02, 1.1],
+        )
+    ).to_csv(fit_run / "cohort_summary.csv", index=False)
+    assert start_values(fit_run, free) == {
+        "healthy": {"signalling_capacity": 1.1},
+        "t2dm": {"signalling_capacity": 0.3, "egp_max": 0.02},
+    }
+    cfg = RunConfig.model_validate(dict(fit=dict(free=free, start_from=str(fit_run))))
+    t2dm = get_parameters(base_model_for(cfg)("t2dm", {}), (*free, "beta_cell_mass"))
+    preset = get_parameters(mgjax.preset("t2dm"), ("beta_cell_mass",))
+    assert float(t2dm["signalling_capacity"]) == 0.3 and float(t2dm["egp_max"]) == 0.02
+    assert float(t2dm["beta_cell_mass"]) == float(preset["beta_cell_mass"])
+    other = get_parameters(base_model_for(cfg)("t2dm_hypomagnesemia", {}), tuple(free))
+    assert float(other["signalling_capacity"]) == float(
+        get_parameters(mgjax.preset("t2dm_hypomagnesemia"), tuple(free))["signalling_capacity"]
+    )  # a group the run did not fit keeps its preset
+    cfg_range = RunConfig.model_validate(
+        dict(fit=dict(free=free, start_from=str(fit_run), priors="range"))
+    )
+    healthy = get_parameters(mgjax.preset("healthy"), tuple(free))
+    assert priors_for(cfg_range)["signalling_capacity"][0] == float(
+        healthy["signalling_capacity"]
+    )
+
+    population_run = tmp_path / "population"
+    population_run.mkdir()
+    pd.DataFrame(
+        dict(parameter=["signalling_capacity", "weight_effect"], estimate=[0.7, 0.75])
+    ).to_csv(population_run / "population_parameters.csv", index=False)
+    assert start_values(population_run, free) == {None: {"signalling_capacity": 0.7}}
+
+    with pytest.raises(ConfigError, match="neither cohort_summary.csv"):
+        start_values(tmp_path, free)
+    pd.DataFrame(dict(parameter=["egp_max"], estimate=[-1.0])).to_csv(
+        population_run / "population_parameters.csv", index=False
+    )
+    with pytest.raises(ConfigError, match="egp_max = -1.0, not a positive number"):
+        start_values(population_run, free)

@@ -178,7 +178,9 @@ class ErrorModelConfig(_Strict):
 
 class FitConfig(_Strict):
     """What to estimate, its priors (`range` = weak priors from the parameter table's
-    plausible ranges) and the error model per observable (default: the cohort's)."""
+    plausible ranges), the error model per observable (default: the cohort's), and where the
+    free parameters start (`start_from`: a finished fit's run directory — each group starts at
+    its median estimate — or a population fit's — the typical values; default the presets)."""
 
     free: list[str] = Field(
         default_factory=lambda: [
@@ -192,6 +194,7 @@ class FitConfig(_Strict):
     )
     priors: dict[str, PriorConfig] | Literal["range", "none"] = "none"
     error_model: dict[str, ErrorModelConfig] = {}
+    start_from: Path | None = None
 
     @field_validator("free")
     @classmethod

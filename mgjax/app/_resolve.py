@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import diffrax as dfx
+import numpy as np
+import pandas as pd
 
 from ..batch import default_base_model
 from ..data._dataset import Dataset, load_dataset
@@ -69,22 +71,71 @@ def error_models_for(cfg: RunConfig, observables) -> dict[str, ErrorModel]:
 
 
 def base_model_for(cfg: RunConfig) -> Callable:
-    """Each subject's fixed parameters: its group's preset (or `model.preset`), covariates,
-    `model.therapies`, then `model.parameters`."""
+    """Each subject's fixed parameters and starting point: its group's preset (or
+    `model.preset`), covariates, `model.therapies`, then `model.parameters`; the free
+    parameters' starting values then from `fit.start_from` (`start_values`)."""
+    starts = start_values(cfg.fit.start_from, cfg.fit.free) if cfg.fit.start_from else {}
     return functools.partial(
         _configured_base_model,
         cfg.model.preset,
         dict(cfg.model.parameters),
         tuple(cfg.model.therapies),
+        starts,
     )
 
 
-def _configured_base_model(preset, overrides, therapies, group, covariates):
+def _configured_base_model(preset, overrides, therapies, starts, group, covariates):
     """`base_model_for`'s model (module level, so batch worker processes can unpickle it)."""
     model = default_base_model(preset or group, covariates)
     if therapies:
         model = with_therapy(model, *therapies)
-    return set_parameters(model, overrides) if overrides else model
+    if overrides:
+        model = set_parameters(model, overrides)
+    start = starts.get(group, starts.get(None))
+    return set_parameters(model, start) if start else model
+
+
+def start_values(run: Path, free: list[str]) -> dict[str | None, dict[str, float]]:
+    """Starting values of the `free` parameters from a finished run directory, by group (None:
+    every group): a fit's `cohort_summary.csv` (each group's median estimate over its converged
+    subjects) or a population fit's `population_parameters.csv` (the typical values θ_pop, for
+    every group; covariate effects are not applied). Parameters the run did not estimate keep
+    their preset values."""
+    run = Path(run)
+    summary, population = run / "cohort_summary.csv", run / "population_parameters.csv"
+    if summary.exists():
+        table = pd.read_csv(summary)
+        columns, value = ("group", "parameter", "median"), "median"
+    elif population.exists():
+        table = pd.read_csv(population)
+        columns, value = ("parameter", "estimate"), "estimate"
+    else:
+        raise ConfigError(
+            f"fit.start_from: {run} holds neither cohort_summary.csv (a finished `mgjax fit`) "
+            "nor population_parameters.csv (a finished `mgjax population`); give such a run "
+            "directory"
+        )
+    source = summary if summary.exists() else population
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ConfigError(f"fit.start_from: {source} has no column(s) {missing}")
+    table = table[table["parameter"].isin(free)]
+    if table.empty:
+        raise ConfigError(
+            f"fit.start_from: {source} estimates none of fit.free ({', '.join(free)})"
+        )
+    bad = table[~np.isfinite(table[value].astype(float)) | (table[value] <= 0)]
+    if len(bad):
+        raise ConfigError(
+            f"fit.start_from: {source} gives {bad['parameter'].iloc[0]} = "
+            f"{bad[value].iloc[0]}, not a positive number"
+        )
+    if "group" in table.columns:
+        return {
+            str(group): dict(zip(rows["parameter"], rows[value].astype(float)))
+            for group, rows in table.groupby("group")
+        }
+    return {None: dict(zip(table["parameter"], table[value].astype(float)))}
 
 
 def priors_for(cfg: RunConfig) -> dict[str, tuple[float, float]] | None:
@@ -93,7 +144,14 @@ def priors_for(cfg: RunConfig) -> dict[str, tuple[float, float]] | None:
     if priors == "none":
         return None
     if priors == "range":
-        model = base_model_for(cfg)(cfg.model.preset or "healthy", {})
+        model = _configured_base_model(  # the preset's values, not `fit.start_from`'s
+            cfg.model.preset,
+            dict(cfg.model.parameters),
+            tuple(cfg.model.therapies),
+            {},
+            cfg.model.preset or "healthy",
+            {},
+        )
         return range_priors(model, cfg.fit.free)
     unknown = [p for p in priors if p not in cfg.fit.free]
     if unknown:

@@ -327,7 +327,7 @@ def range_priors(
     SDs (default ±2 SD), i.e. log gsd = log(upper/lower)/sds_in_range. For summary-level data
     with fewer means than parameters (MAP); parameters that are not positive are skipped."""
     infos = parameter_infos()
-    values = get_parameters(model, free)
+    values = get_parameters(model, tuple(free))
     out = {}
     for name in free:
         info = infos[name]
