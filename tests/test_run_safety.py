@@ -247,9 +247,7 @@ def test_start_from_a_fit_or_population_run_sets_the_free_parameters_start(tmp_p
         dict(fit=dict(free=free, start_from=str(fit_run), priors="range"))
     )
     healthy = get_parameters(mgjax.preset("healthy"), tuple(free))
-    assert priors_for(cfg_range)["signalling_capacity"][0] == float(
-        healthy["signalling_capacity"]
-    )
+    assert priors_for(cfg_range)["signalling_capacity"][0] == float(healthy["signalling_capacity"])
 
     population_run = tmp_path / "population"
     population_run.mkdir()
