@@ -542,3 +542,12 @@ def test_stored_programs_are_keyed_by_every_mgjax_module():
     ):
         assert module in files, module
     assert files == {p.relative_to(package).as_posix() for p in package.rglob("*.py")}
+
+
+def test_synth_groups_without_a_population_are_refused_by_the_config(tmp_path):
+    """`mgjax synth` has populations for three groups; another preset name in `synth.groups`
+    is refused when the config is read (one message, exit code 2), not with a traceback."""
+    result = invoke("synth", "--n", "5", "--out", tmp_path / "c", "synth.groups={prediabetes: 5}")
+    assert result.exit_code == 2, result.output
+    assert "synth.groups" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "c").exists()

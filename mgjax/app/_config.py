@@ -48,6 +48,8 @@ PresetName = Literal[
 TherapyName = Literal["ppi", "thiazide", "metformin", "basal_insulin"]
 #: The groups of synthetic cohorts and of `mgjax simulate` by default.
 GROUP_NAMES = ("healthy", "t2dm", "t2dm_hypomagnesemia")
+#: The groups `mgjax synth` has populations for (`mgjax.synth._cohort.GROUPS`).
+SynthGroupName = Literal["healthy", "t2dm", "t2dm_hypomagnesemia"]
 SOLVERS = ("rodas4", "kvaerno5", "kvaerno3", "tsit5")
 OPTIMISERS = ("levenberg_marquardt", "lbfgs", "bfgs", "adam")
 #: Local optimisers of `mgjax petab`: fides keeps the bounds itself on the PEtab scale;
@@ -282,7 +284,7 @@ class SynthConfig(_Strict):
     study design (isoglycaemic clamp + fasting Mg²⁺ labs)."""
 
     n: Whole = Field(24, ge=1, le=10_000_000)
-    groups: list[PresetName] | dict[PresetName, _Count] = list(GROUP_NAMES)
+    groups: list[SynthGroupName] | dict[SynthGroupName, _Count] = list(GROUP_NAMES)
 
 
 class _Protocol(_Strict):
