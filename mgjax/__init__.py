@@ -19,7 +19,6 @@ joined (`mgjax fit --distributed` joins one from the command line).
 import os as _os
 
 import jax as _jax
-from jax._src import xla_bridge as _xla_bridge
 
 _jax.config.update("jax_enable_x64", True)
 
@@ -29,7 +28,11 @@ def _xla_cpu_flags() -> None:
     flags = _os.environ.get("XLA_FLAGS", "")
     if _os.environ.get("MGJAX_XLA_FLAGS", "1") == "0" or "xla_cpu_use_fusion_emitters" in flags:
         return
-    if _xla_bridge.backends_are_initialized():  # too late: XLA has read its flags
+    try:  # JAX's private module: on a JAX without it, leave the flags alone
+        from jax._src.xla_bridge import backends_are_initialized
+    except ImportError:
+        return
+    if backends_are_initialized():  # too late: XLA has read its flags
         return
     _os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
 

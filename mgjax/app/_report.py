@@ -77,7 +77,7 @@ def _curves(batch, u: np.ndarray, grids: list[np.ndarray | None]) -> dict[str, n
     n = len(batch)
     calls = []
     for _, index in in_chunks(np.arange(n), CURVE_CHUNK):
-        leaves = [np.asarray(x) for x in jax.tree.leaves(batch.take(index))]
+        leaves = _leaves(batch, index)
         if not calls:
             program = _curves_program(batch, grids, leaves, np.asarray(u[index]))
         calls.append(program(leaves, np.asarray(u[index])))
@@ -152,7 +152,7 @@ def _report_batches(cfg: RunConfig, dataset: Dataset, subjects: list[str]):
         error_models=error_models_for(cfg, observables),
         priors=priors_for(cfg),
         options=solver_options(cfg, "levenberg_marquardt"),
-        base_model=base_model_for(cfg),
+        base_model=base_model_for(cfg, starts=False),  # the curves use the estimates
     )
 
 
@@ -163,9 +163,13 @@ def precompile_report(cfg: RunConfig, dataset: Dataset) -> None:
     first = sorted(dataset.observations["subject"].unique())[:CURVE_CHUNK]
     for batch in _report_batches(cfg, dataset, first):
         index = in_chunks(np.arange(len(batch)), CURVE_CHUNK)[0][1]
-        leaves = [np.asarray(x) for x in jax.tree.leaves(batch.take(index))]
         u = np.zeros((len(index), len(batch.problems.names)))
-        _curves_program(batch, _grids(batch), leaves, u)
+        _curves_program(batch, _grids(batch), _leaves(batch, index), u)
+
+
+def _leaves(batch, index: np.ndarray) -> list[np.ndarray]:
+    """The flat problem leaves of the subjects at `index`: one call's input."""
+    return [np.asarray(x) for x in jax.tree.leaves(batch.take(index))]
 
 
 def _u_of(batch, parameters: pd.DataFrame) -> np.ndarray:

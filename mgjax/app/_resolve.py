@@ -70,11 +70,12 @@ def error_models_for(cfg: RunConfig, observables) -> dict[str, ErrorModel]:
     return models
 
 
-def base_model_for(cfg: RunConfig) -> Callable:
+def base_model_for(cfg: RunConfig, *, starts: bool = True) -> Callable:
     """Each subject's fixed parameters and starting point: its group's preset (or
-    `model.preset`), covariates, `model.therapies`, then `model.parameters`; the free
-    parameters' starting values then from `fit.start_from` (`start_values`)."""
-    starts = start_values(cfg.fit.start_from, cfg.fit.free) if cfg.fit.start_from else {}
+    `model.preset`), covariates, `model.therapies`, then `model.parameters`; with `starts`,
+    the free parameters' starting values then from `fit.start_from` (`start_values`)."""
+    use = starts and cfg.fit.start_from is not None
+    starts = start_values(cfg.fit.start_from, cfg.fit.free) if use else {}
     return functools.partial(
         _configured_base_model,
         cfg.model.preset,
@@ -104,18 +105,16 @@ def start_values(run: Path, free: list[str]) -> dict[str | None, dict[str, float
     run = Path(run)
     summary, population = run / "cohort_summary.csv", run / "population_parameters.csv"
     if summary.exists():
-        table = pd.read_csv(summary)
-        columns, value = ("group", "parameter", "median"), "median"
+        source, columns, value = summary, ("group", "parameter", "median"), "median"
     elif population.exists():
-        table = pd.read_csv(population)
-        columns, value = ("parameter", "estimate"), "estimate"
+        source, columns, value = population, ("parameter", "estimate"), "estimate"
     else:
         raise ConfigError(
             f"fit.start_from: {run} holds neither cohort_summary.csv (a finished `mgjax fit`) "
             "nor population_parameters.csv (a finished `mgjax population`); give such a run "
             "directory"
         )
-    source = summary if summary.exists() else population
+    table = pd.read_csv(source)
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ConfigError(f"fit.start_from: {source} has no column(s) {missing}")
@@ -144,14 +143,8 @@ def priors_for(cfg: RunConfig) -> dict[str, tuple[float, float]] | None:
     if priors == "none":
         return None
     if priors == "range":
-        model = _configured_base_model(  # the preset's values, not `fit.start_from`'s
-            cfg.model.preset,
-            dict(cfg.model.parameters),
-            tuple(cfg.model.therapies),
-            {},
-            cfg.model.preset or "healthy",
-            {},
-        )
+        # centred on the preset's values, not on `fit.start_from`'s
+        model = base_model_for(cfg, starts=False)(cfg.model.preset or "healthy", {})
         return range_priors(model, cfg.fit.free)
     unknown = [p for p in priors if p not in cfg.fit.free]
     if unknown:

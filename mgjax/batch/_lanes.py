@@ -59,37 +59,24 @@ def progress_bar():
     )
 
 
+def open_shard(dataset, out, shard, resume, subjects):
+    """This shard's subjects, its run store (the run directory prepared), those already
+    finished and those to fit."""
+    everyone = sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
+    mine = shard_subjects(everyone, shard)
+    store = RunStore(out, shard) if out is not None else None
+    if out is not None and resume:
+        check_split(Path(out), [shard], shard)
+    finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
+    return mine, store, finished, [s for s in mine if s not in finished]
+
+
 def prepare_shard(
-    dataset,
-    free,
-    out,
-    shard,
-    resume,
-    subjects,
-    error_models,
-    priors,
-    options,
-    base_model,
-    worker: int | None = None,
+    dataset, free, out, shard, resume, subjects, error_models, priors, options, base_model
 ):
-    """This shard's subjects, its run store, those already finished, those to fit, and their
-    fit problems grouped by structure (shared by `fit_batch` and `fit_each`). For one of the
-    worker processes that share the shard (`worker`), `subjects` are the shard's subjects
-    still to fit and the parent has prepared the run directory."""
-    if worker is not None:
-        mine = todo = list(subjects)
-        store = RunStore(out, shard, worker=worker) if out is not None else None
-        finished: set[str] = set()
-    else:
-        everyone = (
-            sorted(dataset.observations["subject"].unique()) if subjects is None else subjects
-        )
-        mine = shard_subjects(everyone, shard)
-        store = RunStore(out, shard) if out is not None else None
-        if out is not None and resume:
-            check_split(Path(out), [shard], shard)
-        finished = store.prepare(resume=resume, subjects=mine) if store is not None else set()
-        todo = [s for s in mine if s not in finished]
+    """`open_shard`, and the fit problems of the subjects to fit grouped by structure
+    (shared by `fit_batch` and `fit_each`)."""
+    mine, store, finished, todo = open_shard(dataset, out, shard, resume, subjects)
     batches = (
         build_batches(
             dataset,
@@ -192,19 +179,16 @@ def fit_lanes(
     the other workers through `claims` (`mgjax.batch._workers.SharedClaims`); the parent
     writes the tables."""
     t0 = time.perf_counter()
-    mine, store, finished, todo, batches = prepare_shard(
-        dataset,
-        free,
-        out,
-        shard,
-        resume,
-        subjects,
-        error_models,
-        priors,
-        options,
-        base_model,
-        worker=worker,
-    )
+    problems = (subjects, error_models, priors, options, base_model)
+    if worker is None:
+        mine, store, finished, todo, batches = prepare_shard(
+            dataset, free, out, shard, resume, *problems
+        )
+    else:  # the parent prepared the run directory; `subjects` are those still to fit
+        mine, _, finished, todo, batches = prepare_shard(
+            dataset, free, None, (0, 1), False, *problems
+        )
+        store = RunStore(out, shard, worker=worker) if out is not None else None
     t_built = time.perf_counter()
     rounds = _Rounds(store, len(finished), on_progress=on_progress)
     if progress:

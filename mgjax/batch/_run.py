@@ -538,11 +538,11 @@ def run_batch(
     wide frame: subject, group, loss, converged, iterations (over all starts), status, starts,
     chi2, n_observations, loss_trace (JSON [[iterations, loss], …] at the end of each round),
     then `estimate[p]`, `se[p]`, `se_relative[p]`, `ci_low[p]`, `ci_high[p]` per free
-    quantity); `on_round(finished so
-    far, total)` reports progress; `on_compiled(program)` gets the compiled round (its
-    `seconds` and `source`). A fit that ends implausibly (`implausible_fit`) is started again
-    (at most `settings.restarts` times; `restart_point`) and the start with the lowest
-    negative log-likelihood is kept. Returns all finished rows."""
+    quantity); `on_round(finished so far, total)` reports progress; `on_compiled(program)`
+    gets the compiled round (its `seconds` and `source`). A fit that ends implausibly
+    (`implausible_fit`) is started again (at most `settings.restarts` times;
+    `restart_point`) and the start with the lowest negative log-likelihood is kept. Returns
+    all finished rows."""
     devices = _devices(settings)
     sharding = lane_sharding(devices)
     todo = [i for i, s in enumerate(batch.subjects) if s not in skip]

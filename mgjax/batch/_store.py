@@ -86,6 +86,7 @@ class RunStore:
         self.parts = self.folder / "parts"
         self.shard = shard
         self.worker = worker
+        self._next: int | None = None  # this writer's next part number (counted once)
 
     def prepare(self, *, resume: bool, subjects: Sequence[str]) -> set[str]:
         """Create the directory; with `resume`, return the subjects already finished. Without
@@ -114,15 +115,18 @@ class RunStore:
         return f"part-s{i}of{n}-{tag}"
 
     def write(self, frame: pd.DataFrame) -> Path:
-        """Write one part atomically (numbered after this writer's earlier parts)."""
+        """Write one part atomically (numbered after this writer's earlier parts, which are
+        counted at the first write only: each writer has its own prefix)."""
         prefix = self._writer_prefix()
-        numbers = [
-            int(match.group(3))
-            for p in self.parts.glob(f"{prefix}*.parquet")
-            if (match := PART_PATTERN.search(p.name)) and p.name[len(prefix)].isdigit()
-        ]
-        k = max(numbers, default=-1) + 1
-        path = self.parts / f"{prefix}{k:06d}.parquet"
+        if self._next is None:
+            numbers = [
+                int(match.group(3))
+                for p in self.parts.glob(f"{prefix}*.parquet")
+                if (match := PART_PATTERN.search(p.name)) and p.name[len(prefix)].isdigit()
+            ]
+            self._next = max(numbers, default=-1) + 1
+        path = self.parts / f"{prefix}{self._next:06d}.parquet"
+        self._next += 1
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         frame.to_parquet(tmp, index=False)
         with open(tmp, "rb") as fh:

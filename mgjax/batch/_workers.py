@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ._lanes import BatchResult, fit_lanes, progress_bar
-from ._store import RunStore, check_split, read_parts, shard_subjects, split_tables, write_tables
+from ._lanes import BatchResult, fit_lanes, open_shard, progress_bar
+from ._store import read_parts, shard_subjects, split_tables, write_tables
 
 #: Seconds between checks that every worker is still alive.
 POLL_SECONDS = 1.0
@@ -105,19 +105,14 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
     everyone = kwargs.get("subjects")
     if everyone is None:
         everyone = kwargs["dataset"].observations["subject"].unique()
-    mine = shard_subjects(list(everyone), shard)
-    workers = max(1, min(workers, len(mine)))  # never a worker without subjects
-    if workers == 1:
+    workers = max(1, min(workers, len(shard_subjects(list(everyone), shard))))
+    if workers == 1:  # never a worker without subjects
         return fit_lanes(out=out, shard=shard, progress=progress, settings=settings, **kwargs)
     t0 = time.perf_counter()
     out = Path(out) if out is not None else None
-    finished: set[str] = set()
-    if out is not None:
-        if kwargs.get("resume"):
-            check_split(out, [shard], shard)
-        store = RunStore(out, shard)
-        finished = store.prepare(resume=bool(kwargs.get("resume")), subjects=mine)
-    todo = [s for s in mine if s not in finished]
+    mine, _, finished, todo = open_shard(
+        kwargs["dataset"], out, shard, bool(kwargs.get("resume")), kwargs.get("subjects")
+    )
     workers = max(1, min(workers, len(todo)))
     settings = replace(settings, devices=None)  # each worker: its own CPU device
     cache_dir = jax.config.jax_compilation_cache_dir
