@@ -254,8 +254,8 @@ class BatchConfig(_Strict):
     with its own lanes (the round program uses one core; 1 = this process, on `devices`);
     `restarts` further starts, with more damping, for a subject whose fit ends implausibly
     (χ² above its 99.9 % quantile; the best start is kept); `chunk` lanes per call of the
-    compiled round (null: at most 8 per device on CPU, splitting `width` evenly, `width` on
-    GPUs; one program for any cohort size)."""
+    compiled round (null: one per device on CPU, `width` on GPUs; one program for any cohort
+    size)."""
 
     width: Whole = Field(64, ge=1, le=1_000_000)
     chunk: Whole | None = Field(None, ge=1, le=1_000_000)

@@ -9,6 +9,8 @@ optimiser restarts at the same points (every `round_steps` of its own iterations
 result does not depend on which lane or which neighbours it had — a resumed or re-sharded job
 gives the same numbers.
 
+The program is called on the busy lanes `chunk` at a time (`lanes_per_call`): on an
+accelerator all lanes in one vmapped call, on CPU one lane per call (traced without `vmap`).
 The lane axis is sharded over the given devices (`jax.sharding.Mesh` + `NamedSharding`), so one
 program runs on all local devices (GPUs, or host devices).
 
@@ -61,8 +63,8 @@ CHI2_Z = 3.09
 class BatchSettings:
     """How to run a batch.
 
-    - `width`: lanes of the vmapped program (subjects in flight at once; bounds memory); a
-      multiple of the number of devices;
+    - `width`: lanes of the pool (subjects in flight at once; bounds memory); a multiple of
+      the number of devices;
     - `round_steps`: optimiser iterations per round, between refills of finished lanes;
     - `max_steps`: iteration budget per start of a subject;
     - `rtol`, `atol`: Levenberg–Marquardt termination (step and cost change);
@@ -74,7 +76,7 @@ class BatchSettings:
     - `restart_step`: each restart's first trust-region step is this times the one before
       (its damping 1/`restart_step` times larger; `restart_point`);
     - `devices`: devices to shard the lanes over (default all local devices);
-    - `chunk`: lanes per call of the compiled round (`lanes_per_call`; default at most 8 per
+    - `chunk`: lanes per call of the compiled round (`lanes_per_call`; default one per
       device on CPU, `width` on accelerators). The program is compiled for `chunk` lanes
       whatever the cohort's size, so every cohort, shard and resumed job reuses it; each
       round runs only the chunks that hold unfinished subjects, so a slow subject at the
@@ -254,9 +256,16 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
             eqx.filter_eval_shape(lambda p, y: _lm_state(p, y, solver)[0], first, u[0])
         )
         state = jax.tree.unflatten(state_tree, state_leaves)
-        out = jax.vmap(
-            lambda p, y, c, f, b, s: _subject_round(p, y, c, f, b, s, rs, solver, decrement)
-        )(problems, u, state, fresh, budget, first_step)
+
+        def one_lane(p, y, c, f, b, s):
+            return _subject_round(p, y, c, f, b, s, rs, solver, decrement)
+
+        inputs = (problems, u, state, fresh, budget, first_step)
+        if width == 1:  # one lane: no batching transform (a smaller, faster-compiling trace)
+            single = jax.tree.map(lambda x: x[0], inputs)
+            out = jax.tree.map(lambda x: x[None], one_lane(*single))
+        else:
+            out = jax.vmap(one_lane)(*inputs)
         new_state = out.pop("state")
         return out, jax.tree.leaves(new_state)
 
@@ -362,11 +371,13 @@ def _devices(settings: BatchSettings) -> tuple[Any, ...]:
     return devices
 
 
-#: Lanes per device in one call of the round program on CPU. XLA:CPU gains little from wide
-#: programs (32 subjects on one core, 275 iterations: 8.3–12.0 s for calls of 4, 8, 16 or
-#: 32 lanes, within this machine's noise), while a wide call keeps idle lanes busy at a
-#: cohort's tail (the bundled cohort's rounds: 67 s at 24 lanes, 25 s in calls of 4).
-CPU_LANES_PER_DEVICE = 8
+#: Lanes per device in one call of the round program on CPU: one, and then the program is
+#: traced without `vmap`. XLA:CPU gains nothing from wide programs on this model (a round of
+#: 32 lanes costs the same in calls of 1 or 8 lanes), while a one-lane call runs only its own
+#: subject's iterations (a vmapped while-loop runs as long as its slowest lane), costs 8× less
+#: than an 8-lane call at a cohort's tail, and compiles faster (measured in docs/batch.md,
+#: "One program for any cohort").
+CPU_LANES_PER_DEVICE = 1
 
 
 def in_chunks(items: np.ndarray, chunk: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -381,18 +392,15 @@ def in_chunks(items: np.ndarray, chunk: int) -> list[tuple[np.ndarray, np.ndarra
 
 
 def lanes_per_call(settings: BatchSettings, devices: Sequence[Any]) -> int:
-    """Lanes of one call of the compiled round: `settings.chunk`, else on CPU at most
-    `CPU_LANES_PER_DEVICE` per device, splitting `settings.width` evenly (width 10: two calls
-    of 5, not 8 + 8), and `settings.width` on accelerators (which want wide programs); never
-    more than `settings.width`; a multiple of the devices. It depends on the settings only,
-    never on the cohort."""
+    """Lanes of one call of the compiled round: `settings.chunk`, else on CPU
+    `CPU_LANES_PER_DEVICE` (one) per device, and `settings.width` on accelerators (which want
+    wide programs); never more than `settings.width`; a multiple of the devices. It depends
+    on the settings only, never on the cohort."""
     n = len(devices)
     if settings.chunk is not None:
         chunk = settings.chunk
     elif devices[0].platform == "cpu":
-        per_device = max(settings.width // n, 1)
-        calls = -(-per_device // CPU_LANES_PER_DEVICE)
-        chunk = n * -(-per_device // calls)
+        chunk = n * CPU_LANES_PER_DEVICE
     else:
         chunk = settings.width
     chunk = min(chunk, settings.width)
