@@ -119,10 +119,17 @@ def _residual_function(problem):
     return fn
 
 
-def _lm_state(problem, u, solver: optx.LevenbergMarquardt):
-    """(arrays, the rest) of the solver's initial state at `u`."""
+def _output_structs(problem, u):
+    """Shapes of the residual function's (residuals, aux) at `u` (one trace of the function)."""
+    fn = _residual_function(problem)
+    return jax.eval_shape(lambda y: fn(y, None), u)
+
+
+def _lm_state(problem, u, solver: optx.LevenbergMarquardt, structs=None):
+    """(arrays, the rest) of the solver's initial state at `u`; `structs`: the residual
+    function's output shapes (`_output_structs`) when already known."""
     fn, options = _residual_function(problem), dict(LM_OPTIONS)
-    f_struct, aux_struct = jax.eval_shape(lambda y: fn(y, None), u)
+    f_struct, aux_struct = _output_structs(problem, u) if structs is None else structs
     state = solver.init(fn, u, None, options, f_struct, aux_struct, frozenset())
     return eqx.partition(state, eqx.is_array)
 
@@ -137,14 +144,16 @@ def _subject_round(
     round_steps: int,
     solver: optx.LevenbergMarquardt,
     decrement: float,
+    structs=None,
 ):
     """Up to `round_steps` (and at most `budget`) iterations of the Levenberg–Marquardt
     `solver` on one subject from `u`, continuing the optimiser state `carried` (its arrays)
     unless `fresh` (then its trust region starts at `first_step`: the damping of the first step
     is 1/first_step), stopping also at a Gauss–Newton decrement below `decrement`; then the
-    goodness of fit and the uncertainty at the end."""
+    goodness of fit and the uncertainty at the end. `structs`: the residual function's
+    output shapes, when known (`_output_structs`)."""
     fn, options = _residual_function(problem), dict(LM_OPTIONS)
-    dynamic0, static = _lm_state(problem, u, solver)
+    dynamic0, static = _lm_state(problem, u, solver, structs)
     dynamic0 = with_first_step_size(dynamic0, first_step)
     dynamic = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), dynamic0, carried)
     tags = frozenset()
@@ -224,12 +233,35 @@ _NAN_DEPTH = 0
 _NAN_PREVIOUS = "raise"
 
 
-def _state_shapes(
-    one: FitProblem, solver: optx.LevenbergMarquardt
-) -> list[tuple[tuple[int, ...], str]]:
-    """Shapes and dtypes of one lane's optimiser-state arrays (flattened)."""
-    shapes = eqx.filter_eval_shape(lambda p, u: _lm_state(p, u, solver)[0], one, one.initial())
-    return [(tuple(s.shape), str(s.dtype)) for s in jax.tree.leaves(shapes)]
+class _LaneShapes:
+    """One lane's shapes, traced at most once per round program and only when needed (a
+    stored program needs only the optimiser state's leaf shapes, stored beside it): the
+    residual function's outputs and the optimiser state's arrays. Each trace of the
+    residual function (a forward-mode solve) costs a fraction of a second; the round's
+    trace would otherwise repeat them."""
+
+    def __init__(self, one: FitProblem, solver: optx.LevenbergMarquardt):
+        self.one, self.solver = one, solver
+        self._outputs = self._state = None
+
+    def outputs(self):
+        if self._outputs is None:
+            self._outputs = _output_structs(self.one, self.one.initial())
+        return self._outputs
+
+    def state(self):
+        """The optimiser state's arrays (a pytree of shape-dtype structs)."""
+        if self._state is None:
+            self._state = eqx.filter_eval_shape(
+                lambda p, u: _lm_state(p, u, self.solver, self.outputs())[0],
+                self.one,
+                self.one.initial(),
+            )
+        return self._state
+
+    def leaves(self) -> list[tuple[tuple[int, ...], str]]:
+        """Shapes and dtypes of the optimiser state's arrays (flattened)."""
+        return [(tuple(s.shape), str(s.dtype)) for s in jax.tree.leaves(self.state())]
 
 
 def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, sharding):
@@ -244,21 +276,19 @@ def round_program(batch: SubjectBatch, width: int, settings: BatchSettings, shar
     # built outside the trace: Optimistix checks its trust region's constants (`eqx.error_if`)
     # once, eagerly, rather than in every lane of the program
     solver, decrement = settings.optimiser.solver(), settings.decrement
+    lane = _LaneShapes(one, solver)
     with errors_as_nan():  # any trace in raise mode would be reused by the program's trace
-        shapes = stored_json("lm-state", static, lambda: _state_shapes(one, solver))
+        shapes = stored_json("lm-state", static, lane.leaves)
     carried = [np.zeros((width, *shape), dtype) for shape, dtype in shapes]
     rs = settings.round_steps
 
     def flat_round(problem_leaves, u, state_leaves, fresh, budget, first_step):
         problems = jax.tree.unflatten(one_tree, problem_leaves)
-        first = jax.tree.map(lambda x: x[0], problems)
-        state_tree = jax.tree.structure(
-            eqx.filter_eval_shape(lambda p, y: _lm_state(p, y, solver)[0], first, u[0])
-        )
-        state = jax.tree.unflatten(state_tree, state_leaves)
+        state = jax.tree.unflatten(jax.tree.structure(lane.state()), state_leaves)
+        structs = lane.outputs()
 
         def one_lane(p, y, c, f, b, s):
-            return _subject_round(p, y, c, f, b, s, rs, solver, decrement)
+            return _subject_round(p, y, c, f, b, s, rs, solver, decrement, structs)
 
         inputs = (problems, u, state, fresh, budget, first_step)
         if width == 1:  # one lane: no batching transform (a smaller, faster-compiling trace)
