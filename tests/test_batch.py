@@ -4,6 +4,7 @@ and changes nobody else, shards + merge = the whole, resume refuses/continues, c
 import functools
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -152,6 +153,12 @@ def test_one_program_for_any_cohort_size(dataset, errors, reference):
     ]
     with pytest.raises(ValueError, match="multiple of"):
         batch.lanes_per_call(replace(SETTINGS, width=4, chunk=3), (None, None))
+    # default: one lane per device and call on CPU (traced without vmap), all lanes on a GPU
+    cpu, gpu = SimpleNamespace(platform="cpu"), SimpleNamespace(platform="gpu")
+    wide = batch.BatchSettings(width=32)
+    assert batch.lanes_per_call(wide, (cpu,)) == 1
+    assert batch.lanes_per_call(wide, (cpu, cpu)) == 2
+    assert batch.lanes_per_call(wide, (gpu,)) == 32
 
 
 def test_shards_and_merge_equal_the_whole(dataset, errors, reference, tmp_path):
