@@ -1,5 +1,6 @@
-"""Batch fitting: whole cohorts in one vmapped program, chunked into lanes, sharded over
-devices, resumable, split over scheduler jobs or `jax.distributed` processes."""
+"""Batch fitting: whole cohorts through one compiled program, in chunks of lanes (one per call
+on CPU, vmapped on accelerators), sharded over devices, resumable, split over scheduler jobs
+or `jax.distributed` processes."""
 
 from ._build import SubjectBatch as SubjectBatch
 from ._build import build_batches as build_batches

@@ -1,4 +1,4 @@
-"""The batch runner: every subject of a `SubjectBatch` fitted by one vmapped, jitted program.
+"""The batch runner: every subject of a `SubjectBatch` fitted by one compiled round program.
 
 A vmapped optimiser runs every lane as long as its slowest subject. So the runner keeps a pool
 of `width` lanes and iterates in *rounds* of `round_steps` Levenberg–Marquardt iterations: after
