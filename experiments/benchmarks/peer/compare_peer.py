@@ -5,7 +5,7 @@ Input: a cohort exported by `export_cohort.py` (its `dataset/` and `starts.json`
 peer's fits (`peer_fit.py`'s CSV: per subject the final estimates and fit seconds, one process,
 the AMICI model compiled once beforehand). mgjax fits the same subjects with
 `mgjax.batch.fit_batch` (Levenberg–Marquardt, forward-mode sensitivities through Rodas4,
-vmapped lanes; one process) from the same starts. Both estimates are judged by mgjax's negative
+a pool of lanes; one process) from the same starts. Both estimates are judged by mgjax's negative
 log-likelihood (the PEtab problems' own, checked equal at the starts): a fit is *converged* when
 it ends within 0.05 of the better of the two. Compile times are reported apart.
 
