@@ -75,13 +75,13 @@ def base_model_for(cfg: RunConfig, *, starts: bool = True) -> Callable:
     `model.preset`), covariates, `model.therapies`, then `model.parameters`; with `starts`,
     the free parameters' starting values then from `fit.start_from` (`start_values`)."""
     use = starts and cfg.fit.start_from is not None
-    starts = start_values(cfg.fit.start_from, cfg.fit.free) if use else {}
+    by_group = start_values(cfg.fit.start_from, cfg.fit.free) if use else {}
     return functools.partial(
         _configured_base_model,
         cfg.model.preset,
         dict(cfg.model.parameters),
         tuple(cfg.model.therapies),
-        starts,
+        by_group,
     )
 
 

@@ -125,11 +125,11 @@ def _output_structs(problem, u):
     return jax.eval_shape(lambda y: fn(y, None), u)
 
 
-def _lm_state(problem, u, solver: optx.LevenbergMarquardt, structs=None):
+def _lm_state(problem, u, solver: optx.LevenbergMarquardt, structs):
     """(arrays, the rest) of the solver's initial state at `u`; `structs`: the residual
-    function's output shapes (`_output_structs`) when already known."""
+    function's output shapes (`_output_structs`)."""
     fn, options = _residual_function(problem), dict(LM_OPTIONS)
-    f_struct, aux_struct = _output_structs(problem, u) if structs is None else structs
+    f_struct, aux_struct = structs
     state = solver.init(fn, u, None, options, f_struct, aux_struct, frozenset())
     return eqx.partition(state, eqx.is_array)
 
@@ -144,14 +144,14 @@ def _subject_round(
     round_steps: int,
     solver: optx.LevenbergMarquardt,
     decrement: float,
-    structs=None,
+    structs,
 ):
     """Up to `round_steps` (and at most `budget`) iterations of the Levenberg–Marquardt
     `solver` on one subject from `u`, continuing the optimiser state `carried` (its arrays)
     unless `fresh` (then its trust region starts at `first_step`: the damping of the first step
     is 1/first_step), stopping also at a Gauss–Newton decrement below `decrement`; then the
     goodness of fit and the uncertainty at the end. `structs`: the residual function's
-    output shapes, when known (`_output_structs`)."""
+    output shapes (`_output_structs`, traced once per program)."""
     fn, options = _residual_function(problem), dict(LM_OPTIONS)
     dynamic0, static = _lm_state(problem, u, solver, structs)
     dynamic0 = with_first_step_size(dynamic0, first_step)
