@@ -50,6 +50,7 @@ import mgjax
 from mgjax import batch
 from mgjax.fit import INTERVAL_OBSERVABLES
 from mgjax.model import ACCUMULATOR_STATES, scalar_math, to_numpy
+from mgjax.solve._vector_field import quadrature_mask
 from mgjax.synth import COHORT_PARAMETERS, cohort_error_models, synthesize
 
 NLL_TOLERANCE = 0.05
@@ -72,9 +73,10 @@ class ScipySubject:
     """One subject's weighted residuals on NumPy/SciPy only (the model's own equations on
     floats via its plain mirror)."""
 
-    def __init__(self, problem, rtol: float, y_guess):
+    def __init__(self, problem, rtol: float, y_guess, quadrature_atol: float | None = 1e-6):
         self.problem = problem
         self.rtol = rtol
+        self.quadrature_atol = quadrature_atol
         self.plain = to_numpy(problem.base_model)
         self.experiments = problem.experiments
         self.protocols = [to_numpy(e.protocol) for e in problem.experiments]
@@ -128,6 +130,12 @@ class ScipySubject:
                     dy = model.rates(y.tolist(), inputs, scalar_math)
                     return np.concatenate([dy, protocol.controller_rates(t, y, z, model, np)])
 
+                # mgjax's tolerance rule: rtol·1e-3 absolute, the quadrature states (running
+                # integrals that feed nothing back) at least `quadrature_atol`
+                atol = np.full(len(state0), self.rtol * 1e-3)
+                if self.quadrature_atol is not None:
+                    quadrature = np.asarray(quadrature_mask(protocol))
+                    atol[quadrature] = np.maximum(atol[quadrature], self.quadrature_atol)
                 jumps = [float(j) for j in np.asarray(protocol.jump_times()) if 0 < j < times[-1]]
                 edges = [0.0, *sorted(set(jumps)), float(times[-1])]
                 states = np.empty((len(times), len(state0)))
@@ -141,7 +149,7 @@ class ScipySubject:
                         s,
                         method="LSODA",
                         rtol=self.rtol,
-                        atol=self.rtol * 1e-3,
+                        atol=atol,
                         t_eval=t_eval,
                     )
                     if not sol.success:

@@ -4,8 +4,10 @@ Prints compile and run time of one 3-hour and one 16-week solve and of their gra
 vmapped batch of subjects, and SciPy LSODA / BDF / Radau on the same equations and protocols
 (the model's own vector field evaluated on Python floats — the fastest form a careful SciPy user
 would write — with a JAX-computed Jacobian or SciPy's finite differences, whichever is faster),
-with ratios. Budgets (issue: coupled model): cold compile of solve and of gradient ≤ 15 s each;
-a 16-week solve no slower than LSODA; vmapped over 1,000 subjects ≥ 10× faster per subject.
+with ratios; both sides use the same tolerances (rtol 1e-6, atol 1e-9, the quadrature states'
+absolute tolerance 1e-6: `SolverOptions.quadrature_atol`). Budgets (issue: coupled model):
+cold compile of solve and of gradient ≤ 15 s each; a 16-week solve no slower than LSODA;
+vmapped over 1,000 subjects ≥ 10× faster per subject.
 
     python experiments/benchmarks/bench_model.py            # full run (≈ 3–5 min on 2 cores)
     python experiments/benchmarks/bench_model.py --quick    # smoke test
@@ -62,6 +64,7 @@ def scipy_time(model, protocol, ts, y0, method, repeat=3):
                 method=method,
                 rtol=1e-6,
                 atol=1e-9,
+                quadrature_atol=1e-6,  # mgjax's rule (SolverOptions.quadrature_atol)
                 jacobian=jac,
                 y0=y0,
             )

@@ -224,6 +224,7 @@ class SolverConfig(_Strict):
     type: Literal["rodas4", "kvaerno5", "kvaerno3", "tsit5"] = "rodas4"
     rtol: Real = Field(1e-6, gt=0.0, lt=1e-2)
     atol: Real = Field(1e-9, gt=0.0, lt=1e-2)
+    quadrature_atol: Real = Field(1e-6, gt=0.0, lt=1.0)
     max_steps: Whole = Field(16384, ge=16, le=10_000_000)
     adjoint: Literal["auto", "forward", "checkpoint"] = "auto"
 

@@ -57,6 +57,7 @@ def solver_options(cfg: RunConfig, method: str) -> SolverOptions:
         solver=SOLVERS[cfg.solver.type](),
         rtol=cfg.solver.rtol,
         atol=cfg.solver.atol,
+        quadrature_atol=cfg.solver.quadrature_atol,
         max_steps=cfg.solver.max_steps,
         adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(),
     )

@@ -31,7 +31,9 @@ class AbstractProtocol(eqx.Module):
 
     Feedback protocols (a clamp's glucose controller) carry their own states `z`, integrated
     alongside the model's states `y`: `controller_state_names`, `controller_init` and
-    `controller_rates`. Open-loop protocols have none.
+    `controller_rates`. Open-loop protocols have none. `quadrature_state_names`: those of
+    them that are running integrals feeding nothing back (the solver's error control gives
+    them an absolute tolerance of their own, `SolverOptions.quadrature_atol`).
 
     - `piecewise_constant`: inputs are constant between the declared `jump_times()`, so the
       vector field is autonomous within each solver step (the solver may skip ∂f/∂t).
@@ -39,6 +41,7 @@ class AbstractProtocol(eqx.Module):
 
     piecewise_constant: ClassVar[bool] = False
     controller_state_names: ClassVar[tuple[str, ...]] = ()
+    quadrature_state_names: ClassVar[tuple[str, ...]] = ()
     #: scalar fields that set the protocol's doses, rates and targets: the SBML export
     #: writes them as named parameters (`protocol_<field>`), so a PEtab condition can set them
     magnitudes: ClassVar[tuple[str, ...]] = ()

@@ -81,6 +81,11 @@ class _AbstractClamp(AbstractProtocol):
         "insulin_area",  # pmol/L·min, ∫I dt
         "c_peptide_area",  # pmol/L·min, ∫C dt
     )
+    quadrature_state_names: ClassVar[tuple[str, ...]] = (
+        "glucose_infused",
+        "insulin_area",
+        "c_peptide_area",
+    )
 
     controller: eqx.AbstractVar[GlucoseController]
     measured_gir: eqx.AbstractVar[PiecewiseConstant | None]

@@ -17,7 +17,7 @@ from ..model import MgT2DModel
 from ..model._numpy import scalar_math, to_numpy
 from ..protocols import AbstractProtocol, fasting
 from ._steady_state import State, steady_state
-from ._vector_field import N_MODEL_STATES, coupled_rates
+from ._vector_field import N_MODEL_STATES, coupled_rates, quadrature_mask
 
 
 def numpy_vector_field(model: MgT2DModel, protocol: AbstractProtocol):
@@ -58,12 +58,15 @@ def scipy_solve(
     atol: float = 1e-12,
     y0: Any = None,
     jacobian: Literal["jax", "finite-difference"] | Any = "jax",
+    quadrature_atol: float | None = None,
 ) -> np.ndarray:
     """Solve with `scipy.integrate.solve_ivp` from t = 0, returning states at `ts`
     (shape times × states). Integration restarts at the protocol's jump times.
 
     `jacobian` is `"jax"` (a jitted forward-mode Jacobian, built here), `"finite-difference"`
-    (SciPy's own), or a prebuilt `jac(t, y)` callable (so repeated solves do not rebuild it)."""
+    (SciPy's own), or a prebuilt `jac(t, y)` callable (so repeated solves do not rebuild it).
+    `quadrature_atol`: mgjax's tolerance rule (`SolverOptions.quadrature_atol`): the quadrature
+    states' absolute tolerance is at least this (None: `atol` for every state)."""
     from scipy.integrate import solve_ivp
 
     protocol = protocol if protocol is not None else fasting()
@@ -76,6 +79,9 @@ def scipy_solve(
     if y.shape[0] == N_MODEL_STATES and protocol.controller_state_names:
         y = np.concatenate([y, np.asarray(protocol.controller_init(model, jnp.asarray(y)))])
     f = numpy_vector_field(model, protocol)
+    if quadrature_atol is not None:
+        quadrature = np.asarray(quadrature_mask(protocol))
+        atol = np.where(quadrature, max(atol, quadrature_atol), atol)
     kwargs: dict[str, Any] = dict(method=method, rtol=rtol, atol=atol)
     if callable(jacobian):
         kwargs["jac"] = jacobian

@@ -15,7 +15,7 @@ from jaxtyping import Array, Float
 from ..model import MgT2DModel
 from ..protocols import AbstractProtocol
 from ._rosenbrock import Rodas4
-from ._vector_field import vector_field
+from ._vector_field import quadrature_mask, vector_field
 
 
 def _as_array(x: Any) -> Any:
@@ -32,6 +32,14 @@ class SolverOptions(eqx.Module):
       Diffrax's Kvaerno5 on this model (docs/model.md, "Solver choice";
       experiments/benchmarks/bench_model.py).
     - `rtol`, `atol`: local error tolerances (atol in each state's own units).
+    - `quadrature_atol`: the absolute tolerance of the quadrature states — running integrals
+      that feed nothing back (cumulative Mg²⁺ absorbed and excreted, mmol; a clamp's infused
+      glucose, mg/kg, and insulin and C-peptide areas, pmol/L·min) — where it exceeds `atol`.
+      They start at 0, so under `atol` alone a tiny integral is held to a tiny absolute error:
+      while a clamp's infusion switches on through the controller's smooth zero limit, its
+      integral grows exponentially from ~1e-19 mg/kg and would set the step size of the whole
+      solve (a third of a 120-min clamp's steps; docs/model.md, "Solver choice"). 1e-6 is far
+      below what any index read from them resolves.
     - `pcoeff`, `icoeff`: PID step-size controller coefficients (0.3/0.4 roughly halves the steps
       of the default I-controller on this model).
     - `dt0`: first step (min).
@@ -43,6 +51,7 @@ class SolverOptions(eqx.Module):
     solver: dfx.AbstractSolver = Rodas4()
     rtol: Any = eqx.field(default=1e-6, converter=_as_array)
     atol: Any = eqx.field(default=1e-9, converter=_as_array)
+    quadrature_atol: Any = eqx.field(default=1e-6, converter=_as_array)
     pcoeff: Any = eqx.field(default=0.3, converter=_as_array)
     icoeff: Any = eqx.field(default=0.4, converter=_as_array)
     dt0: Any = eqx.field(default=0.1, converter=_as_array)
@@ -76,15 +85,22 @@ def integrate(
     jump_ts: Any = None,
     event: dfx.Event | None = None,
     throw: bool = True,
+    quadrature: tuple[bool, ...] | None = None,
 ) -> dfx.Solution:
     """The one `diffrax.diffeqsolve` call of mgjax: `vector_field(t, y, args)` from `t0` to `t1`
     (min) with `options` (solver, PID controller coefficients, tolerances, adjoint,
     `max_steps`), the step controller clipped at `jump_ts` (times where the vector field
     jumps; None: none), Rodas4's `time_dependent` set by `rodas4_for(autonomous=...)`.
-    `dt0`: first step (min; None: Diffrax's estimate)."""
+    `dt0`: first step (min; None: Diffrax's estimate). `quadrature`: per component of the
+    (flat) state, whether it is a quadrature state, held to `options.quadrature_atol`."""
+    atol = options.atol
+    if quadrature is not None and any(quadrature):
+        atol = jnp.where(
+            jnp.asarray(quadrature), jnp.maximum(options.atol, options.quadrature_atol), atol
+        )
     controller = dfx.PIDController(
         rtol=options.rtol,
-        atol=options.atol,
+        atol=atol,
         pcoeff=options.pcoeff,
         icoeff=options.icoeff,
     )
@@ -136,4 +152,5 @@ def solve(
         dt0=options.dt0,
         jump_ts=protocol.jump_times(),
         throw=throw,
+        quadrature=quadrature_mask(protocol),
     )

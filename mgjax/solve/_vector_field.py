@@ -6,7 +6,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from ..model import MgT2DModel
+from ..model import ACCUMULATOR_STATES, MgT2DModel
 from ..protocols import AbstractProtocol
 
 N_MODEL_STATES = len(MgT2DModel.state_names())
@@ -35,3 +35,11 @@ def vector_field(t, state, args):
 
 def state_names(protocol: AbstractProtocol) -> tuple[str, ...]:
     return MgT2DModel.state_names() + protocol.controller_state_names
+
+
+def quadrature_mask(protocol: AbstractProtocol) -> tuple[bool, ...]:
+    """Per augmented state, whether it is a quadrature: a running integral that feeds nothing
+    back (the model's cumulative Mg²⁺ absorbed and excreted, a clamp's infused glucose and
+    insulin / C-peptide areas)."""
+    quadratures = set(ACCUMULATOR_STATES) | set(protocol.quadrature_state_names)
+    return tuple(name in quadratures for name in state_names(protocol))
