@@ -50,7 +50,7 @@ import mgjax
 from mgjax import batch
 from mgjax.fit import INTERVAL_OBSERVABLES
 from mgjax.model import ACCUMULATOR_STATES, scalar_math, to_numpy
-from mgjax.solve._vector_field import quadrature_mask
+from mgjax.solve import quadrature_mask
 from mgjax.synth import COHORT_PARAMETERS, cohort_error_models, synthesize
 
 NLL_TOLERANCE = 0.05
