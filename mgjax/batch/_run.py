@@ -109,14 +109,11 @@ LM_OPTIONS = LevenbergMarquardt.options
 
 
 def _residual_function(problem):
-    """The residual function of `problem` for Optimistix: u ↦ (r, (negative log-likelihood,
-    solve succeeded)), one forward-mode solve for r, its Jacobian and the likelihood."""
-    residuals = jacobian_residuals(problem, with_likelihood=True)
-
-    def fn(u, args):
-        return residuals(u)
-
-    return fn
+    """The residual function of `problem` for Optimistix: (u, warm) ↦ (r, (negative
+    log-likelihood, solve succeeded, start)), one forward-mode solve for r, its Jacobian and
+    the likelihood; `warm` (Optimistix's `args`) is the `start` of the last accepted iterate
+    (its fasting steady state: the next point's search starts there)."""
+    return jacobian_residuals(problem, with_likelihood=True)
 
 
 def _output_structs(problem, u):
@@ -165,8 +162,10 @@ def _subject_round(
     def body(carry):
         i, y, dyn, _ = carry
         state = eqx.combine(dyn, static)
-        y, state, _ = solver.step(fn, y, None, options, state, tags)
-        done, result = solver.terminate(fn, y, None, options, state, tags)
+        # the steady state of the last accepted iterate (zeros in a fresh state: no start)
+        warm = accepted_point(state).aux[2]
+        y, state, _ = solver.step(fn, y, warm, options, state, tags)
+        done, result = solver.terminate(fn, y, warm, options, state, tags)
         done = (done | decrement_converged(state, decrement)) & (result == optx.RESULTS.successful)
         return i + 1, y, eqx.filter(state, eqx.is_array), done
 
@@ -176,7 +175,7 @@ def _subject_round(
     # the likelihood and the exact Jacobian at the last accepted iterate, as the optimiser
     # stored them (no further solve)
     point = accepted_point(eqx.combine(dynamic, static))
-    loss, ok = point.aux
+    loss, ok, _ = point.aux
     chi2 = problem.data_chi2(point.residual)
     core = laplace_core(problem, u, problem.fisher_from(point.residual, point.jacobian))
     return dict(

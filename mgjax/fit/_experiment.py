@@ -114,15 +114,16 @@ def start_at_fasting_rest(protocol: Any) -> bool:
 
 
 def fasting_rest_for(
-    model: MgT2DModel, experiments: Sequence[Experiment]
+    model: MgT2DModel, experiments: Sequence[Experiment], guess: Any = None
 ) -> tuple[State | None, list[bool]]:
     """(the fasting steady state of `model`, or None when no experiment needs it; per
     experiment whether it starts there, `start_at_fasting_rest`): one steady-state search
     shared by a subject's protocols — one copy of the search in a compiled program, not one
-    per protocol."""
+    per protocol. `guess`: the dynamic states to start the search from (`steady_state`)."""
     shared = [start_at_fasting_rest(e.protocol) for e in experiments]
-    rest = steady_state(model, Inputs.zeros(), throw=False) if any(shared) else None
-    return rest, shared
+    if not any(shared):
+        return None, shared
+    return steady_state(model, Inputs.zeros(), guess=guess, throw=False), shared
 
 
 def check_experiment(experiment: Any) -> None:

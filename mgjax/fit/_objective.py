@@ -172,14 +172,26 @@ class FitProblem(AbstractFitProblem):
 
     # --- residuals and likelihood ---------------------------------------------------------
     def predictions(self, u: Float[Array, " p"]) -> tuple[list[Any], Any]:
+        preds, ok, _ = self.warm_predictions(u, None)
+        return preds, ok
+
+    def warm_predictions(self, u: Float[Array, " p"], warm: Any) -> tuple[list[Any], Any, Any]:
+        """`predictions` with the fasting steady-state search started from `warm` (the
+        dynamic states this returned at a nearby u: Newton's method from there takes ~9
+        iterations instead of ~30 from the rough start; NaN, None or empty: none), and the
+        steady state found (not differentiated; empty when no protocol starts at rest)."""
         model = self.model(u)
-        rest, shared = fasting_rest_for(model, self.experiments)
+        guess = None if warm is None or jnp.shape(warm)[-1] == 0 else warm
+        rest, shared = fasting_rest_for(model, self.experiments, guess=guess)
         preds, ok = [], jnp.asarray(True)
         for e, share in zip(self.experiments, shared):
             p, success = e.predict(model, self.options, rest if share else None)
             preds.append(p)
             ok = ok & success & jnp.all(jnp.isfinite(jnp.where(e.mask, p, 0.0)))
-        return preds, ok
+        if rest is None:
+            return preds, ok, jnp.zeros((0,))
+        n = len(MgT2DModel.dynamic_state_names())
+        return preds, ok, jax.lax.stop_gradient(rest.y[:n])
 
     def _moments(self, u, preds, ok, hold_sigma: bool = False):
         """Per experiment: (observed, mean, σ, mask), a failed solve's means replaced by the

@@ -82,8 +82,11 @@ def jacobian_residuals(problem, with_likelihood: bool = False):
     Here the linearisation is a stored matrix. Derivatives with respect to anything but u are
     not defined (internal to the optimisers).
 
-    With `with_likelihood`, the function returns (residuals, (negative log-likelihood, solve
-    succeeded)) from the same solve (the pair is a value, not differentiated)."""
+    With `with_likelihood`, the function is `fn(u, warm=None)` and returns (residuals,
+    (negative log-likelihood, solve succeeded, start)) from the same solve (values, not
+    differentiated): `start` is the problem's inner-search start at u
+    (`AbstractFitProblem.warm_predictions`; the fasting steady state), to pass back as `warm`
+    at the next point."""
     problem = with_adjoint(problem, "levenberg_marquardt")
     if with_likelihood:
         return _jacobian_residuals_nll(problem)
@@ -107,22 +110,22 @@ def jacobian_residuals(problem, with_likelihood: bool = False):
 def _jacobian_residuals_nll(problem):
     dynamic, static = eqx.partition(problem, eqx.is_array)
 
-    def evaluate(p, v):
-        preds, ok = p.predictions(v)
+    def evaluate(p, v, warm):
+        preds, ok, start = p.warm_predictions(v, warm)
         r = p.residuals_from(v, preds, ok)
-        return r, (r, p.negative_log_likelihood_from(v, preds, ok), ok)
+        return r, (r, p.negative_log_likelihood_from(v, preds, ok), ok, start)
 
     @jax.custom_jvp
-    def residuals(u, dynamic):
-        _, out = evaluate(eqx.combine(dynamic, static), u)
+    def residuals(u, dynamic, warm):
+        _, out = evaluate(eqx.combine(dynamic, static), u, warm)
         return out
 
     @residuals.defjvp
     def _jvp(primals, tangents):
-        u, dyn = primals
-        du, _ = tangents
-        jac, (r, nll, ok) = jax.jacfwd(
-            lambda v: evaluate(eqx.combine(dyn, static), v), has_aux=True
+        u, dyn, warm = primals
+        du, _, _ = tangents
+        jac, (r, nll, ok, start) = jax.jacfwd(
+            lambda v: evaluate(eqx.combine(dyn, static), v, warm), has_aux=True
         )(u)
         zero = jax.tree.map(
             lambda x: (
@@ -130,13 +133,14 @@ def _jacobian_residuals_nll(problem):
                 if jnp.issubdtype(jnp.asarray(x).dtype, jnp.bool_)
                 else jnp.zeros_like(x)
             ),
-            (nll, ok),
+            (nll, ok, start),
         )
-        return (r, nll, ok), (jac @ du, *zero)
+        return (r, nll, ok, start), (jac @ du, *zero)
 
-    def fn(u):
-        r, nll, ok = residuals(u, dynamic)
-        return r, (nll, ok)
+    def fn(u, warm=None):
+        warm = jnp.zeros((0,)) if warm is None else warm
+        r, nll, ok, start = residuals(u, dynamic, warm)
+        return r, (nll, ok, start)
 
     return fn
 
@@ -328,7 +332,7 @@ class LevenbergMarquardt(AbstractOptimiser):
         residuals = jacobian_residuals(problem, with_likelihood=True)
 
         def fn(u, args):
-            r, (nll, _) = residuals(u)
+            r, (nll, _, _) = residuals(u)
             return r, nll  # the loss history records the negative log-likelihood
 
         return _optimistix_loop(

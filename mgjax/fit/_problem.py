@@ -73,6 +73,13 @@ class AbstractFitProblem(eqx.Module):
     def predictions(self, u: Float[Array, " p"]) -> tuple[Any, Any]:
         """(the model's predictions at u, whether every simulation succeeded)."""
 
+    def warm_predictions(self, u: Float[Array, " p"], warm: Any) -> tuple[Any, Any, Any]:
+        """(predictions, ok, a start for the next evaluation's inner search) at u, given
+        `warm`, the start this returned at a nearby point (None or empty: none). By default
+        there is no inner search to start: `predictions` and an empty array."""
+        preds, ok = self.predictions(u)
+        return preds, ok, jnp.zeros((0,))
+
     @abc.abstractmethod
     def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
         """`residuals` from already computed `predictions(u)`."""

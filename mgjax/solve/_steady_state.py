@@ -88,12 +88,18 @@ def _log_residual(z, args):
     return model.dynamic_rates(y, inputs, jnp) / y
 
 
-def _continuation(z0, args, max_iterations: int):
-    """Pseudo-transient continuation: z ← z + (I/h − J)⁻¹ g(z), with the pseudo time step h
-    scaled by the residual's fall ‖g_old‖/‖g_new‖ (within ×0.5…×100; switched evolution
-    relaxation) and cut (×¼) when a step is non-finite or moves a log-state by more than 2.
-    Once h is large the iteration is Newton's method; it stops when h > 1e8 min and the last
-    Newton step moved every log-state by less than 1e-12."""
+def _continuation(z0, h0, args, max_iterations: int):
+    """The continuation's root (`_continuation_with_count`)."""
+    return _continuation_with_count(z0, h0, args, max_iterations)[0]
+
+
+def _continuation_with_count(z0, h0, args, max_iterations: int):
+    """Pseudo-transient continuation from `z0` with first pseudo time step `h0` (min):
+    z ← z + (I/h − J)⁻¹ g(z), with the pseudo time step h scaled by the residual's fall
+    ‖g_old‖/‖g_new‖ (within ×0.5…×100; switched evolution relaxation) and cut (×¼) when a
+    step is non-finite or moves a log-state by more than 2. Once h is large the iteration is
+    Newton's method; it stops when h > 1e8 min and the last Newton step moved every
+    log-state by less than 1e-12. Returns (root, iterations taken)."""
     n = z0.shape[0]
 
     def cond(carry):
@@ -118,8 +124,9 @@ def _continuation(z0, args, max_iterations: int):
         )
 
     g0 = jnp.max(jnp.abs(_log_residual(z0, args)))
-    init = (jnp.asarray(0), z0, jnp.asarray(1.0), g0, jnp.asarray(jnp.inf))
-    return jax.lax.while_loop(cond, body, init)[1]
+    init = (jnp.asarray(0), z0, jnp.asarray(h0, dtype=z0.dtype), g0, jnp.asarray(jnp.inf))
+    i, z, *_ = jax.lax.while_loop(cond, body, init)
+    return z, i
 
 
 def _value_and_jacobian(z, args):
@@ -127,20 +134,22 @@ def _value_and_jacobian(z, args):
 
 
 @eqx.filter_custom_jvp
-def _log_steady_state(z0, args, *, max_iterations: int):
-    """Root of the log-residual. Its derivative is given by the implicit function theorem
-    (dz = −J⁻¹·∂g/∂args·d args), so no derivative flows through the iterations; the rule is
-    linear in the tangent, hence reverse mode (by transposition), jacfwd and hessian all work.
-    `args` may hold non-array leaves (a user mechanism's activation function): Equinox's
-    filtered custom JVP differentiates the floating-point arrays only."""
-    return _continuation(z0, args, max_iterations)
+def _log_steady_state(start, args, *, max_iterations: int):
+    """Root of the log-residual, from `start` = (log-state, first pseudo time step). Its
+    derivative is given by the implicit function theorem (dz = −J⁻¹·∂g/∂args·d args), so no
+    derivative flows through the iterations; the rule is linear in the tangent, hence
+    reverse mode (by transposition), jacfwd and hessian all work. `args` may hold non-array
+    leaves (a user mechanism's activation function): Equinox's filtered custom JVP
+    differentiates the floating-point arrays only."""
+    z0, h0 = start
+    return _continuation(z0, h0, args, max_iterations)
 
 
 @_log_steady_state.def_jvp
 def _log_steady_state_jvp(primals, tangents, *, max_iterations: int):
-    z0, args = primals
+    start, args = primals
     _, args_dot = tangents
-    z = _log_steady_state(z0, args, max_iterations=max_iterations)
+    z = _log_steady_state(start, args, max_iterations=max_iterations)
     residual_dot = eqx.filter_jvp(lambda a: _log_residual(z, a), (args,), (args_dot,))[1]
     if residual_dot is None:  # nothing in args is differentiated
         return z, jnp.zeros_like(z)
@@ -154,6 +163,7 @@ def steady_state(
     inputs: Inputs | None = None,
     *,
     guess: Float[Array, " dynamic_states"] | None = None,
+    pseudo_step: Any = None,
     max_iterations: int = 200,
     throw: bool = True,
 ) -> State:
@@ -163,7 +173,14 @@ def steady_state(
 
     - `model`: the parameters (an `MgT2DModel`).
     - `inputs`: constant inputs (`Inputs`); default no infusions and no supplements.
-    - `guess`: optional starting point for the dynamic states (their natural units).
+    - `guess`: optional starting point for the dynamic states (their natural units), such
+      as the steady state of nearby parameters; ignored (the rough start used) where any
+      entry is non-positive or non-finite, so a traced "no guess yet" is a NaN vector.
+    - `pseudo_step`: the continuation's first pseudo time step (min; traced). Default 1 min
+      from the built-in rough guess, where the iteration must follow the physiology to rest
+      (~30 iterations), and 1e4 min from a given `guess`, where it is Newton's method almost
+      at once (~9 iterations for parameters ×/÷ 1.6 away; a failed step is cut ×¼ back
+      towards continuation).
     - `max_iterations`: bound on continuation iterations.
     - `throw`: raise if no steady state is found; with `throw=False` (batches) the failure is
       reported in `State.success` and the state is NaN.
@@ -174,11 +191,18 @@ def steady_state(
     """
     if inputs is None:
         inputs = Inputs.zeros()
+    rough = initial_guess(model)
     if guess is None:
-        guess = initial_guess(model)
+        z0, h0 = jnp.log(rough), jnp.asarray(1.0 if pseudo_step is None else pseudo_step)
+    else:  # a guess with a non-positive or non-finite entry is ignored (the rough start is used)
+        guess = jnp.asarray(guess, dtype=jnp.float64)
+        usable = jnp.all(jnp.isfinite(guess) & (guess > 0.0))
+        z0 = jnp.where(usable, jnp.log(jnp.where(usable, guess, 1.0)), jnp.log(rough))
+        h0 = jnp.where(usable, 1e4 if pseudo_step is None else pseudo_step, 1.0)
     args = (model, inputs)
-    z0 = jax.lax.stop_gradient(jnp.log(guess))
-    z = _log_steady_state(z0, args, max_iterations=max_iterations)
+    z0 = jax.lax.stop_gradient(z0)
+    h0 = jax.lax.stop_gradient(jnp.asarray(h0, dtype=jnp.float64))
+    z = _log_steady_state((z0, h0), args, max_iterations=max_iterations)
     residual = jnp.max(jnp.abs(_log_residual(jax.lax.stop_gradient(z), args)))
     success = jnp.all(jnp.isfinite(z)) & (residual < 1e-9)
     y_dynamic = jnp.where(success, jnp.exp(z), jnp.nan)
