@@ -176,7 +176,7 @@ def steady_state(
     - `guess`: optional starting point for the dynamic states (their natural units), such
       as the steady state of nearby parameters; ignored (the rough start used) where any
       entry is non-positive or non-finite, so a traced "no guess yet" is a NaN vector.
-    - `pseudo_step`: the continuation's first pseudo time step (min; traced). Default 1 min
+    - `pseudo_step`: the continuation's first pseudo time step (min). Default 1 min
       from the built-in rough guess, where the iteration must follow the physiology to rest
       (~30 iterations), and 1e4 min from a given `guess`, where it is Newton's method almost
       at once (~9 iterations for parameters ×/÷ 1.6 away; a failed step is cut ×¼ back
