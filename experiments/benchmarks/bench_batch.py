@@ -50,7 +50,7 @@ import mgjax
 from mgjax import batch
 from mgjax.fit import INTERVAL_OBSERVABLES
 from mgjax.model import ACCUMULATOR_STATES, scalar_math, to_numpy
-from mgjax.solve import quadrature_mask
+from mgjax.solve import absolute_tolerances, quadrature_mask
 from mgjax.synth import COHORT_PARAMETERS, cohort_error_models, synthesize
 
 NLL_TOLERANCE = 0.05
@@ -73,9 +73,12 @@ class ScipySubject:
     """One subject's weighted residuals on NumPy/SciPy only (the model's own equations on
     floats via its plain mirror)."""
 
-    def __init__(self, problem, rtol: float, y_guess, quadrature_atol: float | None = 1e-6):
+    def __init__(self, problem, rtol: float, y_guess, quadrature_atol: float | None = None):
         self.problem = problem
         self.rtol = rtol
+        # mgjax's own (its SolverOptions' default) unless given
+        if quadrature_atol is None:
+            quadrature_atol = float(mgjax.SolverOptions().quadrature_atol)
         self.quadrature_atol = quadrature_atol
         self.plain = to_numpy(problem.base_model)
         self.experiments = problem.experiments
@@ -132,10 +135,9 @@ class ScipySubject:
 
                 # mgjax's tolerance rule: rtol·1e-3 absolute, the quadrature states (running
                 # integrals that feed nothing back) at least `quadrature_atol`
-                atol = np.full(len(state0), self.rtol * 1e-3)
-                if self.quadrature_atol is not None:
-                    quadrature = np.asarray(quadrature_mask(protocol))
-                    atol[quadrature] = np.maximum(atol[quadrature], self.quadrature_atol)
+                atol = absolute_tolerances(
+                    quadrature_mask(protocol), self.rtol * 1e-3, self.quadrature_atol, np
+                )
                 jumps = [float(j) for j in np.asarray(protocol.jump_times()) if 0 < j < times[-1]]
                 edges = [0.0, *sorted(set(jumps)), float(times[-1])]
                 states = np.empty((len(times), len(state0)))

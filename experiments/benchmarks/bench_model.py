@@ -64,7 +64,7 @@ def scipy_time(model, protocol, ts, y0, method, repeat=3):
                 method=method,
                 rtol=1e-6,
                 atol=1e-9,
-                quadrature_atol=1e-6,  # mgjax's rule (SolverOptions.quadrature_atol)
+                quadrature_atol=float(mgjax.SolverOptions().quadrature_atol),  # mgjax's rule
                 jacobian=jac,
                 y0=y0,
             )

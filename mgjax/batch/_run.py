@@ -47,6 +47,7 @@ from ..fit._optimise import (
     MAX_STEPS,
     RTOL,
     LevenbergMarquardt,
+    accepted_aux,
     accepted_point,
     decrement_converged,
     jacobian_residuals,
@@ -163,7 +164,7 @@ def _subject_round(
         i, y, dyn, _ = carry
         state = eqx.combine(dyn, static)
         # the steady state of the last accepted iterate (zeros in a fresh state: no start)
-        warm = accepted_point(state).aux[2]
+        warm = accepted_aux(state)[2]
         y, state, _ = solver.step(fn, y, warm, options, state, tags)
         done, result = solver.terminate(fn, y, warm, options, state, tags)
         done = (done | decrement_converged(state, decrement)) & (result == optx.RESULTS.successful)

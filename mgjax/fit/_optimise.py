@@ -147,7 +147,7 @@ def _jacobian_residuals_nll(problem):
 
 # --- Optimistix's Gauss–Newton state ---------------------------------------------------------
 # Optimistix has no public accessor for the Jacobian, the residuals or the aux at the last
-# accepted iterate, nor for the trust region's first step: these two functions are the only
+# accepted iterate, nor for the trust region's first step: the functions below are the only
 # places that read or write its internal `_GaussNewtonState` (fields `f_info.jac`,
 # `f_info.residual`, `aux`, `num_steps_since_acceptance`, `search_state.step_size`);
 # tests/test_fit_interfaces.py pins the layout. Reading them costs nothing; recomputing them
@@ -164,6 +164,13 @@ class AcceptedPoint(NamedTuple):
     just_accepted: Bool[Array, ""]  # the last step was accepted
 
 
+def accepted_aux(state) -> Any:
+    """The aux of the residual function at the last accepted iterate of an Optimistix
+    Gauss–Newton/Levenberg–Marquardt `state` (no Jacobian materialised: for use inside the
+    iteration loop)."""
+    return state.aux
+
+
 def accepted_point(state) -> AcceptedPoint:
     """The residuals, their Jacobian (as a matrix) and the aux at the last accepted iterate of
     an Optimistix Gauss–Newton/Levenberg–Marquardt `state`, and whether the last step was
@@ -171,7 +178,7 @@ def accepted_point(state) -> AcceptedPoint:
     return AcceptedPoint(
         residual=state.f_info.residual,
         jacobian=state.f_info.jac.as_matrix(),
-        aux=state.aux,
+        aux=accepted_aux(state),
         just_accepted=state.num_steps_since_acceptance == 0,
     )
 

@@ -22,5 +22,6 @@ from ._solve import solve as solve
 from ._steady_state import State as State
 from ._steady_state import steady_state as steady_state
 from ._steady_state import steady_state_residual as steady_state_residual
+from ._vector_field import absolute_tolerances as absolute_tolerances
 from ._vector_field import quadrature_mask as quadrature_mask
 from ._vector_field import vector_field as vector_field

@@ -17,7 +17,12 @@ from ..model import MgT2DModel
 from ..model._numpy import scalar_math, to_numpy
 from ..protocols import AbstractProtocol, fasting
 from ._steady_state import State, steady_state
-from ._vector_field import N_MODEL_STATES, coupled_rates, quadrature_mask
+from ._vector_field import (
+    N_MODEL_STATES,
+    absolute_tolerances,
+    coupled_rates,
+    quadrature_mask,
+)
 
 
 def numpy_vector_field(model: MgT2DModel, protocol: AbstractProtocol):
@@ -80,8 +85,7 @@ def scipy_solve(
         y = np.concatenate([y, np.asarray(protocol.controller_init(model, jnp.asarray(y)))])
     f = numpy_vector_field(model, protocol)
     if quadrature_atol is not None:
-        quadrature = np.asarray(quadrature_mask(protocol))
-        atol = np.where(quadrature, max(atol, quadrature_atol), atol)
+        atol = absolute_tolerances(quadrature_mask(protocol), atol, quadrature_atol, np)
     kwargs: dict[str, Any] = dict(method=method, rtol=rtol, atol=atol)
     if callable(jacobian):
         kwargs["jac"] = jacobian

@@ -15,7 +15,7 @@ from jaxtyping import Array, Float
 from ..model import MgT2DModel
 from ..protocols import AbstractProtocol
 from ._rosenbrock import Rodas4
-from ._vector_field import quadrature_mask, vector_field
+from ._vector_field import absolute_tolerances, quadrature_mask, vector_field
 
 
 def _as_array(x: Any) -> Any:
@@ -95,9 +95,7 @@ def integrate(
     (flat) state, whether it is a quadrature state, held to `options.quadrature_atol`."""
     atol = options.atol
     if quadrature is not None and any(quadrature):
-        atol = jnp.where(
-            jnp.asarray(quadrature), jnp.maximum(options.atol, options.quadrature_atol), atol
-        )
+        atol = absolute_tolerances(quadrature, options.atol, options.quadrature_atol)
     controller = dfx.PIDController(
         rtol=options.rtol,
         atol=atol,

@@ -43,3 +43,9 @@ def quadrature_mask(protocol: AbstractProtocol) -> tuple[bool, ...]:
     insulin / C-peptide areas)."""
     quadratures = set(ACCUMULATOR_STATES) | set(protocol.quadrature_state_names)
     return tuple(name in quadratures for name in state_names(protocol))
+
+
+def absolute_tolerances(quadrature: Any, atol: Any, quadrature_atol: Any, xp: Any = jnp) -> Any:
+    """Per state, the absolute tolerance of mgjax's rule: `atol`, and for the quadrature
+    states (`quadrature`, a mask such as `quadrature_mask`) at least `quadrature_atol`."""
+    return xp.where(xp.asarray(quadrature), xp.maximum(atol, quadrature_atol), atol)
