@@ -1,5 +1,6 @@
 """`jax.grad` of a scalar of the solution w.r.t. every parameter matches central differences."""
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +10,8 @@ from helpers import WEEK
 import mgjax
 
 TIGHT = mgjax.SolverOptions(rtol=1e-10, atol=1e-12, max_steps=50_000)
-# Reverse mode recomputes forward steps from checkpoints; at tolerances near round-off
+# With max_steps above the default adjoint's 16,384 stored steps, reverse mode recomputes
+# forward steps from checkpoints; at tolerances near round-off
 # (rtol 1e-10) a recomputed step can be accepted where the original was rejected, and the
 # gradient then belongs to a slightly different trajectory (docs/model.md, "Gradients").
 # Gradients are therefore taken at rtol 1e-8 and checked against differences at rtol 1e-10.
@@ -73,3 +75,25 @@ def test_gradient_wrt_every_parameter_matches_central_differences(presets):
     # not vacuous: almost every parameter moves the scalar
     moved = np.abs(fd) > floor
     assert moved.sum() >= len(x0) - 3, [n for n, m in zip(NAMES, moved) if not m]
+
+
+@pytest.mark.slow
+def test_reverse_mode_at_round_off_tolerances_is_the_forward_mode_gradient(presets):
+    """The default adjoint stores every step (`mgjax.solve.reverse_mode_adjoint`), so the
+    backward pass recomputes none and differentiates the solve's own trajectory, as forward
+    mode does: the two gradients agree at rtol 1e-10, where recomputation from checkpoints could
+    accept a step the original rejected (docs/model.md, "Gradients")."""
+    base = presets["t2dm"]
+    x0 = _to_unconstrained(base)
+    reverse = mgjax.SolverOptions(rtol=1e-10, atol=1e-12)
+    forward = mgjax.SolverOptions(rtol=1e-10, atol=1e-12, adjoint=dfx.ForwardMode())
+    assert reverse.adjoint.checkpoints == reverse.max_steps
+
+    def scalar(x, options):
+        return _scalar(_from_unconstrained(base, x), options)
+
+    grad = np.asarray(jax.jit(jax.grad(lambda x: scalar(x, reverse)))(x0))
+    jac = np.asarray(jax.jit(jax.jacfwd(lambda x: scalar(x, forward)))(x0))
+    floor = 1e-6 * np.max(np.abs(jac))
+    worst = np.max(np.abs(grad - jac) / np.maximum(np.abs(jac), floor))
+    assert worst < 1e-8, worst

@@ -19,7 +19,7 @@ from ..fit._objective import ErrorModel
 from ..model._parameters import set_parameters
 from ..model._therapies import with_therapy
 from ..solve._rosenbrock import Rodas4
-from ..solve._solve import SolverOptions
+from ..solve._solve import SolverOptions, reverse_mode_adjoint
 from ..synth._cohort import cohort_error_models
 from ._config import ConfigError, RunConfig
 from ._run_dir import JobError
@@ -59,7 +59,11 @@ def solver_options(cfg: RunConfig, method: str) -> SolverOptions:
         atol=cfg.solver.atol,
         quadrature_atol=cfg.solver.quadrature_atol,
         max_steps=cfg.solver.max_steps,
-        adjoint=dfx.ForwardMode() if adjoint == "forward" else dfx.RecursiveCheckpointAdjoint(),
+        adjoint=(
+            dfx.ForwardMode()
+            if adjoint == "forward"
+            else reverse_mode_adjoint(cfg.solver.max_steps)
+        ),
     )
 
 

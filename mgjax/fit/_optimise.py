@@ -20,6 +20,7 @@ import optimistix as optx
 from equinox import AbstractClassVar, AbstractVar
 from jaxtyping import Array, Bool, Float, Int
 
+from ..solve._solve import reverse_mode_adjoint
 from ._problem import AbstractFitProblem
 
 Method = Literal["levenberg_marquardt", "bfgs", "lbfgs", "adam"]
@@ -64,9 +65,10 @@ class OptimisationResult(NamedTuple):
 def with_adjoint(problem: AbstractFitProblem, method: str) -> AbstractFitProblem:
     """`problem` with the adjoint `method` differentiates with: forward mode for
     Levenberg–Marquardt's Jacobian, reverse mode (checkpointed) for the gradient methods."""
-    adjoint = (
-        dfx.ForwardMode() if method == "levenberg_marquardt" else dfx.RecursiveCheckpointAdjoint()
-    )
+    if method == "levenberg_marquardt":
+        adjoint = dfx.ForwardMode()
+    else:
+        adjoint = reverse_mode_adjoint(problem.options.max_steps)
     return eqx.tree_at(lambda p: p.options.adjoint, problem, adjoint)
 
 
