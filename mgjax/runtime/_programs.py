@@ -114,8 +114,13 @@ def _export(jitted, args):
 #: emitters instead). On the main job's round program (2-core CPU, docs/batch.md "Compile
 #: options") XLA compiles in 9.5 instead of 13.1 s and the rounds run 19 % faster (0.27 vs
 #: 0.34 s); lower backend optimisation levels bought nothing more at level 1–2 and cost 2.6×
-#: the run time at level 0.
-CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+#: the run time at level 0. And XLA's while-loop invariant code motion off: on these programs
+#: (a Diffrax loop inside an Optimistix loop) it took 2 of XLA's 7.5 s and bought no run time
+#: (`mgjax fit` of 200 subjects: compile 10.9 → 8.7 s, run 42.8 / 42.6 s).
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_disable_hlo_passes": "while-loop-invariant-code-motion",
+}
 #: For programs that run once and briefly (the report's curves): also backend optimisation 0
 #: and no expensive LLVM passes — compiles in about half the time, runs ~2.5× slower.
 FAST_CPU_COMPILE = {
