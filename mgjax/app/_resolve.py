@@ -59,11 +59,7 @@ def solver_options(cfg: RunConfig, method: str) -> SolverOptions:
         atol=cfg.solver.atol,
         quadrature_atol=cfg.solver.quadrature_atol,
         max_steps=cfg.solver.max_steps,
-        adjoint=(
-            dfx.ForwardMode()
-            if adjoint == "forward"
-            else reverse_mode_adjoint(cfg.solver.max_steps)
-        ),
+        adjoint=dfx.ForwardMode() if adjoint == "forward" else reverse_mode_adjoint(),
     )
 
 

@@ -68,7 +68,7 @@ def with_adjoint(problem: AbstractFitProblem, method: str) -> AbstractFitProblem
     if method == "levenberg_marquardt":
         adjoint = dfx.ForwardMode()
     else:
-        adjoint = reverse_mode_adjoint(problem.options.max_steps)
+        adjoint = reverse_mode_adjoint()
     return eqx.tree_at(lambda p: p.options.adjoint, problem, adjoint)
 
 
