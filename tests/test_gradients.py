@@ -97,3 +97,56 @@ def test_reverse_mode_at_round_off_tolerances_is_the_forward_mode_gradient(prese
     floor = 1e-6 * np.max(np.abs(jac))
     worst = np.max(np.abs(grad - jac) / np.maximum(np.abs(jac), floor))
     assert worst < 1e-8, worst
+
+
+@pytest.mark.slow
+def test_staggered_sensitivities_converge_to_the_exact_derivative(presets):
+    """`Rodas4(sensitivities="staggered")` (Levenberg–Marquardt's Jacobians) holds the step's
+    Jacobian constant: the same solution, and tangents that approximate the exact derivative
+    of the solution and approach it as the tolerance tightens (a consistent discretisation of
+    the sensitivity equations, not a different derivative)."""
+    free = ("signalling_capacity", "egp_max", "insulin_clearance_rate", "dct_capacity")
+    base = presets["t2dm"]
+    x0 = jnp.log(jnp.array([mgjax.get_parameters(base)[n] for n in free]))
+
+    def outputs(x, options):
+        model = mgjax.set_parameters(base, {n: jnp.exp(x[i]) for i, n in enumerate(free)})
+        short = mgjax.simulate(model, CLAMP, jnp.array([30.0, 120.0, 180.0]), options=options)
+        long = mgjax.simulate(model, TRIAL, jnp.array([1.0 * WEEK, 16 * WEEK]), options=options)
+        return jnp.concatenate(
+            [jnp.log(short[k]) for k in ("glucose", "insulin")]
+            + [jnp.log(long[k]) for k in ("serum_mg", "urinary_mg", "hba1c")]
+        )
+
+    worst = {}
+    for rtol in (1e-6, 1e-10):
+        values, jacobians = {}, {}
+        for kind in ("exact", "staggered"):
+            options = mgjax.SolverOptions(
+                solver=mgjax.Rodas4(sensitivities=kind),
+                rtol=rtol,
+                atol=rtol * 1e-3,
+                adjoint=dfx.ForwardMode(),
+                max_steps=50_000,
+            )
+            values[kind] = np.asarray(outputs(x0, options))
+            jacobians[kind] = np.asarray(jax.jit(jax.jacfwd(outputs))(x0, options))
+        np.testing.assert_array_equal(values["exact"], values["staggered"])
+        scale = np.max(np.abs(jacobians["exact"]), axis=0)
+        assert np.all(scale > 0)
+        worst[rtol] = np.max(np.abs(jacobians["staggered"] - jacobians["exact"]) / scale)
+    assert worst[1e-6] < 5e-3, worst  # 1.2e-3 measured
+    assert worst[1e-10] < worst[1e-6] / 10, worst  # 3e-5 measured
+    assert worst[1e-6] > 0, "the two schemes should differ (else the switch is not applied)"
+
+
+def test_levenberg_marquardt_jacobians_use_staggered_sensitivities_unless_told_otherwise():
+    from mgjax.solve import for_jacobians
+
+    assert mgjax.Rodas4().sensitivities == "auto"
+    assert for_jacobians(mgjax.Rodas4()).sensitivities == "staggered"
+    assert for_jacobians(mgjax.Rodas4(sensitivities="exact")).sensitivities == "exact"
+    assert for_jacobians(dfx.Kvaerno5()) == dfx.Kvaerno5()
+    # refused: a ValueError naming the choices (a TypeError where jaxtyping checks types)
+    with pytest.raises((ValueError, TypeError), match="sensitivities"):
+        mgjax.Rodas4(sensitivities="adjoint")

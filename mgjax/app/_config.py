@@ -219,7 +219,9 @@ class FitConfig(_Strict):
 
 class SolverConfig(_Strict):
     """The ODE solver. `adjoint`: `auto` (forward mode for Levenberg–Marquardt, checkpointed
-    reverse mode for gradient optimisers), or force `forward` / `checkpoint`."""
+    reverse mode for gradient optimisers), or force `forward` / `checkpoint`.
+    `sensitivities` (Rodas4 only): `auto` (staggered in Levenberg–Marquardt's Jacobians,
+    exact elsewhere), `exact` or `staggered` (`mgjax.Rodas4`)."""
 
     type: Literal["rodas4", "kvaerno5", "kvaerno3", "tsit5"] = "rodas4"
     rtol: Real = Field(1e-6, gt=0.0, lt=1e-2)
@@ -227,6 +229,7 @@ class SolverConfig(_Strict):
     quadrature_atol: Real = Field(1e-6, gt=0.0, lt=1.0)
     max_steps: Whole = Field(16384, ge=16, le=10_000_000)
     adjoint: Literal["auto", "forward", "checkpoint"] = "auto"
+    sensitivities: Literal["auto", "exact", "staggered"] = "auto"
 
 
 class OptimiserConfig(_Strict):

@@ -50,11 +50,23 @@ def _adjoint(cfg: RunConfig, method: str) -> str:
     return adjoint
 
 
+def _solver(cfg: RunConfig):
+    """The `solver:` section's solver (`sensitivities` is Rodas4's)."""
+    if cfg.solver.type == "rodas4":
+        return Rodas4(sensitivities=cfg.solver.sensitivities)
+    if cfg.solver.sensitivities != "auto":
+        raise ConfigError(
+            f"solver.sensitivities = '{cfg.solver.sensitivities}' with solver.type = "
+            f"'{cfg.solver.type}': only rodas4 has that choice; remove it or use rodas4"
+        )
+    return SOLVERS[cfg.solver.type]()
+
+
 def solver_options(cfg: RunConfig, method: str) -> SolverOptions:
     """The `solver:` section for optimiser `method` (its adjoint follows the method)."""
     adjoint = _adjoint(cfg, method)
     return SolverOptions(
-        solver=SOLVERS[cfg.solver.type](),
+        solver=_solver(cfg),
         rtol=cfg.solver.rtol,
         atol=cfg.solver.atol,
         quadrature_atol=cfg.solver.quadrature_atol,

@@ -20,7 +20,7 @@ import optimistix as optx
 from equinox import AbstractClassVar, AbstractVar
 from jaxtyping import Array, Bool, Float, Int
 
-from ..solve._solve import reverse_mode_adjoint
+from ..solve._solve import for_jacobians, reverse_mode_adjoint
 from ._problem import AbstractFitProblem
 
 Method = Literal["levenberg_marquardt", "bfgs", "lbfgs", "adam"]
@@ -64,9 +64,13 @@ class OptimisationResult(NamedTuple):
 
 def with_adjoint(problem: AbstractFitProblem, method: str) -> AbstractFitProblem:
     """`problem` with the adjoint `method` differentiates with: forward mode for
-    Levenberg–Marquardt's Jacobian, reverse mode (checkpointed) for the gradient methods."""
+    Levenberg–Marquardt's Jacobian (Rodas4's sensitivities, if left at "auto", staggered:
+    `mgjax.solve.for_jacobians`), reverse mode (checkpointed) for the gradient methods."""
     if method == "levenberg_marquardt":
         adjoint = dfx.ForwardMode()
+        problem = eqx.tree_at(
+            lambda p: p.options.solver, problem, for_jacobians(problem.options.solver)
+        )
     else:
         adjoint = reverse_mode_adjoint()
     return eqx.tree_at(lambda p: p.options.adjoint, problem, adjoint)

@@ -16,6 +16,7 @@ from ._simulate import observables as observables
 from ._simulate import observed_values as observed_values
 from ._simulate import simulate as simulate
 from ._solve import SolverOptions as SolverOptions
+from ._solve import for_jacobians as for_jacobians
 from ._solve import integrate as integrate
 from ._solve import reverse_mode_adjoint as reverse_mode_adjoint
 from ._solve import rodas4_for as rodas4_for
