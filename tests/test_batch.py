@@ -50,6 +50,32 @@ def test_batch_fits_every_subject(reference):
     assert np.all(np.isfinite(p["se"]))
 
 
+def test_batches_built_in_parts_merge_into_the_whole(dataset, errors):
+    """Worker processes each build a share of the cohort (`mgjax.batch._workers.SharedBuild`);
+    merged, the parts are the batches one process builds of all subjects: the same
+    structures, subjects, groups, order and arrays."""
+    from mgjax.batch._build import merge_batches
+
+    obs = dataset.observations
+    without_clamp = obs["subject"].isin(["s0001", "s0002", "s0005"]) & (
+        obs["protocol"] == "hyperinsulinemic_clamp"
+    )  # a second structure: fasting labs only
+    two = replace(dataset, observations=obs[~without_clamp].reset_index(drop=True))
+    subjects = sorted(two.observations["subject"].unique())[:10]
+    build = functools.partial(batch.build_batches, two, COHORT_PARAMETERS, error_models=errors)
+    whole = build(subjects=subjects)
+    assert [len(b) for b in whole] == [7, 3]
+    merged = merge_batches([build(subjects=subjects[k::3]) for k in range(3)], subjects)
+    assert [b.subjects for b in merged] == [b.subjects for b in whole]
+    assert [b.groups for b in merged] == [b.groups for b in whole]
+    for m, w in zip(merged, whole):
+        assert jax.tree.structure(m.problems) == jax.tree.structure(w.problems)
+        for x, y in zip(jax.tree.leaves(m.problems), jax.tree.leaves(w.problems)):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="in no part"):
+        merge_batches([build(subjects=subjects[:4])], subjects)
+
+
 def test_batch_equals_one_by_one_fits(dataset, errors, reference):
     """The vmapped lane pool gives each subject the fit it gets alone (mgjax.fit.fit with
     Levenberg–Marquardt, its own Laplace SEs) — a different code path for both."""

@@ -1,10 +1,10 @@
 """Benchmark of batch fitting: mgjax's vmapped lane-pool fit against the SciPy loop a careful
 user would write without mgjax, on the same virtual cohort, in one run.
 
-mgjax: `mgjax.batch.fit_batch` (Levenberg–Marquardt with exact forward-mode Jacobians through
-the solver, vmapped over lanes of subjects, finished subjects replaced between rounds; one
-worker process per core, as the SciPy loop gets one per core) on the
-first 1, 10, 100, 1,000 (10,000 with --large) subjects of a synthetic cohort (default study
+mgjax: `mgjax.batch.fit_batch` (Levenberg–Marquardt with forward-mode Jacobians through the
+solver — Rodas4's staggered sensitivities — vmapped over lanes of subjects, finished subjects
+replaced between rounds; one worker process per core, as the SciPy loop gets one per core) on
+the first 1, 10, 100, 1,000 (10,000 with --large) subjects of a synthetic cohort (default study
 design: isoglycaemic clamp + fasting Mg²⁺ labs; 5 free parameters per subject).
 
 SciPy: per subject, `scipy.optimize.least_squares` (TRF, bounds on the log parameters,

@@ -181,3 +181,39 @@ def build_batches(
         for ids, groups, problems in by_signature.values()
     ]
     return sorted(batches, key=len, reverse=True)
+
+
+def merge_batches(
+    parts: Sequence[Sequence[SubjectBatch]], subjects: Sequence[str]
+) -> list[SubjectBatch]:
+    """Batches built from disjoint parts of `subjects` (`build_batches` on each part) merged
+    into those `build_batches` builds of all of them: one batch per structure, in order of
+    first appearance, subjects in `subjects` order, largest first. Worker processes build
+    their shares of a cohort this way (`mgjax.batch._workers.SharedBuild`)."""
+    where: dict[str, tuple[tuple, SubjectBatch, int]] = {}
+    for part in parts:
+        for batch in part:
+            key = _signature(batch.one(0))
+            for i, subject in enumerate(batch.subjects):
+                where[subject] = (key, batch, i)
+    missing = [s for s in subjects if s not in where]
+    if missing:
+        raise ValueError(f"subject(s) {missing[:5]} are in no part")
+    members: dict[tuple, list[tuple[SubjectBatch, int]]] = {}
+    for subject in subjects:
+        key, batch, i = where[subject]
+        members.setdefault(key, []).append((batch, i))
+    merged = []
+    for entries in members.values():
+        sources = list({id(b): b for b, _ in entries}.values())
+        offsets = dict(zip(map(id, sources), np.cumsum([0] + [len(b) for b in sources])))
+        index = np.array([offsets[id(b)] + i for b, i in entries])
+        stacked = jax.tree.map(lambda *x: np.concatenate(x), *[b.problems for b in sources])
+        merged.append(
+            SubjectBatch(
+                subjects=[b.subjects[i] for b, i in entries],
+                groups=[b.groups[i] for b, i in entries],
+                problems=jax.tree.map(lambda x, index=index: x[index], stacked),
+            )
+        )
+    return sorted(merged, key=len, reverse=True)

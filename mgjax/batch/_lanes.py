@@ -72,24 +72,41 @@ def open_shard(dataset, out, shard, resume, subjects):
 
 
 def prepare_shard(
-    dataset, free, out, shard, resume, subjects, error_models, priors, options, base_model
+    dataset,
+    free,
+    out,
+    shard,
+    resume,
+    subjects,
+    error_models,
+    priors,
+    options,
+    base_model,
+    shared_build=None,
 ):
     """`open_shard`, and the fit problems of the subjects to fit grouped by structure
-    (shared by `fit_batch` and `fit_each`)."""
+    (shared by `fit_batch` and `fit_each`); with `shared_build` (a worker process's
+    `(SharedBuild, worker)`), built together with the other workers."""
     mine, store, finished, todo = open_shard(dataset, out, shard, resume, subjects)
-    batches = (
-        build_batches(
+
+    def build(some):
+        return build_batches(
             dataset,
             free,
-            subjects=todo,
+            subjects=some,
             error_models=error_models,
             priors=priors,
             options=options,
             base_model=base_model,
         )
-        if todo
-        else []
-    )
+
+    if not todo:
+        batches = []
+    elif shared_build is not None:
+        exchange, worker = shared_build
+        batches = exchange.batches(worker, todo, build)
+    else:
+        batches = build(todo)
     return mine, store, finished, todo, batches
 
 
@@ -173,11 +190,13 @@ def fit_lanes(
     on_progress: Callable[[int], None] | None = None,
     worker: int | None = None,
     claims=None,
+    shared_build=None,
 ) -> BatchResult:
     """`fit_batch` in this process; `on_progress(subjects done now)` after every round. In
     worker process `worker`, `subjects` are the shard's subjects still to fit, shared with
-    the other workers through `claims` (`mgjax.batch._workers.SharedClaims`); the parent
-    writes the tables."""
+    the other workers through `claims` (`mgjax.batch._workers.SharedClaims`), their fit
+    problems built together through `shared_build` (`mgjax.batch._workers.SharedBuild`); the
+    parent writes the tables."""
     t0 = time.perf_counter()
     problems = (subjects, error_models, priors, options, base_model)
     if worker is None:
@@ -186,7 +205,13 @@ def fit_lanes(
         )
     else:  # the parent prepared the run directory; `subjects` are those still to fit
         mine, _, finished, todo, batches = prepare_shard(
-            dataset, free, None, (0, 1), False, *problems
+            dataset,
+            free,
+            None,
+            (0, 1),
+            False,
+            *problems,
+            shared_build=None if shared_build is None else (shared_build, worker),
         )
         store = RunStore(out, shard, worker=worker) if out is not None else None
     t_built = time.perf_counter()

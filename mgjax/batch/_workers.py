@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import pickle
 import queue as queue_module
+import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -59,6 +61,44 @@ class SharedClaims:
             return range(start, stop)
 
         return claim
+
+
+class SharedBuild:
+    """The workers build the shard's fit problems together: worker k builds every
+    `workers`-th subject from its k-th, writes them to `folder`, waits for the others' parts
+    and merges all into the batches one process would have built (`merge_batches`: the same
+    structures, subjects and order), so each worker builds 1/`workers` of the cohort
+    instead of all of it (~15 ms per subject on one core)."""
+
+    def __init__(self, folder: Path, workers: int):
+        self.folder = Path(folder)
+        self.workers = workers
+
+    def _path(self, k: int) -> Path:
+        return self.folder / f"part-{k}.pkl"
+
+    def batches(self, worker: int, subjects: list[str], build: Callable) -> list:
+        from ._build import merge_batches
+
+        share = subjects[worker :: self.workers]
+        mine = build(share) if share else []
+        path = self._path(worker)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(pickle.dumps(mine))
+        os.replace(tmp, path)  # whole or absent
+        parent = os.getppid()
+        parts = []
+        for k in range(self.workers):
+            while not self._path(k).exists():  # a failed worker: the parent stops everyone
+                if os.getppid() != parent:
+                    os._exit(1)
+                time.sleep(BUILD_POLL_SECONDS)
+            parts.append(pickle.loads(self._path(k).read_bytes()))
+        return merge_batches(parts, subjects)
+
+
+#: Seconds between a worker's checks for the other workers' parts of the build.
+BUILD_POLL_SECONDS = 0.02
 
 
 def _cores(workers: int) -> list[set[int] | None]:
@@ -118,6 +158,8 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
     cache_dir = jax.config.jax_compilation_cache_dir
     context = mp.get_context("spawn")
     claims = SharedClaims(context, len(todo), workers)
+    build_folder = Path(tempfile.mkdtemp(prefix="mgjax-build-"))
+    shared_build = SharedBuild(build_folder, workers)
     messages = context.Queue()
     saved_platforms = os.environ.get("JAX_PLATFORMS")
     os.environ["JAX_PLATFORMS"] = "cpu"  # inherited by the spawned workers
@@ -133,6 +175,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
                 out=out,
                 worker=k,
                 claims=claims,
+                shared_build=shared_build,
             )
             process = context.Process(
                 target=_work, args=(k, cores, cache_dir, messages, job), daemon=True
@@ -192,6 +235,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
             if len(results) < len(processes) and process.is_alive():  # a failure or interrupt
                 process.terminate()
             process.join()
+        shutil.rmtree(build_folder, ignore_errors=True)
     if failure is not None:
         kept = f"; finished subjects are kept in {out} (rerun with --resume)" if out else ""
         raise RuntimeError(failure + kept)

@@ -113,26 +113,38 @@ def jacobian_residuals(problem, with_likelihood: bool = False):
     return lambda u: residuals(u, dynamic)
 
 
+def _evaluate(problem, u, warm):
+    """(residuals, (residuals, negative log-likelihood, solve succeeded, start)) at u."""
+    preds, ok, start = problem.warm_predictions(u, warm)
+    r = problem.residuals_from(u, preds, ok)
+    return r, (r, problem.negative_log_likelihood_from(u, preds, ok), ok, start)
+
+
+# Jitted so that JAX traces each once per problem structure: the optimiser's state
+# initialisation, its shape probes and the round's own trace all reuse the traced program
+# (each trace of the forward-mode Jacobian through the solver takes seconds).
+@eqx.filter_jit
+def _values(problem, u, warm):
+    return _evaluate(problem, u, warm)[1]
+
+
+@eqx.filter_jit
+def _jacobian_and_values(problem, u, warm):
+    return jax.jacfwd(lambda v: _evaluate(problem, v, warm), has_aux=True)(u)
+
+
 def _jacobian_residuals_nll(problem):
     dynamic, static = eqx.partition(problem, eqx.is_array)
 
-    def evaluate(p, v, warm):
-        preds, ok, start = p.warm_predictions(v, warm)
-        r = p.residuals_from(v, preds, ok)
-        return r, (r, p.negative_log_likelihood_from(v, preds, ok), ok, start)
-
     @jax.custom_jvp
     def residuals(u, dynamic, warm):
-        _, out = evaluate(eqx.combine(dynamic, static), u, warm)
-        return out
+        return _values(eqx.combine(dynamic, static), u, warm)
 
     @residuals.defjvp
     def _jvp(primals, tangents):
         u, dyn, warm = primals
         du, _, _ = tangents
-        jac, (r, nll, ok, start) = jax.jacfwd(
-            lambda v: evaluate(eqx.combine(dyn, static), v, warm), has_aux=True
-        )(u)
+        jac, (r, nll, ok, start) = _jacobian_and_values(eqx.combine(dyn, static), u, warm)
         zero = jax.tree.map(
             lambda x: (
                 np.zeros(np.shape(x), jax.dtypes.float0)
