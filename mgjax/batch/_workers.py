@@ -185,6 +185,7 @@ def fit_in_workers(workers: int, shard: tuple[int, int], out, progress: bool, **
             except (AttributeError, TypeError, pickle.PicklingError) as error:
                 for started in processes:
                     started.terminate()
+                shutil.rmtree(build_folder, ignore_errors=True)
                 raise ValueError(
                     f"workers = {workers}: the arguments must be picklable to reach the worker "
                     f"processes (a module-level base_model, no lambdas): {error}"

@@ -77,8 +77,9 @@ def with_adjoint(problem: AbstractFitProblem, method: str) -> AbstractFitProblem
 
 
 def jacobian_residuals(problem, with_likelihood: bool = False):
-    """The weighted residuals of `problem` as a function of u whose derivative is the exact
-    forward-mode Jacobian, computed once with the residuals (one pass through the solver with
+    """The weighted residuals of `problem` as a function of u whose derivative is the
+    forward-mode Jacobian (Rodas4's tangents staggered unless its `sensitivities` say exact:
+    `with_adjoint`), computed once with the residuals (one pass through the solver with
     one tangent per parameter) and applied as a matrix.
 
     Optimistix linearises the residual function and evaluates the linearisation several times
