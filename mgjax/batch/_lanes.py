@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,8 @@ def prepare_shard(
     shared_build=None,
 ):
     """`open_shard`, and the fit problems of the subjects to fit grouped by structure
-    (shared by `fit_batch` and `fit_each`); with `shared_build` (a worker process's
-    `(SharedBuild, worker)`), built together with the other workers."""
+    (shared by `fit_batch` and `fit_each`); with `shared_build(subjects, build)` (a worker
+    process's `SharedBuild.batches`), built together with the other workers."""
     mine, store, finished, todo = open_shard(dataset, out, shard, resume, subjects)
 
     def build(some):
@@ -103,8 +104,7 @@ def prepare_shard(
     if not todo:
         batches = []
     elif shared_build is not None:
-        exchange, worker = shared_build
-        batches = exchange.batches(worker, todo, build)
+        batches = shared_build(todo, build)
     else:
         batches = build(todo)
     return mine, store, finished, todo, batches
@@ -211,7 +211,7 @@ def fit_lanes(
             (0, 1),
             False,
             *problems,
-            shared_build=None if shared_build is None else (shared_build, worker),
+            shared_build=None if shared_build is None else partial(shared_build.batches, worker),
         )
         store = RunStore(out, shard, worker=worker) if out is not None else None
     t_built = time.perf_counter()

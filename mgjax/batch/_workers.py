@@ -87,8 +87,10 @@ class SharedBuild:
         tmp.write_bytes(pickle.dumps(mine))
         os.replace(tmp, path)  # whole or absent
         parent = os.getppid()
-        parts = []
+        parts = [mine]
         for k in range(self.workers):
+            if k == worker:
+                continue
             while not self._path(k).exists():  # a failed worker: the parent stops everyone
                 if os.getppid() != parent:
                     os._exit(1)
