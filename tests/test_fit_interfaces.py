@@ -233,3 +233,57 @@ def test_errors_as_nan_removes_equinox_host_callbacks():
     with errors_as_nan():  # (new shapes: Equinox caches its traces of the check)
         text = jax.jit(checked).lower(jnp.ones(4)).as_text()
     assert "callback" not in text
+
+
+def test_start_size_is_that_of_the_start_warm_predictions_returns():
+    """`start_size` (static) sizes the optimiser's warm start before any trace: it must be
+    the size of the start `warm_predictions` returns — the fasting steady state's dynamic
+    states when a protocol starts there, nothing otherwise — and `residual_structs` must
+    give the residual function's output shapes at that start."""
+    import mgjax
+    from mgjax.fit._optimise import jacobian_residuals, residual_structs
+
+    model = mgjax.preset("healthy")
+    ts = jnp.linspace(0.0, 60.0, 7)
+    clamp = fit.make_experiment(
+        mgjax.HyperinsulinemicClamp(insulin_rate=40.0), [0.0, 60.0], ["glucose"] * 2, [5.0, 5.0]
+    )
+    series = mgjax.GlucoseSeries(ts, jnp.full(7, 8.0))
+    secretion = fit.make_experiment(series, [30.0, 60.0], ["insulin_secretion"] * 2, [1.0, 1.0])
+    free = ("signalling_capacity",)
+    problems = {
+        "clamp": fit.make_problem(model, [clamp], free),
+        "secretion": fit.make_problem(model, [secretion], ("beta_cell_mass",)),
+        "linear": linear_problem(),
+    }
+    sizes = {}
+    for name, problem in problems.items():
+        u = problem.initial()
+        _, _, start = eqx.filter_eval_shape(lambda p, v: p.warm_predictions(v, None), problem, u)
+        assert start.shape == (problem.start_size(),), name
+        sizes[name] = problem.start_size()
+        if problem.least_squares:
+            fn = jacobian_residuals(problem, with_likelihood=True)
+            expected = jax.eval_shape(fn, u, jnp.zeros((problem.start_size(),)))
+            got = residual_structs(problem, u)
+            assert jax.tree.map(lambda s: (s.shape, s.dtype), got) == jax.tree.map(
+                lambda s: (s.shape, s.dtype), expected
+            ), name
+    assert sizes["clamp"] == len(mgjax.MgT2DModel.dynamic_state_names())
+    assert sizes["secretion"] == 0 and sizes["linear"] == 0
+
+
+def test_trajectory_select_equals_reading_one_name_at_a_time():
+    import mgjax
+
+    model = mgjax.preset("t2dm")
+    traj = mgjax.simulate(
+        model, mgjax.HyperinsulinemicClamp(insulin_rate=40.0), jnp.linspace(0.0, 120.0, 5)
+    )
+    names = ("glucose", "glucose_infusion", "serum_mg", "insulin", "glucose")
+    selected = traj.select(names)
+    assert list(selected) == ["glucose", "glucose_infusion", "serum_mg", "insulin"]
+    for name in names:
+        np.testing.assert_array_equal(selected[name], traj[name])
+    with pytest.raises(KeyError, match="unknown observable"):
+        traj.select(("glucose", "no_such_thing"))

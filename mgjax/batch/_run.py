@@ -53,6 +53,7 @@ from ..fit._optimise import (
     accepted_point,
     decrement_converged,
     jacobian_residuals,
+    residual_structs,
     with_first_step_size,
 )
 from ._build import SubjectBatch
@@ -120,9 +121,9 @@ def _residual_function(problem):
 
 
 def _output_structs(problem, u):
-    """Shapes of the residual function's (residuals, aux) at `u` (one trace of the function)."""
-    fn = _residual_function(problem)
-    return jax.eval_shape(lambda y: fn(y, None), u)
+    """Shapes of the residual function's (residuals, aux) at `u`, from the trace of its
+    Jacobian that the iterations reuse (`residual_structs`)."""
+    return residual_structs(problem, u)
 
 
 def _lm_state(problem, u, solver: optx.LevenbergMarquardt, structs):

@@ -85,10 +85,9 @@ class Experiment(eqx.Module):
     def observe(self, traj: Trajectory) -> Float[Array, " N"]:
         """The prediction of every observation from `traj`, a trajectory sampled at
         `self.times` (model units)."""
-        columns = []
-        for name in self.observable_names:
-            source = source_observable(name)
-            columns.append(traj[source])
+        sources = [source_observable(name) for name in self.observable_names]
+        selected = traj.select(sources)
+        columns = [selected[source] for source in sources]
         matrix = jnp.stack(columns, axis=-1)  # (T, K)
         start = matrix[self.time_index, self.observable_index]
         end = matrix[self.end_index, self.observable_index]
@@ -113,6 +112,11 @@ def start_at_fasting_rest(protocol: Any) -> bool:
     )
 
 
+def starts_at_rest(experiments: Sequence[Experiment]) -> list[bool]:
+    """Per experiment whether its protocol starts at the fasting steady state."""
+    return [start_at_fasting_rest(e.protocol) for e in experiments]
+
+
 def fasting_rest_for(
     model: MgT2DModel, experiments: Sequence[Experiment], guess: Any = None
 ) -> tuple[State | None, list[bool]]:
@@ -120,7 +124,7 @@ def fasting_rest_for(
     experiment whether it starts there, `start_at_fasting_rest`): one steady-state search
     shared by a subject's protocols — one copy of the search in a compiled program, not one
     per protocol. `guess`: the dynamic states to start the search from (`steady_state`)."""
-    shared = [start_at_fasting_rest(e.protocol) for e in experiments]
+    shared = starts_at_rest(experiments)
     if not any(shared):
         return None, shared
     return steady_state(model, Inputs.zeros(), guess=guess, throw=False), shared

@@ -27,7 +27,7 @@ from jaxtyping import Array, Float
 from ..model import MgT2DModel
 from ..model._parameters import get_parameters, parameter_infos, set_parameters
 from ..solve._solve import SolverOptions
-from ._experiment import Experiment, check_experiment, fasting_rest_for
+from ._experiment import Experiment, check_experiment, fasting_rest_for, starts_at_rest
 from ._problem import AbstractFitProblem
 
 #: Residual given to each observation of a failed solve (in standard deviations).
@@ -192,6 +192,13 @@ class FitProblem(AbstractFitProblem):
             return preds, ok, jnp.zeros((0,))
         n = len(MgT2DModel.dynamic_state_names())
         return preds, ok, jax.lax.stop_gradient(rest.y[:n])
+
+    def start_size(self) -> int:
+        """Length of the start `warm_predictions` returns: the dynamic states of the fasting
+        steady state when a protocol starts there, else 0."""
+        if not any(starts_at_rest(self.experiments)):
+            return 0
+        return len(MgT2DModel.dynamic_state_names())
 
     def _moments(self, u, preds, ok, hold_sigma: bool = False):
         """Per experiment: (observed, mean, σ, mask), a failed solve's means replaced by the

@@ -14,7 +14,6 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import optimistix as optx
 from equinox import AbstractClassVar, AbstractVar
@@ -93,7 +92,8 @@ def jacobian_residuals(problem, with_likelihood: bool = False):
     (negative log-likelihood, solve succeeded, start)) from the same solve (values, not
     differentiated): `start` is the problem's inner-search start at u
     (`AbstractFitProblem.warm_predictions`; the fasting steady state), to pass back as `warm`
-    at the next point."""
+    at the next point. Every call computes the Jacobian with the values (the optimisers only
+    call it linearised)."""
     problem = with_adjoint(problem, "levenberg_marquardt")
     if with_likelihood:
         return _jacobian_residuals_nll(problem)
@@ -121,47 +121,52 @@ def _evaluate(problem, u, warm):
     return r, (r, problem.negative_log_likelihood_from(u, preds, ok), ok, start)
 
 
-# Jitted so that JAX traces each once per problem structure: the optimiser's state
-# initialisation, its shape probes and the round's own trace all reuse the traced program
-# (each trace of the forward-mode Jacobian through the solver takes seconds).
-@eqx.filter_jit
-def _values(problem, u, warm):
-    return _evaluate(problem, u, warm)[1]
-
-
+# Jitted so that JAX traces it once per problem structure: the shape probe
+# (`residual_structs`), the optimiser's state initialisation and the round's own trace all
+# reuse the traced program (each trace of the forward-mode Jacobian through the solver takes
+# seconds).
 @eqx.filter_jit
 def _jacobian_and_values(problem, u, warm):
     return jax.jacfwd(lambda v: _evaluate(problem, v, warm), has_aux=True)(u)
 
 
+def residual_structs(problem, u):
+    """Shapes of the outputs of `jacobian_residuals(problem, with_likelihood=True)` at `u` —
+    (residuals, (negative log-likelihood, solve succeeded, start)) — given a `warm` start of
+    the size the iterations pass (`start_size`), from the trace of the Jacobian that the
+    optimiser's iterations reuse (no separate trace of the values)."""
+    problem = with_adjoint(problem, "levenberg_marquardt")
+    warm = jnp.zeros((problem.start_size(),))
+    _, (r, nll, ok, start) = eqx.filter_eval_shape(_jacobian_and_values, problem, u, warm)
+    return r, (nll, ok, start)
+
+
 def _jacobian_residuals_nll(problem):
     dynamic, static = eqx.partition(problem, eqx.is_array)
 
-    @jax.custom_jvp
-    def residuals(u, dynamic, warm):
-        return _values(eqx.combine(dynamic, static), u, warm)
-
-    @residuals.defjvp
-    def _jvp(primals, tangents):
-        u, dyn, warm = primals
-        du, _, _ = tangents
-        jac, (r, nll, ok, start) = _jacobian_and_values(eqx.combine(dyn, static), u, warm)
-        zero = jax.tree.map(
-            lambda x: (
-                np.zeros(np.shape(x), jax.dtypes.float0)
-                if jnp.issubdtype(jnp.asarray(x).dtype, jnp.bool_)
-                else jnp.zeros_like(x)
-            ),
-            (nll, ok, start),
-        )
-        return (r, nll, ok, start), (jac @ du, *zero)
-
     def fn(u, warm=None):
         warm = jnp.zeros((0,)) if warm is None else warm
-        r, nll, ok, start = residuals(u, dynamic, warm)
-        return r, (nll, ok, start)
+        # the Jacobian is computed beside the values, never differentiated: outside the
+        # custom rule below, whose partial evaluation (`jax.linearize`, as Optimistix calls
+        # it) would otherwise walk the whole traced solve each time
+        held = eqx.combine(jax.lax.stop_gradient(dynamic), static)
+        jac, (r, nll, ok, start) = _jacobian_and_values(held, jax.lax.stop_gradient(u), warm)
+        return _with_jacobian(u, r, jac), (nll, ok, start)
 
     return fn
+
+
+@jax.custom_jvp
+def _with_jacobian(u, r, jac):
+    """`r`, whose derivative with respect to `u` is `jac`."""
+    return r
+
+
+@_with_jacobian.defjvp
+def _with_jacobian_jvp(primals, tangents):
+    u, r, jac = primals
+    du, _, _ = tangents
+    return r, jac @ du
 
 
 # --- Optimistix's Gauss–Newton state ---------------------------------------------------------

@@ -80,6 +80,10 @@ class AbstractFitProblem(eqx.Module):
         preds, ok = self.predictions(u)
         return preds, ok, jnp.zeros((0,))
 
+    def start_size(self) -> int:
+        """Length of the start `warm_predictions` returns (static; 0: none)."""
+        return 0
+
     @abc.abstractmethod
     def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
         """`residuals` from already computed `predictions(u)`."""

@@ -138,7 +138,7 @@ def simulate_secretion(
     options = SolverOptions() if options is None else options
     ts = jnp.asarray(ts, dtype=jnp.float64)
     if not _traced(ts, glucose.times):
-        _check_output_times(np.asarray(ts), float(glucose.times[0]))
+        _check_output_times(np.asarray(ts), float(np.asarray(glucose.times)[0]))
     if mg_free is not None and not isinstance(mg_free, Series):
         mg_free = jnp.asarray(mg_free, dtype=jnp.float64)
     return _simulate_secretion(model, glucose, ts, mg_free, options, throw)

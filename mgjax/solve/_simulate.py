@@ -59,10 +59,22 @@ class Trajectory(eqx.Module):
         known = sorted(set(OBSERVABLE_UNITS) | set(names))
         raise KeyError(f"unknown observable or state {name!r}; known: {', '.join(known)}")
 
+    def select(self, names: Sequence[str]) -> dict[str, Float[Array, " times"]]:
+        """The states and observables `names` at `ts`, as a dict: the observables from one
+        evaluation of the model's observables per time (`traj[name]` evaluates them once per
+        name: that many traces and copies in a compiled program)."""
+        states = self.state_names
+        computed = [n for n in dict.fromkeys(names) if n not in states]
+        for name in computed:
+            if name not in OBSERVABLE_UNITS:
+                self[name]  # raises the unknown-name error
+        values = observe(self.model, self.protocol, self.ts, self.ys, tuple(computed))
+        return {n: self[n] if n in states else values[n] for n in names}
+
     @property
     def observables(self) -> dict[str, Float[Array, " times"]]:
         """Every observable at `ts`, as a dict."""
-        return {name: self[name] for name in OBSERVABLE_UNITS}
+        return self.select(tuple(OBSERVABLE_UNITS))
 
     @staticmethod
     def units(name: str) -> str:
@@ -74,12 +86,14 @@ class Trajectory(eqx.Module):
         return "-"
 
 
-def observe(model: MgT2DModel, protocol: AbstractProtocol, ts, ys, name: str) -> Any:
-    """Observable `name` at each (t, y) pair (works for a batch of trajectories too)."""
+def observe(model: MgT2DModel, protocol: AbstractProtocol, ts, ys, name: str | tuple) -> Any:
+    """Observable `name` at each (t, y) pair (works for a batch of trajectories too); for a
+    tuple of names, a dict of them from one evaluation of the observables."""
 
     def one(t, state):
         y, z = split(state)
-        return model.observables(y, protocol.inputs(t, y, z, model, jnp), jnp)[name]
+        values = model.observables(y, protocol.inputs(t, y, z, model, jnp), jnp)
+        return {n: values[n] for n in name} if isinstance(name, tuple) else values[name]
 
     if ys.ndim == 2:
         return jax.vmap(one)(ts, ys)
