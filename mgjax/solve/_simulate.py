@@ -64,11 +64,11 @@ class Trajectory(eqx.Module):
         evaluation of the model's observables per time (`traj[name]` evaluates them once per
         name: that many traces and copies in a compiled program)."""
         states = self.state_names
-        computed = [n for n in dict.fromkeys(names) if n not in states]
+        computed = tuple(n for n in dict.fromkeys(names) if n not in states)
         for name in computed:
             if name not in OBSERVABLE_UNITS:
                 self[name]  # raises the unknown-name error
-        values = observe(self.model, self.protocol, self.ts, self.ys, tuple(computed))
+        values = observe(self.model, self.protocol, self.ts, self.ys, computed) if computed else {}
         return {n: self[n] if n in states else values[n] for n in names}
 
     @property
