@@ -263,7 +263,7 @@ def test_start_size_is_that_of_the_start_warm_predictions_returns():
         assert start.shape == (problem.start_size(),), name
         sizes[name] = problem.start_size()
         if problem.least_squares:
-            fn = jacobian_residuals(problem, with_likelihood=True)
+            fn = jacobian_residuals(problem)
             expected = jax.eval_shape(fn, u, jnp.zeros((problem.start_size(),)))
             got = residual_structs(problem, u)
             assert jax.tree.map(lambda s: (s.shape, s.dtype), got) == jax.tree.map(

@@ -117,18 +117,12 @@ def _residual_function(problem):
     log-likelihood, solve succeeded, start)), one forward-mode solve for r, its Jacobian and
     the likelihood; `warm` (Optimistix's `args`) is the `start` of the last accepted iterate
     (its fasting steady state: the next point's search starts there)."""
-    return jacobian_residuals(problem, with_likelihood=True)
-
-
-def _output_structs(problem, u):
-    """Shapes of the residual function's (residuals, aux) at `u`, from the trace of its
-    Jacobian that the iterations reuse (`residual_structs`)."""
-    return residual_structs(problem, u)
+    return jacobian_residuals(problem)
 
 
 def _lm_state(problem, u, solver: optx.LevenbergMarquardt, structs):
     """(arrays, the rest) of the solver's initial state at `u`; `structs`: the residual
-    function's output shapes (`_output_structs`)."""
+    function's output shapes (`residual_structs`)."""
     fn, options = _residual_function(problem), dict(LM_OPTIONS)
     f_struct, aux_struct = structs
     # probed with a start of the shape the iterations pass (zeros: no start), so that the
@@ -155,7 +149,7 @@ def _subject_round(
     unless `fresh` (then its trust region starts at `first_step`: the damping of the first step
     is 1/first_step), stopping also at a Gauss–Newton decrement below `decrement`; then the
     goodness of fit and the uncertainty at the end. `structs`: the residual function's
-    output shapes (`_output_structs`, traced once per program)."""
+    output shapes (`residual_structs`, traced once per program)."""
     fn, options = _residual_function(problem), dict(LM_OPTIONS)
     dynamic0, static = _lm_state(problem, u, solver, structs)
     dynamic0 = with_first_step_size(dynamic0, first_step)
@@ -252,7 +246,7 @@ class _LaneShapes:
 
     def outputs(self):
         if self._outputs is None:
-            self._outputs = _output_structs(self.one, self.one.initial())
+            self._outputs = residual_structs(self.one, self.one.initial())
         return self._outputs
 
     def state(self):

@@ -75,10 +75,10 @@ def with_adjoint(problem: AbstractFitProblem, method: str) -> AbstractFitProblem
     return eqx.tree_at(lambda p: p.options.adjoint, problem, adjoint)
 
 
-def jacobian_residuals(problem, with_likelihood: bool = False):
-    """The weighted residuals of `problem` as a function of u whose derivative is the
-    forward-mode Jacobian (Rodas4's tangents staggered unless its `sensitivities` say exact:
-    `with_adjoint`), computed once with the residuals (one pass through the solver with
+def jacobian_residuals(problem):
+    """The weighted residuals of `problem` as a function `fn(u, warm=None)` whose derivative
+    is the forward-mode Jacobian (Rodas4's tangents staggered unless its `sensitivities` say
+    exact: `with_adjoint`), computed once with the residuals (one pass through the solver with
     one tangent per parameter) and applied as a matrix.
 
     Optimistix linearises the residual function and evaluates the linearisation several times
@@ -88,30 +88,24 @@ def jacobian_residuals(problem, with_likelihood: bool = False):
     Here the linearisation is a stored matrix. Derivatives with respect to anything but u are
     not defined (internal to the optimisers).
 
-    With `with_likelihood`, the function is `fn(u, warm=None)` and returns (residuals,
-    (negative log-likelihood, solve succeeded, start)) from the same solve (values, not
-    differentiated): `start` is the problem's inner-search start at u
+    `fn` returns (residuals, (negative log-likelihood, solve succeeded, start)) from the same
+    solve (values, not differentiated): `start` is the problem's inner-search start at u
     (`AbstractFitProblem.warm_predictions`; the fasting steady state), to pass back as `warm`
     at the next point. Every call computes the Jacobian with the values (the optimisers only
     call it linearised)."""
     problem = with_adjoint(problem, "levenberg_marquardt")
-    if with_likelihood:
-        return _jacobian_residuals_nll(problem)
     dynamic, static = eqx.partition(problem, eqx.is_array)
 
-    @jax.custom_jvp
-    def residuals(u, dynamic):
-        return eqx.combine(dynamic, static).residuals(u)
+    def fn(u, warm=None):
+        warm = jnp.zeros((0,)) if warm is None else warm
+        # the Jacobian is computed beside the values, never differentiated: outside the
+        # custom rule below, whose partial evaluation (`jax.linearize`, as Optimistix calls
+        # it) would otherwise walk the whole traced solve each time
+        held = eqx.combine(jax.lax.stop_gradient(dynamic), static)
+        jac, (r, nll, ok, start) = _jacobian_and_values(held, jax.lax.stop_gradient(u), warm)
+        return _with_jacobian(u, r, jac), (nll, ok, start)
 
-    @residuals.defjvp
-    def _jvp(primals, tangents):
-        u, dyn = primals
-        du, _ = tangents
-        p = eqx.combine(dyn, static)
-        jac, r = jax.jacfwd(lambda v: (p.residuals(v),) * 2, has_aux=True)(u)
-        return r, jac @ du
-
-    return lambda u: residuals(u, dynamic)
+    return fn
 
 
 def _evaluate(problem, u, warm):
@@ -131,29 +125,14 @@ def _jacobian_and_values(problem, u, warm):
 
 
 def residual_structs(problem, u):
-    """Shapes of the outputs of `jacobian_residuals(problem, with_likelihood=True)` at `u` —
-    (residuals, (negative log-likelihood, solve succeeded, start)) — given a `warm` start of
-    the size the iterations pass (`start_size`), from the trace of the Jacobian that the
-    optimiser's iterations reuse (no separate trace of the values)."""
+    """Shapes of the outputs of `jacobian_residuals(problem)` at `u` — (residuals, (negative
+    log-likelihood, solve succeeded, start)) — given a `warm` start of the size the iterations
+    pass (`start_size`), from the trace of the Jacobian that the optimiser's iterations reuse
+    (no separate trace of the values)."""
     problem = with_adjoint(problem, "levenberg_marquardt")
     warm = jnp.zeros((problem.start_size(),))
     _, (r, nll, ok, start) = eqx.filter_eval_shape(_jacobian_and_values, problem, u, warm)
     return r, (nll, ok, start)
-
-
-def _jacobian_residuals_nll(problem):
-    dynamic, static = eqx.partition(problem, eqx.is_array)
-
-    def fn(u, warm=None):
-        warm = jnp.zeros((0,)) if warm is None else warm
-        # the Jacobian is computed beside the values, never differentiated: outside the
-        # custom rule below, whose partial evaluation (`jax.linearize`, as Optimistix calls
-        # it) would otherwise walk the whole traced solve each time
-        held = eqx.combine(jax.lax.stop_gradient(dynamic), static)
-        jac, (r, nll, ok, start) = _jacobian_and_values(held, jax.lax.stop_gradient(u), warm)
-        return _with_jacobian(u, r, jac), (nll, ok, start)
-
-    return fn
 
 
 @jax.custom_jvp
@@ -360,7 +339,7 @@ class LevenbergMarquardt(AbstractOptimiser):
     options: ClassVar[dict] = {"jac": "fwd"}
 
     def iterate(self, problem, u0):
-        residuals = jacobian_residuals(problem, with_likelihood=True)
+        residuals = jacobian_residuals(problem)
 
         def fn(u, args):
             r, (nll, _, _) = residuals(u)
