@@ -81,6 +81,7 @@ from .protocols import body_surface_area as body_surface_area  # noqa: E402
 from .protocols import fasting as fasting  # noqa: E402
 from .solve import GlucoseSeries as GlucoseSeries  # noqa: E402
 from .solve import Rodas4 as Rodas4  # noqa: E402
+from .solve import SecretionDoseResponse as SecretionDoseResponse  # noqa: E402
 from .solve import SecretionTrajectory as SecretionTrajectory  # noqa: E402
 from .solve import Series as Series  # noqa: E402
 from .solve import SolverOptions as SolverOptions  # noqa: E402
@@ -88,6 +89,7 @@ from .solve import State as State  # noqa: E402
 from .solve import Trajectory as Trajectory  # noqa: E402
 from .solve import observable_names as observable_names  # noqa: E402
 from .solve import observables as observables  # noqa: E402
+from .solve import secretion_dose_response as secretion_dose_response  # noqa: E402
 from .solve import simulate as simulate  # noqa: E402
 from .solve import simulate_secretion as simulate_secretion  # noqa: E402
 from .solve import solve as solve  # noqa: E402

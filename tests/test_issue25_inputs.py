@@ -7,6 +7,7 @@ import pathlib
 import re
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -135,3 +136,29 @@ def test_fit_recovers_beta_cell_parameters_from_a_noisy_secretion_series():
     residual = observed - np.asarray(fitted.secretion)
     r2 = 1.0 - np.sum(residual**2) / np.sum((observed - observed.mean()) ** 2)
     assert r2 >= 0.9
+
+
+# --- the steady-state glucose dose–response of secretion ---------------------------------------
+def test_secretion_dose_response_is_where_the_dynamics_settle():
+    model = mgjax.preset("healthy")
+    levels = jnp.asarray([3.0, 5.0, 8.0, 12.0, 20.0])
+    response = mgjax.secretion_dose_response(model, levels)
+    secretion = np.asarray(response.secretion)
+    assert np.all(np.diff(secretion) > 0)  # rises with glucose over the whole range
+    np.testing.assert_allclose(
+        np.asarray(response.secretion_per_m2) * float(mgjax.body_surface_area(model)),
+        secretion,
+        rtol=1e-12,
+    )
+    # a step from 5 to 10 mmol/L held for two days: the simulated beta-cell settles on the
+    # dose–response (secretion and plasma C-peptide)
+    step = mgjax.GlucoseSeries(jnp.asarray([0.0, 1.0]), jnp.asarray([5.0, 10.0]))
+    settled = mgjax.simulate_secretion(model, step, jnp.asarray([0.0, 2880.0]))
+    at_10 = mgjax.secretion_dose_response(model, 10.0)
+    np.testing.assert_allclose(float(settled.secretion[-1]), float(at_10.secretion[0]), rtol=1e-6)
+    np.testing.assert_allclose(float(settled.c_peptide[-1]), float(at_10.c_peptide[0]), rtol=1e-5)
+    # the t2dm preset secretes less at every glucose; the slope is positive and differentiable
+    t2dm = mgjax.secretion_dose_response(mgjax.preset("t2dm"), levels)
+    assert np.all(np.asarray(t2dm.secretion) < secretion)
+    slope = jax.grad(lambda g: mgjax.secretion_dose_response(model, g).secretion[0])(8.0)
+    assert float(slope) > 0

@@ -27,12 +27,13 @@ import pandas as pd
 from ..batch import build_batches, read_parts
 from ..batch._run import errors_as_nan, in_chunks
 from ..batch._store import side_tables
-from ..data._dataset import Dataset
+from ..data._dataset import FORCED_GLUCOSE, Dataset
 from ..data._units import MODEL_UNITS
-from ..fit._experiment import INTERVAL_OBSERVABLES, fasting_rest_for
+from ..fit._experiment import INTERVAL_OBSERVABLES, fasting_rest_for, secretion_signals
 from ..fit._laplace import SLOPPY_SE
 from ..protocols import HyperinsulinemicClamp
 from ..runtime._programs import compile_program, cpu_compiler_options
+from ..solve._secretion import Series, simulate_secretion
 from ..solve._simulate import simulate, simulate_from_rest
 from ._config import RunConfig, load_config
 from ._html import (
@@ -111,6 +112,17 @@ def _curves_program(batch, grids, leaves, u):
                     out[f"pred{k}"] = e.predict(model, p.options, rest if shared[k] else None)[0]
                     if grids[k] is None:
                         continue
+                    if _forced(e):  # the beta-cell alone, forced by the glucose series
+                        secretion = simulate_secretion(
+                            model,
+                            e.protocol,
+                            jnp.asarray(grids[k]),
+                            options=p.options,
+                            throw=False,
+                        )
+                        signals = secretion_signals(secretion, e.observable_names)
+                        out[f"dense{k}"] = jnp.stack(signals, axis=-1)
+                        continue
                     traj = simulate(
                         model, e.protocol, jnp.asarray(grids[k]), options=p.options, throw=False
                     )
@@ -138,9 +150,15 @@ def _grids(batch) -> list[np.ndarray | None]:
     return [
         None
         if getattr(e.protocol, "at_steady_state", False)
-        else _grid(e.protocol, np.asarray(e.times)[0])
+        # a forced-glucose series lasts as long as it was sampled: the batch's longest
+        else _grid(e.protocol, np.asarray(e.times if _forced(e) else e.times[0]))
         for e in batch.problems.experiments
     ]
+
+
+def _forced(experiment) -> bool:
+    """Whether `experiment` is a forced-glucose secretion experiment (a glucose series)."""
+    return isinstance(experiment.protocol, Series)
 
 
 def _report_batches(cfg: RunConfig, dataset: Dataset, subjects: list[str]):
@@ -529,6 +547,8 @@ def _curve_items(lane: _Lane, grid: np.ndarray, dense: np.ndarray, errors) -> li
     e = lane.experiment
     names = [n for n in e.observable_names if n not in INTERVAL_OBSERVABLES]
     observed = np.asarray([e.observable_names[o] for o in lane.obs_index])
+    # a forced-glucose curve stops at the subject's last sample (its input ends there)
+    shown = grid <= lane.times[lane.mask].max() if _forced(e) else np.ones(len(grid), bool)
     items = []
     for c, name in enumerate(names):
         sel = lane.mask & (observed == name)
@@ -544,10 +564,10 @@ def _curve_items(lane: _Lane, grid: np.ndarray, dense: np.ndarray, errors) -> li
                 protocol=_protocol_label(e.protocol),
                 observable=name,
                 unit=MODEL_UNITS.get(name, ""),
-                t=grid,
-                fit=f,
-                low=f - 1.96 * sigma,
-                high=f + 1.96 * sigma,
+                t=grid[shown],
+                fit=f[shown],
+                low=(f - 1.96 * sigma)[shown],
+                high=(f + 1.96 * sigma)[shown],
                 t_obs=lane.times[sel],
                 y_obs=lane.values[sel],
             )
@@ -556,6 +576,8 @@ def _curve_items(lane: _Lane, grid: np.ndarray, dense: np.ndarray, errors) -> li
 
 
 def _protocol_label(protocol) -> str:
+    if isinstance(protocol, Series):
+        return FORCED_GLUCOSE
     name = type(protocol).__name__
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 

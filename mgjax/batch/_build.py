@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ..data._dataset import Dataset, DatasetError
-from ..fit._experiment import experiments_from_records
+from ..fit._experiment import experiments_from_records, record_sizes, split_records
 from ..fit._objective import ErrorModel, FitProblem, make_problem
-from ..model import MgT2DModel, sampling_times
+from ..model import MgT2DModel
 from ..model._parameters import set_parameters
 from ..model._presets import PRESET_CHANGES, preset
 from ..solve._solve import SolverOptions
@@ -138,15 +138,13 @@ def build_batches(
     # shard or a resumed job has the shapes of the full job) and rounded up to a bucket (so
     # cohorts of similar designs share one compiled program)
     names: dict[str, set[str]] = {}
-    sizes: dict[str, list[int]] = {}
+    sizes: dict[str, tuple[int, ...]] = {}
     for (_, protocol), rows in obs_all.groupby(["subject", "protocol"], sort=False):
-        names.setdefault(protocol, set()).update(rows["observable"])
-        n = len(rows)
-        t = len(sampling_times(zip(rows["observable"], rows["time"])))
-        old = sizes.get(protocol, [0, 0])
-        sizes[protocol] = [max(old[0], n), max(old[1], t)]
+        names.setdefault(protocol, set()).update(split_records(protocol, rows)[0]["observable"])
+        old = sizes.get(protocol, (0, 0, 0))
+        sizes[protocol] = tuple(map(max, old, record_sizes(protocol, rows)))
     observable_names = {p: tuple(sorted(v)) for p, v in names.items()}
-    pad_to = {p: (padded_size(v[0]), padded_size(v[1])) for p, v in sizes.items()}
+    pad_to = {p: tuple(padded_size(k) for k in v) for p, v in sizes.items()}
     by_signature: dict[tuple, tuple[list[str], list[str], list[FitProblem]]] = {}
     for s in subjects:
         group, model = subject_model(s)

@@ -34,7 +34,13 @@ PROTOCOLS = (
     "ivgtt",
     "ogtt",
     "mg_trial",
+    "forced_glucose",
 )
+#: The protocol of a forced-glucose secretion experiment: the beta-cell alone, driven by the
+#: measured plasma glucose (its `glucose` rows, the input), observed through the observables
+#: of `FORCED_GLUCOSE_OBSERVED`.
+FORCED_GLUCOSE = "forced_glucose"
+FORCED_GLUCOSE_OBSERVED = ("insulin_secretion", "c_peptide")
 TIME_UNITS = {
     "min": 1.0,
     "minute": 1.0,
@@ -745,6 +751,57 @@ def _check_clamp_insulin(path: Path, observations, doses, problems: _Problems) -
             )
 
 
+def _check_forced_glucose(directory: Path, observations, doses, problems: _Problems) -> None:
+    """Every subject's `forced_glucose` protocol: a glucose series (its input) from time 0,
+    one value per time, and secretion or C-peptide measurements to fit; no other observable
+    and no doses."""
+    path = directory / "observations.csv"
+    forced = observations[observations["protocol"] == FORCED_GLUCOSE]
+    for subject, rows in forced.groupby("subject", sort=False):
+        who = f"subject {_show(subject)}: its {FORCED_GLUCOSE} protocol"
+        glucose = rows[rows["observable"] == "glucose"]
+        other = rows[~rows["observable"].isin(("glucose", *FORCED_GLUCOSE_OBSERVED))]
+        for row, name in zip(other["row"], other["observable"]):
+            problems.add(
+                f"{_where(path, int(row), 'observable')}: {who} drives the beta-cell with the "
+                f"measured glucose and observes only {' or '.join(FORCED_GLUCOSE_OBSERVED)}, not "
+                f"{name}; record {name} under a whole-body protocol (ivgtt, ogtt, a clamp)"
+            )
+        if glucose.empty:
+            problems.add(
+                f"{_where(path, int(rows['row'].iloc[0]), 'protocol')}: {who} has no glucose "
+                "rows; give the measured plasma glucose (the input series) from time 0"
+            )
+            continue
+        times = glucose["time"].to_numpy(dtype=float)
+        if times[0] != 0.0:
+            problems.add(
+                f"{_where(path, int(glucose['row'].iloc[0]), 'time')}: {who}'s glucose series "
+                f"(its input) starts at {times[0]:g} min; give glucose at time 0, the "
+                "protocol's start"
+            )
+        repeated = np.flatnonzero(np.diff(times) == 0)
+        if len(repeated):
+            k = int(repeated[0]) + 1
+            problems.add(
+                f"{_where(path, int(glucose['row'].iloc[k]), 'time')}: {who} gives glucose "
+                f"twice at {times[k]:g} min; the input series takes one value per time — "
+                "merge the repeats"
+            )
+        if not rows["observable"].isin(FORCED_GLUCOSE_OBSERVED).any():
+            problems.add(
+                f"{_where(path, int(rows['row'].iloc[0]), 'protocol')}: {who} has only glucose "
+                f"(its input); add {' or '.join(FORCED_GLUCOSE_OBSERVED)} measurements to fit"
+            )
+    dosed = doses[doses["protocol"] == FORCED_GLUCOSE]
+    for row in dosed["row"] if "row" in dosed.columns else []:
+        problems.add(
+            f"{_where(directory / 'doses.csv', int(row), 'protocol')}: a {FORCED_GLUCOSE} "
+            "protocol takes no doses (the measured glucose is its only input); remove the row "
+            "or use ivgtt / ogtt for a dosed test"
+        )
+
+
 def load_dataset(directory: str | Path) -> Dataset:
     """Read and validate `observations.csv` (and `doses.csv`, `subjects.csv` if present) from
     `directory`. Raises `DatasetError` listing every problem found (file, row, column, fix)."""
@@ -776,6 +833,7 @@ def load_dataset(directory: str | Path) -> Dataset:
             )
         if doses is not None:
             _check_clamp_insulin(directory / "observations.csv", observations, doses, problems)
+            _check_forced_glucose(directory, observations, doses, problems)
     problems.raise_any()
     return Dataset(
         observations=observations,

@@ -25,7 +25,7 @@ from ..protocols import (
     fasting,
 )
 from ..protocols._trial import MG_PER_MMOL_MAGNESIUM
-from ._dataset import DatasetError
+from ._dataset import FORCED_GLUCOSE, DatasetError
 
 MINUTES_PER_DAY = 1440.0
 
@@ -88,6 +88,11 @@ def protocol_from_records(
         return _ogtt(doses)
     if name == "mg_trial":
         return _mg_trial(doses, observations, averaged_trials)
+    if name == FORCED_GLUCOSE:
+        raise DatasetError(
+            f"a {FORCED_GLUCOSE} protocol is its measured glucose series, not a protocol "
+            "object: build its experiment with mgjax.fit.experiments_from_records"
+        )
     raise DatasetError(f"unknown protocol {name!r}")
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, Bool, Float, Int
 
-from ..data._dataset import Dataset, DatasetError
+from ..data._dataset import FORCED_GLUCOSE, Dataset, DatasetError
 from ..data._records import protocol_from_records
 from ..model import INTERVAL_OBSERVABLES as INTERVAL_OBSERVABLES  # re-exported for the app
 from ..model import (
@@ -97,9 +97,15 @@ class Experiment(eqx.Module):
     def _predict_secretion(self, model: MgT2DModel, options: SolverOptions) -> tuple[Any, Any]:
         """The forced-glucose path: the beta-cell driven by the glucose series."""
         traj = simulate_secretion(model, self.protocol, self.times, options=options, throw=False)
-        signals = {"insulin_secretion": traj.secretion, "c_peptide": traj.c_peptide}
-        matrix = jnp.stack([signals[n] for n in self.observable_names], axis=-1)
+        matrix = jnp.stack(secretion_signals(traj, self.observable_names), axis=-1)
         return matrix[self.time_index, self.observable_index], traj.success
+
+
+def secretion_signals(traj: Any, names: Sequence[str]) -> list[Any]:
+    """The `SECRETION_OBSERVABLES` named by `names` from a `simulate_secretion` trajectory:
+    insulin secretion (pmol/min) and C-peptide (pmol/L) at its times."""
+    signals = {"insulin_secretion": traj.secretion, "c_peptide": traj.c_peptide}
+    return [signals[n] for n in names]
 
 
 def start_at_fasting_rest(protocol: Any) -> bool:
@@ -240,6 +246,37 @@ def experiments_for_subject(
     return experiments_from_records(obs, doses, model, averaged_trials=averaged_trials)
 
 
+def split_records(protocol_name: str, rows: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+    """(the rows a fit predicts, the rows of the input glucose series or None) of one
+    protocol's observations: a `forced_glucose` protocol's glucose rows are its input (the
+    measured series driving the beta-cell), not observations to fit."""
+    if protocol_name != FORCED_GLUCOSE:
+        return rows, None
+    glucose = (rows["observable"] == "glucose").to_numpy()
+    return rows[~glucose], rows[glucose]
+
+
+def record_sizes(protocol_name: str, rows: pd.DataFrame) -> tuple[int, int, int]:
+    """(observations, distinct sampling times, input series samples) of one protocol's rows:
+    the shapes its `Experiment` has before padding."""
+    fitted, series = split_records(protocol_name, rows)
+    times = sampling_times(zip(fitted["observable"], fitted["time"]))
+    return len(fitted), len(times), 0 if series is None else len(series)
+
+
+def glucose_series(rows: pd.DataFrame, pad_to: int | None = None) -> Series:
+    """The measured glucose series (mmol/L over min) of a `forced_glucose` protocol's glucose
+    rows, padded to `pad_to` samples by holding the last value at later minutes (the series
+    is held constant after its last sample anyway, so the padding changes nothing)."""
+    times = rows["time"].to_numpy(dtype=float)
+    values = rows["value"].to_numpy(dtype=float)
+    if pad_to is not None and pad_to > len(times):
+        extra = np.arange(1, pad_to - len(times) + 1, dtype=float)
+        times = np.concatenate([times, times[-1] + extra])
+        values = np.concatenate([values, np.full(len(extra), values[-1])])
+    return Series(times, values)
+
+
 def experiments_from_records(
     observations: pd.DataFrame,
     doses: pd.DataFrame,
@@ -247,22 +284,28 @@ def experiments_from_records(
     *,
     averaged_trials: bool = False,
     observable_names: dict[str, tuple[str, ...]] | None = None,
-    pad_to: dict[str, tuple[int, int]] | None = None,
+    pad_to: dict[str, tuple[int, int, int]] | None = None,
 ) -> tuple[Experiment, ...]:
     """`Experiment`s from one subject's observation and dose records (model units), one per
     protocol in name order. For batches: `observable_names` per protocol (a shared list) and
-    `pad_to` per protocol (observations, distinct times)."""
+    `pad_to` per protocol (observations, distinct times, input series samples; as
+    `record_sizes`). A `forced_glucose` protocol becomes a forced-glucose secretion
+    experiment: its glucose rows the `GlucoseSeries`, its other rows the observations."""
     out = []
     for protocol_name in sorted(set(observations["protocol"])):
         rows = observations[observations["protocol"] == protocol_name]
-        protocol = protocol_from_records(
-            protocol_name,
-            doses[doses["protocol"] == protocol_name],
-            rows,
-            model,
-            averaged_trials=averaged_trials,
-        )
-        n, t = (pad_to or {}).get(protocol_name, (None, None))
+        n, t, s = (pad_to or {}).get(protocol_name, (None, None, None))
+        rows, series = split_records(protocol_name, rows)
+        if series is not None:
+            protocol = glucose_series(series, s)
+        else:
+            protocol = protocol_from_records(
+                protocol_name,
+                doses[doses["protocol"] == protocol_name],
+                rows,
+                model,
+                averaged_trials=averaged_trials,
+            )
         out.append(
             make_experiment(
                 protocol,

@@ -7,8 +7,10 @@ from ._reference import numpy_vector_field as numpy_vector_field
 from ._reference import scipy_solve as scipy_solve
 from ._rosenbrock import Rodas4 as Rodas4
 from ._secretion import GlucoseSeries as GlucoseSeries
+from ._secretion import SecretionDoseResponse as SecretionDoseResponse
 from ._secretion import SecretionTrajectory as SecretionTrajectory
 from ._secretion import Series as Series
+from ._secretion import secretion_dose_response as secretion_dose_response
 from ._secretion import simulate_secretion as simulate_secretion
 from ._simulate import Trajectory as Trajectory
 from ._simulate import observable_names as observable_names
