@@ -793,6 +793,8 @@ def _check_forced_glucose(directory: Path, observations, doses, problems: _Probl
                 f"{_where(path, int(rows['row'].iloc[0]), 'protocol')}: {who} has only glucose "
                 f"(its input); add {' or '.join(FORCED_GLUCOSE_OBSERVED)} measurements to fit"
             )
+    if doses is None:  # doses.csv unusable: its own problems are listed
+        return
     dosed = doses[doses["protocol"] == FORCED_GLUCOSE]
     for row in dosed["row"] if "row" in dosed.columns else []:
         problems.add(
@@ -833,7 +835,7 @@ def load_dataset(directory: str | Path) -> Dataset:
             )
         if doses is not None:
             _check_clamp_insulin(directory / "observations.csv", observations, doses, problems)
-            _check_forced_glucose(directory, observations, doses, problems)
+        _check_forced_glucose(directory, observations, doses, problems)
     problems.raise_any()
     return Dataset(
         observations=observations,
