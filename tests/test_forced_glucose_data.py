@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -199,3 +200,26 @@ def test_the_population_command_fits_forced_glucose_data(tmp_path):
     assert list(table.index) == ["beta_cell_mass", "gk_s05", "beta_cell_mass~group=t2dm"]
     assert table["se"].gt(0).all()
     assert len(pd.read_csv(out / "individual_parameters.csv")) == 6 * 2
+
+
+def test_a_subject_with_fasting_labs_and_a_forced_glucose_series_is_one_problem(tmp_path):
+    # the secretion series beside whole-body fasting labs: two experiments of one subject,
+    # the series predicted by the beta-cell alone, the labs at the fasting steady state
+    write_forced_glucose_cohort(tmp_path, 1)
+    observations = pd.read_csv(tmp_path / "observations.csv")
+    labs = pd.DataFrame(
+        [
+            ("f0", "fasting", 0.0, "min", "serum_mg", 0.85, "mmol/L"),
+            ("f0", "fasting", 0.0, "min", "glucose", 5.0, "mmol/L"),
+        ],
+        columns=observations.columns,
+    )
+    pd.concat([observations, labs]).to_csv(tmp_path / "observations.csv", index=False)
+    (batch,) = build_batches(mgjax.load_dataset(tmp_path), ["beta_cell_mass"])
+    problem = batch.one(0)
+    fasting, forced = problem.experiments
+    assert isinstance(forced.protocol, Series) and not isinstance(fasting.protocol, Series)
+    assert fasting.observable_names == ("glucose", "serum_mg")
+    predictions, ok = jax.tree.map(jnp.asarray, problem).predictions(jnp.zeros(1))
+    assert bool(ok)
+    assert all(np.all(np.isfinite(np.asarray(p))) for p in predictions)
