@@ -220,6 +220,13 @@ def test_a_subject_with_fasting_labs_and_a_forced_glucose_series_is_one_problem(
     fasting, forced = problem.experiments
     assert isinstance(forced.protocol, Series) and not isinstance(fasting.protocol, Series)
     assert fasting.observable_names == ("glucose", "serum_mg")
-    predictions, ok = jax.tree.map(jnp.asarray, problem).predictions(jnp.zeros(1))
+    problem = jax.tree.map(jnp.asarray, problem)
+    u = jnp.zeros(1)
+    predictions, ok = problem.predictions(u)
     assert bool(ok)
     assert all(np.all(np.isfinite(np.asarray(p))) for p in predictions)
+    # the series reads intracellular Mg²⁺ off the labs' steady state (one search, not two):
+    # the same predictions as the series predicted on its own, with its own search
+    alone, ok_alone = problem.experiments[1].predict(problem.model(u), problem.options)
+    assert bool(ok_alone)
+    np.testing.assert_allclose(np.asarray(predictions[1]), np.asarray(alone), rtol=1e-7)

@@ -70,10 +70,12 @@ class Experiment(eqx.Module):
         self, model: MgT2DModel, options: SolverOptions | None = None, rest: State | None = None
     ) -> tuple[Any, Any]:
         """(prediction of every observation, solve succeeded). `rest`: the fasting steady
-        state of `model` when already found (only for protocols that `start_at_fasting_rest`)."""
+        state of `model` when already found: a protocol that `start_at_fasting_rest` starts
+        there, and a forced-glucose series holds intracellular Mg²⁺ at its value (otherwise
+        each finds it itself)."""
         options = SolverOptions() if options is None else options
         if isinstance(self.protocol, Series):
-            return self._predict_secretion(model, options)
+            return self._predict_secretion(model, options, rest)
         if rest is not None:
             traj = simulate_from_rest(
                 model, self.protocol, self.times, rest, options=options, throw=False
@@ -94,9 +96,17 @@ class Experiment(eqx.Module):
         interval = jnp.asarray([is_interval(n) for n in self.observable_names])
         return interval_value(interval[self.observable_index], start, end, jnp)
 
-    def _predict_secretion(self, model: MgT2DModel, options: SolverOptions) -> tuple[Any, Any]:
-        """The forced-glucose path: the beta-cell driven by the glucose series."""
-        traj = simulate_secretion(model, self.protocol, self.times, options=options, throw=False)
+    def _predict_secretion(
+        self, model: MgT2DModel, options: SolverOptions, rest: State | None
+    ) -> tuple[Any, Any]:
+        """The forced-glucose path: the beta-cell driven by the glucose series, intracellular
+        Mg²⁺ held at the fasting steady state (`rest`'s, when given)."""
+        mg_free = None
+        if rest is not None:
+            mg_free = model.observables(rest.y, Inputs.zeros(), jnp)["intracellular_mg"]
+        traj = simulate_secretion(
+            model, self.protocol, self.times, mg_free=mg_free, options=options, throw=False
+        )
         matrix = jnp.stack(secretion_signals(traj, self.observable_names), axis=-1)
         return matrix[self.time_index, self.observable_index], traj.success
 
