@@ -175,25 +175,15 @@ def test_mgjax_fit_recovers_beta_cell_parameters_from_forced_glucose_data(tmp_pa
 @pytest.mark.slow
 def test_the_population_command_fits_forced_glucose_data(tmp_path):
     write_forced_glucose_cohort(tmp_path / "data", 6)
+    # the example's population model, with SAEM's phases cut to a few iterations
+    from helpers import load_experiment
+
     config = tmp_path / "population.yaml"
-    config.write_text(
-        textwrap.dedent(
-            """\
-            population:
-              structural_model: coupled
-              parameters: [beta_cell_mass, gk_s05]
-              random: [beta_cell_mass, gk_s05]
-              covariates:
-                - {parameter: beta_cell_mass, covariate: group, kind: categorical, level: t2dm}
-              method: saem
-              covariance: stochastic
-              saem: {exploration: 3, smoothing: 3, annealing: 3, information_draws: 3}
-              importance_samples: 5
-            """
-        )
-    )
+    config.write_text(load_experiment("examples/forced_glucose_cohort").POPULATION)
     out = tmp_path / "run"
     args = ["population", config, "--data", tmp_path / "data", "--out", out]
+    args += [f"population.saem.{k}=3" for k in ("exploration", "smoothing", "annealing")]
+    args += ["population.saem.information_draws=3", "population.importance_samples=5"]
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "population_parameters.csv").set_index("parameter")

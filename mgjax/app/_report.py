@@ -109,7 +109,7 @@ def _curves_program(batch, grids, leaves, u):
                     out[f"pred{k}"] = e.observe(_rows_at(solved, both, e.times))
                     traj = _rows_at(solved, both, grid)
                 else:
-                    out[f"pred{k}"] = e.predict(model, p.options, rest if shared[k] else None)[0]
+                    out[f"pred{k}"] = e.predict(model, p.options, rest)[0]
                     if grids[k] is None:
                         continue
                     if _forced(e):  # the beta-cell alone, forced by the glucose series

@@ -140,9 +140,10 @@ def build_batches(
     names: dict[str, set[str]] = {}
     sizes: dict[str, tuple[int, ...]] = {}
     for (_, protocol), rows in obs_all.groupby(["subject", "protocol"], sort=False):
-        names.setdefault(protocol, set()).update(split_records(protocol, rows)[0]["observable"])
+        fitted, series = split_records(protocol, rows)
+        names.setdefault(protocol, set()).update(fitted["observable"])
         old = sizes.get(protocol, (0, 0, 0))
-        sizes[protocol] = tuple(map(max, old, record_sizes(protocol, rows)))
+        sizes[protocol] = tuple(map(max, old, record_sizes(fitted, series)))
     observable_names = {p: tuple(sorted(v)) for p, v in names.items()}
     pad_to = {p: tuple(padded_size(k) for k in v) for p, v in sizes.items()}
     by_signature: dict[tuple, tuple[list[str], list[str], list[FitProblem]]] = {}

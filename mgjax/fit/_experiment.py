@@ -70,13 +70,13 @@ class Experiment(eqx.Module):
         self, model: MgT2DModel, options: SolverOptions | None = None, rest: State | None = None
     ) -> tuple[Any, Any]:
         """(prediction of every observation, solve succeeded). `rest`: the fasting steady
-        state of `model` when already found: a protocol that `start_at_fasting_rest` starts
-        there, and a forced-glucose series holds intracellular Mg²⁺ at its value (otherwise
-        each finds it itself)."""
+        state of `model` when already found (`fasting_rest_for`): a protocol that
+        `start_at_fasting_rest` starts there, a forced-glucose series holds intracellular
+        Mg²⁺ at its value, other protocols ignore it (without it, each finds what it needs)."""
         options = SolverOptions() if options is None else options
         if isinstance(self.protocol, Series):
             return self._predict_secretion(model, options, rest)
-        if rest is not None:
+        if rest is not None and start_at_fasting_rest(self.protocol):
             traj = simulate_from_rest(
                 model, self.protocol, self.times, rest, options=options, throw=False
             )
@@ -266,10 +266,9 @@ def split_records(protocol_name: str, rows: pd.DataFrame) -> tuple[pd.DataFrame,
     return rows[~glucose], rows[glucose]
 
 
-def record_sizes(protocol_name: str, rows: pd.DataFrame) -> tuple[int, int, int]:
-    """(observations, distinct sampling times, input series samples) of one protocol's rows:
-    the shapes its `Experiment` has before padding."""
-    fitted, series = split_records(protocol_name, rows)
+def record_sizes(fitted: pd.DataFrame, series: Any) -> tuple[int, int, int]:
+    """(observations, distinct sampling times, input series samples) of one protocol's rows
+    as `split_records` returns them: the shapes its `Experiment` has before padding."""
     times = sampling_times(zip(fitted["observable"], fitted["time"]))
     return len(fitted), len(times), 0 if series is None else len(series)
 

@@ -26,7 +26,6 @@ from jaxtyping import Array, Float
 
 from ..model import MgT2DModel
 from ..model._parameters import get_parameters, parameter_infos, set_parameters
-from ..solve._secretion import Series
 from ..solve._solve import SolverOptions
 from ._experiment import Experiment, check_experiment, fasting_rest_for, starts_at_rest
 from ._problem import AbstractFitProblem
@@ -183,13 +182,10 @@ class FitProblem(AbstractFitProblem):
         steady state found (not differentiated; empty when no protocol starts at rest)."""
         model = self.model(u)
         guess = None if warm is None or jnp.shape(warm)[-1] == 0 else warm
-        rest, shared = fasting_rest_for(model, self.experiments, guess=guess)
+        rest, _ = fasting_rest_for(model, self.experiments, guess=guess)
         preds, ok = [], jnp.asarray(True)
-        for e, share in zip(self.experiments, shared):
-            # a forced-glucose series beside whole-body protocols reads its intracellular
-            # Mg²⁺ off the same steady state instead of searching for it again
-            uses_rest = share or isinstance(e.protocol, Series)
-            p, success = e.predict(model, self.options, rest if uses_rest else None)
+        for e in self.experiments:
+            p, success = e.predict(model, self.options, rest)
             preds.append(p)
             ok = ok & success & jnp.all(jnp.isfinite(jnp.where(e.mask, p, 0.0)))
         if rest is None:
