@@ -226,6 +226,26 @@ def test_foce_recovers_a_sparse_simulated_cohort():
         "individual_parameters.csv",
         "predictions.csv",
     }
+    # the expected information of the FOCE-I linearisation gives SEs close to R⁻¹'s, and the
+    # BHHH-scoring outer fit reaches the same optimum as the default expected-information one
+    again = dict(
+        subjects=subjects,
+        covariates=pd.DataFrame({"weight": weights}, index=subjects),
+        start=START,
+    )
+    expected_se = fit_population(problems, model, covariance="expected", **again)
+    np.testing.assert_allclose(expected_se.theta, result.theta)
+    se_hessian = np.sqrt(np.diag(result.covariance))
+    se_expected = np.sqrt(np.diag(expected_se.covariance))
+    names = expected_se.model.theta_names
+    error_terms = np.array([n.startswith("sigma_") for n in names])
+    np.testing.assert_allclose(se_expected[~error_terms], se_hessian[~error_terms], rtol=0.3)
+    # the combined error model's two correlated terms, weakly determined by 3 samples a
+    # subject: the expected information gives them larger SEs than the observed curvature
+    assert np.all(se_expected[error_terms] > 0.5 * se_hessian[error_terms])
+    assert np.all(se_expected[error_terms] < 3.0 * se_hessian[error_terms])
+    scoring = fit_population(problems, model, outer="scoring", covariance="none", **again)
+    assert scoring.ofv == pytest.approx(result.ofv, abs=1e-3)
 
 
 def test_a_subject_that_cannot_be_evaluated_is_left_out_and_poisons_nobody():

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up the peer of the population benchmark (experiments/benchmarks/bench_population.py):
-# R with `nlme` (Lindstrom–Bates), from Debian's packages. An optional benchmark peer, never a
+# R with `nlme` (Lindstrom–Bates) and `deSolve` (the ODE peer, bench_population_ode.py), from
+# Debian's packages. An optional benchmark peer, never a
 # runtime dependency of mgjax.
 #
 #   bash experiments/benchmarks/setup_population_peer.sh
@@ -12,7 +13,7 @@
 # Idempotent: packages already present are not installed again.
 set -euo pipefail
 
-apt_pkgs=(r-base-core r-cran-nlme)
+apt_pkgs=(r-base-core r-cran-nlme r-cran-desolve)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -36,5 +37,5 @@ else
   echo "[setup] system packages present: ${apt_pkgs[*]}"
 fi
 
-# smoke check: Rscript runs and loads nlme
-Rscript -e 'suppressPackageStartupMessages(library(nlme)); cat("[setup] ok:", R.version.string, "| nlme", as.character(packageVersion("nlme")), "\n")'
+# smoke check: Rscript runs and loads nlme and deSolve
+Rscript -e 'suppressPackageStartupMessages({library(nlme); library(deSolve)}); cat("[setup] ok:", R.version.string, "| nlme", as.character(packageVersion("nlme")), "| deSolve", as.character(packageVersion("deSolve")), "\n")'

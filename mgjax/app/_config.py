@@ -497,7 +497,7 @@ class PopulationConfig(_Strict):
     omega_start: Real = Field(0.3, gt=0.0, le=5.0)
     #: the covariance step: R⁻¹ or R⁻¹SR⁻¹ of the FOCE-I OFV, or `stochastic` (Louis'
     #: information by MCMC at the estimate: with SAEM, simulations only), or none
-    covariance: Literal["hessian", "sandwich", "stochastic", "none"] = "hessian"
+    covariance: Literal["hessian", "sandwich", "expected", "stochastic", "none"] = "hessian"
     #: estimation method: FOCE-I (Laplace, exact gradients), SAEM (Monolix's algorithm) or
     #: NUTS (the fully Bayesian posterior, numpyro; tables and summary, no report)
     method: Literal["foce-i", "saem", "nuts"] = "foce-i"
@@ -512,9 +512,10 @@ class PopulationConfig(_Strict):
         ["additive", "proportional"], min_length=1
     )
     max_steps: Whole = Field(500, ge=1, le=100_000)
-    #: FOCE-I's outer optimiser: scoring (Levenberg–Marquardt on the subjects' gradients'
-    #: outer product; few iterations) or bfgs
-    outer: Literal["scoring", "bfgs"] = "scoring"
+    #: FOCE-I's outer optimiser: fisher (Levenberg–Marquardt with the expected information
+    #: of the FOCE-I linearisation; few iterations), scoring (the same with the subjects'
+    #: gradients' outer product) or bfgs
+    outer: Literal["fisher", "scoring", "bfgs"] = "fisher"
     #: draws per subject of the importance-sampling OFV (0: skip; default 1000 for SAEM,
     #: 0 for FOCE-I)
     importance_samples: Whole | None = Field(None, ge=0, le=1_000_000)

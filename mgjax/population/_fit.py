@@ -21,9 +21,11 @@ import pandas as pd
 
 from ..fit._laplace import Z95
 from ..fit._problem import AbstractFitProblem
+from ..runtime._programs import cpu_compiler_options
 from ._laplace import (
     INNER_MAX_STEPS,
     InnerFit,
+    expected_information,
     fit_subjects,
     population_objective,
     subject_objective,
@@ -46,8 +48,9 @@ from ._saem import (
 OMEGA_START = 0.3
 #: estimation methods of `fit_population`
 METHODS = ("foce-i", "saem")
-#: covariance steps: R⁻¹ (Hessian of the FOCE-I OFV), R⁻¹SR⁻¹, Louis' information by MCMC
-COVARIANCE_METHODS = ("hessian", "sandwich", "stochastic", "none")
+#: covariance steps: R⁻¹ (Hessian of the FOCE-I OFV), R⁻¹SR⁻¹, the expected information of the
+#: FOCE-I linearisation, Louis' information by MCMC
+COVARIANCE_METHODS = ("hessian", "sandwich", "expected", "stochastic", "none")
 #: draws per subject of the importance-sampling OFV
 IMPORTANCE_SAMPLES = 1000
 #: multistart: SD of the perturbation of each start's log-scale typical values and log ω
@@ -202,25 +205,36 @@ def _values_and_scores(model, problems, z, xi0, theta, inner_max_steps):
     return values, scores, inner.xi
 
 
-@eqx.filter_jit
-def _scoring_outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol):
-    """The outer fit by scoring: Levenberg–Marquardt steps on the OFV with the outer product
-    of the subjects' exact gradients as its curvature, ½Σ g_i g_iᵀ (BHHH — the empirical
-    Fisher information: each subject is an independent observation of θ), the damping
-    adapted (÷3 after a step that lowers the OFV, ×4 after one that does not). Stops when
-    the step predicts an OFV decrease below `atol`·(`rtol`/1e-8) or `max_steps` are spent.
-    A handful of iterations where BFGS, building its curvature from gradients alone, needs
-    about a hundred."""
+def _levenberg_marquardt_outer(
+    model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol, information
+):
+    """The outer fit by scoring: Levenberg–Marquardt steps on the OFV with the exact
+    gradient and a Fisher-information curvature, the damping adapted (÷3 after a step that
+    lowers the OFV, ×4 after one that does not). Stops when the step predicts an OFV
+    decrease below `atol`·(`rtol`/1e-8) or `max_steps` are spent. The curvature
+    (`information`): `"empirical"`, the outer product of the subjects' exact gradients,
+    ½Σ g_i g_iᵀ (BHHH: each subject an independent observation of θ), or `"expected"`,
+    twice the subjects' expected information in the FOCE-I linearisation
+    (`expected_information`), which, unlike BHHH, does not need many subjects to be good."""
     threshold = atol * rtol / 1e-8
 
     def evaluate(theta, xi):
         values, scores, xi = _values_and_scores(model, problems, z, xi, theta, inner_max_steps)
         ofv = jnp.sum(values)
         ok = jnp.isfinite(ofv) & jnp.all(jnp.isfinite(scores))
-        # centred: far from the optimum the subjects' shared gradient would dominate the
-        # outer product and stall the step along it
-        centred = scores - jnp.mean(scores, axis=0)
-        return jnp.where(ok, ofv, jnp.inf), jnp.sum(scores, 0), 0.5 * centred.T @ centred, xi
+        if information == "expected":
+            fisher = jax.vmap(lambda p, zi, x: expected_information(model, p, theta, zi, x))(
+                problems, z, xi
+            )
+            curvature = 2.0 * jnp.sum(fisher, axis=0)
+            ok = ok & jnp.all(jnp.isfinite(curvature))
+            curvature = jnp.where(ok, curvature, jnp.eye(theta.shape[0]))
+        else:
+            # centred: far from the optimum the subjects' shared gradient would dominate the
+            # outer product and stall the step along it
+            centred = scores - jnp.mean(scores, axis=0)
+            curvature = 0.5 * centred.T @ centred
+        return jnp.where(ok, ofv, jnp.inf), jnp.sum(scores, 0), curvature, xi
 
     def cond(state):
         *_, k, done = state
@@ -268,12 +282,28 @@ def _scoring_outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, 
     return theta, converged, k
 
 
+@eqx.filter_jit
+def _scoring_outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol):
+    """Levenberg–Marquardt scoring with the empirical (BHHH) information."""
+    return _levenberg_marquardt_outer(
+        model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol, "empirical"
+    )
+
+
+@eqx.filter_jit
+def _fisher_outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol):
+    """Levenberg–Marquardt scoring with the expected (FOCE-I linearised) information."""
+    return _levenberg_marquardt_outer(
+        model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol, "expected"
+    )
+
+
 #: compiled outer fits of this process, by population model, problem structure and settings
 _COMPILED: dict[Any, Any] = {}
 
 
 #: outer optimisers of FOCE-I
-OUTER_METHODS = {"scoring": _scoring_outer, "bfgs": _outer}
+OUTER_METHODS = {"scoring": _scoring_outer, "fisher": _fisher_outer, "bfgs": _outer}
 
 
 def _compiled_outer(outer, model, stacked, z, xi0, theta0, *settings):
@@ -283,7 +313,9 @@ def _compiled_outer(outer, model, stacked, z, xi0, theta0, *settings):
     key = (outer, model, treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves), settings)
     if key not in _COMPILED:
         program = OUTER_METHODS[outer]
-        _COMPILED[key] = program.lower(model, stacked, z, xi0, theta0, *settings).compile()
+        lowered = program.lower(model, stacked, z, xi0, theta0, *settings)
+        # mgjax's XLA options on the CPU: the ODE outer fits compile in ~60 % of the time
+        _COMPILED[key] = lowered.compile(cpu_compiler_options())
     return _COMPILED[key]
 
 
@@ -298,7 +330,7 @@ def _compiled_saem(model, stacked, z, state, steps, keys, active, settings):
     key_ += (steps.shape,)
     if key_ not in _COMPILED:
         lowered = saem_segment.lower(model, stacked, z, state, steps, keys, active, settings)
-        _COMPILED[key_] = lowered.compile()
+        _COMPILED[key_] = lowered.compile(cpu_compiler_options())
     return _COMPILED[key_]
 
 
@@ -420,6 +452,15 @@ def _scores(model, problems, theta, z, xi0, inner_max_steps):
     return 0.5 * scores, xi
 
 
+@eqx.filter_jit
+def _expected_information(model, problems, theta, z, xi):
+    """Σ_i of the subjects' expected information about θ (FOCE-I linearisation at ξ̂)."""
+    fisher = jax.vmap(lambda p, zi, x: expected_information(model, p, theta, zi, x))(
+        problems, z, xi
+    )
+    return jnp.sum(fisher, axis=0)
+
+
 def _curvature(model, problems, theta, z, xi, inner_max_steps, step=1e-4):
     """(R = ½∇²OFV by central differences of the exact gradient, each subject's gradient
     of ½OFV_i [n, q]) at θ (one compiled program, called 2q + 1 times: vmapping the 2q
@@ -481,7 +522,7 @@ def fit_population(
     saem_settings: SaemSettings | None = None,
     importance_samples: int | None = None,
     seed: int = 0,
-    outer: str = "scoring",
+    outer: str = "fisher",
     starts: int = 1,
     start_spread: float = START_SPREAD,
     checkpoint: str | os.PathLike | None = None,
@@ -497,13 +538,19 @@ def fit_population(
       random effects (log scale);
     - `covariance`: `hessian` (R⁻¹, the inverse Hessian of −log L; default), `sandwich`
       (R⁻¹SR⁻¹, NONMEM's default, robust to a misspecified residual model) — both of the
-      FOCE-I OFV — or `stochastic` (Monolix's: the information by Louis' identity from
-      Markov chains at the estimate, `saem_settings.information_draws` draws; with SAEM
-      it needs simulations only, so stiff ODE models get SEs);
+      FOCE-I OFV —, `expected` (the inverse of the expected information in the FOCE-I
+      linearisation, `expected_information`: first derivatives of the model only, the
+      cheapest; PFIM's and Monolix's "by linearisation") or `stochastic` (Monolix's: the
+      information by Louis' identity from Markov chains at the estimate,
+      `saem_settings.information_draws` draws; with SAEM it needs simulations only, so stiff
+      ODE models get SEs);
     - `covariance="none"` skips the covariance step (SEs NaN); with SAEM it also skips the
       FOCE-I linearisation, so the whole fit needs simulations of the structural model only
       (no derivatives — the route for stiff ODE models): the EBEs are then the chains'
       conditional means, `ofv` is NaN and the importance-sampling OFV is the likelihood;
+    - `outer` (FOCE-I): the outer optimiser — `fisher` (default; Levenberg–Marquardt with the
+      expected information of the FOCE-I linearisation as curvature), `scoring` (the same
+      with the subjects' gradients' outer product, BHHH) or `bfgs` (Optimistix's BFGS);
     - `starts` (FOCE-I): outer fits from the start and from `starts` − 1 perturbed ones (each
       log-scale typical value and log ω moved by N(0, `start_spread`²), others by that
       fraction of their size; random numbers from `seed`); the lowest OFV wins, every
@@ -613,6 +660,9 @@ def fit_population(
             model, stacked, z, theta, chains, scales, key_information, settings
         )
         cov = _covariance(np.asarray(information), np.asarray(scores), "hessian")
+    elif covariance == "expected":
+        information = _expected_information(model, stacked, theta, z, inner.xi)
+        cov = _covariance(np.asarray(information), np.zeros((1, len(theta))), "hessian")
     else:
         hessian, scores = _curvature(model, stacked, theta, z, inner.xi, inner_max_steps)
         cov = _covariance(np.asarray(hessian), np.asarray(scores), covariance)

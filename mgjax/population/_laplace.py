@@ -186,3 +186,48 @@ def population_objective(
     # a θ where the approximation breaks down (e.g. an error SD overflowing, the OFV −∞) is
     # refused like an uphill step, never accepted as a minimum
     return jnp.where(jnp.isfinite(ofv), ofv, jnp.inf), inner
+
+
+def expected_information(
+    model: PopulationModel,
+    problem: AbstractFitProblem,
+    theta: Float[Array, " q"],
+    z: Float[Array, " c"],
+    xi_hat: Float[Array, " r"],
+) -> Float[Array, "q q"]:
+    """The subject's expected Fisher information about θ in the FOCE-I linearisation at its
+    EBE (the population Fisher information of PFIM, Retout & Mentré): with the model's mean
+    m and residual SD s linearised in the typical coordinates around û, and F = ∂m/∂η,
+
+        y ~ N(m(θ), V(θ)),   V = F·Ω·Fᵀ + diag(s²),
+        I_ab = ∂_a mᵀ V⁻¹ ∂_b m + ½ tr(V⁻¹ ∂_a V V⁻¹ ∂_b V).
+
+    First-order derivatives of the model only (p forward directions), so it is cheap next
+    to the exact gradient; ∂F/∂θ is neglected, as in FO/FOCE information matrices."""
+    u0 = model.individual(theta, z, xi_hat)
+
+    def parts(v):
+        mean, sd, mask = problem.mean_and_sd(v)
+        return mean, sd, mask.astype(mean.dtype)
+
+    p = u0.shape[0]
+    (mean, sd, mask), (jac, d_sd, _) = jax.vmap(
+        lambda d: jax.jvp(parts, (u0,), (d,)), out_axes=(None, 1)
+    )(jnp.eye(p))
+    jac, d_sd = jac * mask[:, None], d_sd * mask[:, None]
+    f = jac[:, jnp.asarray(model.random_index)]
+    zeros = jnp.zeros(model.n_random)
+    typical0 = model.individual(theta, z, zeros)
+
+    def marginal(t):
+        shift = model.individual(t, z, zeros) - typical0
+        _, _, chol = model.unpack(t)
+        sd_t = jnp.where(mask > 0, sd + d_sd @ shift, 1.0)
+        return mean + jac @ shift, f @ (chol @ chol.T) @ f.T + jnp.diag(sd_t**2)
+
+    (_, v), (d_mean, d_v) = jax.vmap(
+        lambda d: jax.jvp(marginal, (theta,), (d,)), out_axes=(None, 0)
+    )(jnp.eye(theta.shape[0]))
+    v_inv = jnp.linalg.inv(v)
+    a = jnp.einsum("ij,qjk->qik", v_inv, d_v)
+    return d_mean @ v_inv @ d_mean.T + 0.5 * jnp.einsum("aij,bji->ab", a, a)
