@@ -18,8 +18,7 @@ forward mode, which the population engine's FOCE-I then uses throughout (`forwar
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import diffrax as dfx
 import equinox as eqx
@@ -29,9 +28,8 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Array, Bool, Float
 
-from ..fit._objective import LOG_2PI
-from ..fit._problem import AbstractFitProblem
 from ..solve._solve import SolverOptions
+from ._log_problem import AbstractLogScaleProblem
 
 #: every quantity of the model, in the order of `MinimalModelIVGTT.values`
 QUANTITIES = ("sg", "si", "p2", "g0", "sigma_additive", "sigma_proportional")
@@ -103,11 +101,12 @@ def ivgtt_glucose(
     return glucose, ok
 
 
-class MinimalModelIVGTT(AbstractFitProblem):
-    """One subject's IVGTT glucose and the minimal model: an `AbstractFitProblem` on the log
-    of its free quantities (`free` model parameters, then the estimated error terms).
-    Padded observations (`mask` False; their times repeat the last sample's) count for
-    nothing, so subjects of one cohort share shapes and stack for `jax.vmap`."""
+class MinimalModelIVGTT(AbstractLogScaleProblem):
+    """One subject's IVGTT glucose and the minimal model, on the log of its free
+    quantities (`AbstractLogScaleProblem`; padded observations repeat the last sample's
+    time)."""
+
+    quantities: ClassVar[tuple[str, ...]] = QUANTITIES
 
     times: Float[Array, " m"]  # min
     observed: Float[Array, " m"]  # mg/dL
@@ -128,47 +127,6 @@ class MinimalModelIVGTT(AbstractFitProblem):
     )
     least_squares: bool = eqx.field(static=True, default=False)
 
-    # --- coordinates ----------------------------------------------------------------------
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.free + tuple(f"sigma_{kind}[{obs}]" for obs, kind in self.error_parameters)
-
-    @property
-    def _index(self) -> list[int]:
-        return [QUANTITIES.index(n) for n in self.free] + [
-            QUANTITIES.index(f"sigma_{kind}") for _, kind in self.error_parameters
-        ]
-
-    def to_values(self, u: Float[Array, " p"]) -> Float[Array, " p"]:
-        return jnp.exp(u)
-
-    def from_values(self, values: Any) -> Float[Array, " p"]:
-        return jnp.log(jnp.asarray(values, dtype=jnp.float64))
-
-    def log_scale(self) -> tuple[bool, ...]:
-        return (True,) * len(self.names)
-
-    def initial(self) -> Float[Array, " p"]:
-        return jnp.log(self.values[jnp.asarray(self._index)])
-
-    def fix(self, name: str, value: Any) -> MinimalModelIVGTT:
-        k = self.free.index(name)
-        keep = np.array([i for i in range(len(self.names)) if i != k])
-        return dataclasses.replace(
-            self,
-            values=self.values.at[QUANTITIES.index(name)].set(value),
-            lower=self.lower[keep],
-            upper=self.upper[keep],
-            prior_mean=self.prior_mean[keep],
-            prior_sd=self.prior_sd[keep],
-            free=tuple(n for n in self.free if n != name),
-        )
-
-    # --- evaluation -------------------------------------------------------------------------
-    def all_values(self, u: Float[Array, " p"]) -> Float[Array, " 6"]:
-        """Every quantity of `QUANTITIES` at u (the free ones from u, the others fixed)."""
-        return self.values.at[jnp.asarray(self._index)].set(self.to_values(u))
-
     def predictions(self, u: Float[Array, " p"]) -> tuple[Any, Any]:
         sg, si, p2, g0 = self.all_values(u)[:4]
         return ivgtt_glucose(
@@ -183,27 +141,6 @@ class MinimalModelIVGTT(AbstractFitProblem):
             g0,
             self.options,
         )
-
-    def sigma(self, u: Float[Array, " p"], preds: Any) -> Float[Array, " m"]:
-        """The residual error's SD at each observation (mg/dL)."""
-        a, b = self.all_values(u)[4:]
-        return jnp.sqrt(a**2 + (b * preds) ** 2 + 1e-300)
-
-    def mean_and_sd(self, u: Float[Array, " p"]) -> tuple[Array, Array, Array]:
-        """(glucose, the residual error's SD, mask) per observation."""
-        preds, _ = self.predictions(u)
-        return preds, self.sigma(u, preds), self.mask
-
-    def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
-        sigma = jax.lax.stop_gradient(self.sigma(u, preds))
-        return jnp.where(self.mask, (self.observed - preds) / sigma, 0.0)
-
-    def negative_log_likelihood_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Any:
-        sigma = self.sigma(u, preds)
-        r = (self.observed - preds) / sigma
-        terms = 0.5 * r**2 + jnp.log(sigma) + 0.5 * LOG_2PI
-        nll = jnp.sum(jnp.where(self.mask, terms, 0.0))
-        return jnp.where(ok, nll, jnp.inf)
 
 
 def minimal_model_problem(

@@ -13,19 +13,17 @@ ke are 1/h, CL L/h and V L.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 from jaxtyping import Array, Bool, Float
 
 from ..data._nonmem import NonmemData
-from ..fit._objective import LOG_2PI
-from ..fit._problem import AbstractFitProblem
 from ..solve._solve import SolverOptions
+from ._log_problem import AbstractLogScaleProblem
 
 #: every quantity of the model, in the order of `OneCompartmentOral.values`
 QUANTITIES = ("ka", "cl", "v", "sigma_additive", "sigma_proportional")
@@ -60,11 +58,12 @@ def concentration(
     return jnp.sum(jnp.where(after, per_dose, 0.0), axis=1)
 
 
-class OneCompartmentOral(AbstractFitProblem):
-    """One subject's oral-dose concentrations and the one-compartment model: an
-    `AbstractFitProblem` on the log of its free quantities (`free` model parameters, then
-    the estimated error terms). Padded observations (`mask` False) and zero doses count for
-    nothing, so subjects of one cohort share shapes and stack for `jax.vmap`."""
+class OneCompartmentOral(AbstractLogScaleProblem):
+    """One subject's oral-dose concentrations and the one-compartment model, on the log
+    of its free quantities (`AbstractLogScaleProblem`). Zero doses, like padded
+    observations, count for nothing."""
+
+    quantities: ClassVar[tuple[str, ...]] = QUANTITIES
 
     times: Float[Array, " m"]  # h
     observed: Float[Array, " m"]  # mg/L
@@ -83,88 +82,10 @@ class OneCompartmentOral(AbstractFitProblem):
     )
     least_squares: bool = eqx.field(static=True, default=False)
 
-    # --- coordinates ----------------------------------------------------------------------
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.free + tuple(f"sigma_{kind}[{obs}]" for obs, kind in self.error_parameters)
-
-    @property
-    def _index(self) -> list[int]:
-        return [QUANTITIES.index(n) for n in self.free] + [
-            QUANTITIES.index(f"sigma_{kind}") for _, kind in self.error_parameters
-        ]
-
-    def to_values(self, u: Float[Array, " p"]) -> Float[Array, " p"]:
-        return jnp.exp(u)
-
-    def from_values(self, values: Any) -> Float[Array, " p"]:
-        return jnp.log(jnp.asarray(values, dtype=jnp.float64))
-
-    def log_scale(self) -> tuple[bool, ...]:
-        return (True,) * len(self.names)
-
-    def initial(self) -> Float[Array, " p"]:
-        return jnp.log(self.values[jnp.asarray(self._index)])
-
-    def fix(self, name: str, value: Any) -> OneCompartmentOral:
-        k = self.free.index(name)
-        keep = np.array([i for i in range(len(self.names)) if i != k])
-        return OneCompartmentOral(
-            times=self.times,
-            observed=self.observed,
-            mask=self.mask,
-            dose_times=self.dose_times,
-            dose_amounts=self.dose_amounts,
-            values=self.values.at[QUANTITIES.index(name)].set(value),
-            lower=self.lower[keep],
-            upper=self.upper[keep],
-            prior_mean=self.prior_mean[keep],
-            prior_sd=self.prior_sd[keep],
-            options=self.options,
-            free=tuple(n for n in self.free if n != name),
-            error_parameters=self.error_parameters,
-        )
-
-    # --- evaluation -------------------------------------------------------------------------
-    def all_values(self, u: Float[Array, " p"]) -> Float[Array, " 5"]:
-        """Every quantity of `QUANTITIES` at u (the free ones from u, the others fixed)."""
-        return self.values.at[jnp.asarray(self._index)].set(self.to_values(u))
-
     def predictions(self, u: Float[Array, " p"]) -> tuple[Any, Any]:
         ka, cl, v = self.all_values(u)[:3]
         c = concentration(self.times, self.dose_times, self.dose_amounts, ka, cl, v)
         return c, jnp.all(jnp.isfinite(jnp.where(self.mask, c, 0.0)))
-
-    def sigma(self, u: Float[Array, " p"], preds: Any) -> Float[Array, " m"]:
-        """The residual error's SD at each observation (mg/L)."""
-        a, b = self.all_values(u)[3:]
-        return jnp.sqrt(a**2 + (b * preds) ** 2 + 1e-300)
-
-    def mean_and_sd(self, u: Float[Array, " p"]) -> tuple[Array, Array, Array]:
-        """(concentration, the residual error's SD, mask) per observation: what the
-        population engine's expected information is built from."""
-        preds, _ = self.predictions(u)
-        return preds, self.sigma(u, preds), self.mask
-
-    def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
-        sigma = jax.lax.stop_gradient(self.sigma(u, preds))
-        return jnp.where(self.mask, (self.observed - preds) / sigma, 0.0)
-
-    def negative_log_likelihood_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Any:
-        sigma = self.sigma(u, preds)
-        r = (self.observed - preds) / sigma
-        terms = 0.5 * r**2 + jnp.log(sigma) + 0.5 * LOG_2PI
-        return jnp.sum(jnp.where(self.mask, terms, 0.0))
-
-    def fisher_residuals(self, u: Float[Array, " p"]) -> Float[Array, " m2"]:
-        """Residuals whose JᵀJ is the Gaussian likelihood's expected Fisher information,
-        the σ terms included: ∂C/σ and √2·∂σ/σ per observation."""
-        preds, _ = self.predictions(u)
-        sigma = self.sigma(u, preds)
-        held = jax.lax.stop_gradient(sigma)
-        mean_part = jnp.where(self.mask, -preds / held, 0.0)
-        sigma_part = jnp.where(self.mask, jnp.sqrt(2.0) * jnp.log(sigma), 0.0)
-        return jnp.concatenate([mean_part, sigma_part])
 
 
 def one_compartment_problem(
