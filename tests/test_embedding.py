@@ -304,3 +304,21 @@ def test_import_starts_no_backend_and_turns_the_cpu_fusion_emitters_off():
     assert kept["flags"] == "--xla_dump_to=/nowhere --xla_cpu_use_fusion_emitters=false"
     out = _import_in_subprocess({"XLA_FLAGS": None, "MGJAX_XLA_FLAGS": "0"})
     assert out == dict(started=False, flags=None)
+
+
+def test_a_preset_first_asked_for_inside_a_trace_leaves_no_tracer_behind():
+    """`mgjax.preset` caches each phenotype per process; the first request may come from
+    inside a user's jitted function, and the cached model must still hold concrete arrays
+    (a leaked tracer broke a later test when test order put a trace first)."""
+    from mgjax.model._presets import _built
+
+    _built.cache_clear()
+
+    @jax.jit
+    def shifted(x):
+        return x + mgjax.get_parameter(mgjax.preset("t2dm"), "tal_mg_ec50")
+
+    assert np.isfinite(float(shifted(1.0)))
+    value = mgjax.get_parameter(mgjax.preset("t2dm"), "tal_mg_ec50")
+    assert not isinstance(value, jax.core.Tracer)
+    assert float(value) + 1.0 == pytest.approx(float(shifted(1.0)))

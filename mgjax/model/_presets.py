@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 
+import jax
+
 from ._coupled import MgT2DModel
 from ._parameters import set_parameters
 
@@ -98,5 +100,8 @@ def preset(name: str = "healthy") -> MgT2DModel:
 @functools.cache
 def _built(changes: tuple[tuple[str, float], ...]) -> MgT2DModel:
     """A preset built once per process (an immutable module; building one converts ~100
-    values to JAX arrays, 8 ms — before this cache, most of a batch's set-up per subject)."""
-    return set_parameters(MgT2DModel(), dict(changes))
+    values to JAX arrays, 8 ms — before this cache, most of a batch's set-up per subject).
+    Built eagerly even when first asked for inside a trace, so the cache never holds a
+    tracer."""
+    with jax.ensure_compile_time_eval():
+        return set_parameters(MgT2DModel(), dict(changes))
