@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import pandas as pd
+from jaxtyping import Array, Bool, Float, Int
 
 from ..fit._laplace import Z95
 from ..fit._problem import AbstractFitProblem
@@ -67,13 +68,18 @@ def stack_problems(problems: Sequence[AbstractFitProblem]) -> AbstractFitProblem
     pad their observations and doses to the cohort's largest)."""
     first = jax.tree.structure(problems[0])
     shapes = [np.shape(x) for x in jax.tree.leaves(problems[0])]
+    columns = []
     for k, p in enumerate(problems):
-        if jax.tree.structure(p) != first or [np.shape(x) for x in jax.tree.leaves(p)] != shapes:
+        leaves, structure = jax.tree.flatten(p)
+        if structure != first or [np.shape(x) for x in leaves] != shapes:
             raise ValueError(
                 f"subject {k}'s problem differs in structure or shapes from subject 0's; "
                 "build all with the same free quantities and the cohort's padded sizes"
             )
-    return jax.tree.map(lambda *x: jnp.stack(x), *problems)
+        columns.append(leaves)
+    # stacked on the host, one transfer per leaf
+    stacked = [jnp.asarray(np.stack([np.asarray(x) for x in leaf])) for leaf in zip(*columns)]
+    return jax.tree.unflatten(first, stacked)
 
 
 def _take(stacked: AbstractFitProblem, index: Any) -> AbstractFitProblem:
@@ -173,7 +179,15 @@ def _ofv(theta, args):
     return population_objective(theta, args)[0]
 
 
-_ofv_at = eqx.filter_jit(_ofv)
+class OuterFit(eqx.Module):
+    """An outer FOCE-I fit: θ̂, the OFV there, the subjects' EBEs ξ̂ there [n, r], whether
+    it converged and the iterations it took."""
+
+    theta: Float[Array, " q"]
+    ofv: Float[Array, ""]
+    xi: Float[Array, "n r"]
+    converged: Bool[Array, ""]
+    iterations: Int[Array, ""]
 
 
 @eqx.filter_jit
@@ -185,7 +199,14 @@ def _outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, at
     solution = optx.minimise(
         _ofv, solver, theta0, args=args, options=options, max_steps=max_steps, throw=False
     )
-    return solution.value, solution.result == optx.RESULTS.successful, solution.stats["num_steps"]
+    ofv, inner = population_objective(solution.value, args)
+    return OuterFit(
+        theta=solution.value,
+        ofv=ofv,
+        xi=inner.xi,
+        converged=solution.result == optx.RESULTS.successful,
+        iterations=solution.stats["num_steps"],
+    )
 
 
 def _values_and_scores(model, problems, z, xi0, theta, inner_max_steps):
@@ -277,10 +298,10 @@ def _levenberg_marquardt_outer(
         jnp.asarray(0),
         ~jnp.isfinite(ofv),
     )
-    theta, ofv, grad, curvature, _, damping, k, _ = jax.lax.while_loop(cond, body, state)
+    theta, ofv, grad, curvature, xi, damping, k, _ = jax.lax.while_loop(cond, body, state)
     # stopped by its criteria, not by max_steps or a damping that could not find a decrease
     converged = jnp.isfinite(ofv) & (k < max_steps) & (damping <= 1e10)
-    return theta, converged, k
+    return OuterFit(theta=theta, ofv=ofv, xi=xi, converged=converged, iterations=k)
 
 
 @eqx.filter_jit
@@ -470,11 +491,15 @@ def _screen(model, problems, theta, z, xi0, inner_max_steps):
 
 @_cpu_compiled
 @eqx.filter_jit
-def _scores(model, problems, theta, z, xi0, inner_max_steps):
-    """Each subject's exact gradient of ½·(−2 log L_i) at θ [n, q] (EBEs re-fitted at θ,
-    warm from ξ₀) and the EBEs."""
-    _, scores, xi = _values_and_scores(model, problems, z, xi0, theta, inner_max_steps)
-    return 0.5 * scores, xi
+def _scores_at(model, problems, thetas, z, xi0, inner_max_steps):
+    """Each subject's exact gradient of ½·(−2 log L_i) [k, n, q] at each row of `thetas`
+    [k, q] (EBEs re-fitted there, warm from ξ₀): one program, the points in sequence."""
+
+    def at(theta):
+        _, scores, _ = _values_and_scores(model, problems, z, xi0, theta, inner_max_steps)
+        return 0.5 * scores
+
+    return jax.lax.map(at, thetas)
 
 
 @_cpu_compiled
@@ -489,17 +514,17 @@ def _expected_information(model, problems, theta, z, xi):
 
 def _curvature(model, problems, theta, z, xi, inner_max_steps, step=1e-4):
     """(R = ½∇²OFV by central differences of the exact gradient, each subject's gradient
-    of ½OFV_i [n, q]) at θ (one compiled program, called 2q + 1 times: vmapping the 2q
-    points into one program measured no faster and compiled longer)."""
-    scores, _ = _scores(model, problems, theta, z, xi, inner_max_steps)
-    columns = []
-    for k in range(theta.shape[0]):
-        h = step * max(1.0, abs(float(theta[k])))
-        up, _ = _scores(model, problems, theta.at[k].add(h), z, xi, inner_max_steps)
-        down, _ = _scores(model, problems, theta.at[k].add(-h), z, xi, inner_max_steps)
-        columns.append((np.asarray(up).sum(0) - np.asarray(down).sum(0)) / (2.0 * h))
-    hessian = np.stack(columns, axis=1)
-    return 0.5 * (hessian + hessian.T), np.asarray(scores)
+    of ½OFV_i [n, q]) at θ: the 2q + 1 points in one compiled program, in sequence
+    (vmapping them measured no faster and compiled longer)."""
+    theta = np.asarray(theta)
+    h = step * np.maximum(1.0, np.abs(theta))
+    shifts = np.diag(h)
+    points = np.concatenate([theta[None], theta + shifts, theta - shifts])
+    scores = np.asarray(_scores_at(model, problems, jnp.asarray(points), z, xi, inner_max_steps))
+    q = theta.shape[0]
+    sums = scores.sum(axis=1)
+    hessian = ((sums[1 : q + 1] - sums[q + 1 :]) / (2.0 * h[:, None])).T
+    return 0.5 * (hessian + hessian.T), scores[0]
 
 
 #: R's eigenvalues below this fraction of its largest count as zero (NONMEM: "R matrix
@@ -640,11 +665,10 @@ def fit_population(
         best = None
         for t0 in _perturbed_starts(model, first, theta0, starts, start_spread, seed):
             run = compiled(model, stacked, z, xi0, t0, inner_max_steps, max_steps, rtol, atol)
-            value = float(_ofv_at(run[0], (model, stacked, z, xi0, inner_max_steps)))
-            start_ofvs.append(value)
-            if best is None or value < best[0]:
-                best = (value, run)
-        theta, converged, steps = best[1]
+            start_ofvs.append(float(run.ofv))
+            if best is None or start_ofvs[-1] < float(best.ofv):
+                best = run
+        theta, converged, steps = best.theta, best.converged, best.iterations
     else:
         output, seconds_compile = _run_saem(
             model, stacked, z, theta0, key_saem, settings, checkpoint, progress
@@ -662,12 +686,18 @@ def fit_population(
         )
         curvature = jnp.linalg.inv(conditional + 1e-12 * jnp.eye(model.n_random))
         ofv = float("nan")
+    elif method == "foce-i":
+        # the EBEs at θ̂ (the outer fit's, refined: its gradient test and flags); the OFV
+        # the outer fit's own there
+        inner = _screen(model, stacked, theta, z, best.xi, inner_max_steps)
+        ofv = float(best.ofv)
     else:
         inner = _screen(model, stacked, theta, z, xi0, inner_max_steps)
-        curvature = _curvatures(model, stacked, theta, z, inner.xi)
         ofv = float(jnp.sum(_subjects_objective(model, stacked, theta, z, inner.xi)))
     ofv_is = float("nan")
     if importance_samples > 0:
+        if not simulation_only:
+            curvature = _curvatures(model, stacked, theta, z, inner.xi)
         ofv_is = float(
             jnp.sum(
                 _importance_sampling(
@@ -847,13 +877,16 @@ def _tables(model, stacked, subjects, theta, xi, z, cov, units) -> dict[str, Any
 
     u = jax.vmap(lambda zi, x: model.individual(theta, zi, x))(z, xi)
     values = np.asarray(jax.vmap(lambda prob, ui: prob.to_values(ui))(stacked, u))
+    p_all = len(model.names)
     individual = pd.DataFrame(
-        [
-            (s, name, values[i, k], units.get(name, ""))
-            for i, s in enumerate(subjects)
-            for k, name in enumerate(model.names)
-        ],
-        columns=["subject", "parameter", "ebe", "unit"],
+        dict(
+            subject=np.repeat(np.asarray(subjects, dtype=object), p_all),
+            parameter=np.tile(np.asarray(model.names, dtype=object), len(subjects)),
+            ebe=values.reshape(-1),
+            unit=np.tile(
+                np.asarray([units.get(n, "") for n in model.names], object), len(subjects)
+            ),
+        )
     )
     return dict(
         population_parameters=population,
@@ -896,22 +929,21 @@ def _predictions(model, stacked, subjects, theta, z, xi) -> pd.DataFrame | None:
         np.asarray(a) for a in _prediction_columns(model, stacked, theta, z, xi)
     )
     times, observed, mask = (np.asarray(getattr(stacked, a)) for a in ("times", "observed", "mask"))
-    rows = []
-    for i, s in enumerate(subjects):
-        for j in np.flatnonzero(mask[i]):
-            rows.append(
-                (
-                    s,
-                    times[i, j],
-                    "concentration",
-                    observed[i, j],
-                    pred[i, j],
-                    ipred[i, j],
-                    iwres[i, j],
-                    cwres[i, j],
-                )
-            )
+    rows, _ = np.nonzero(mask)  # subject by subject, each in time order
     return pd.DataFrame(
-        rows,
-        columns=["subject", "time", "observable", "dv", "pred", "ipred", "iwres", "cwres"],
+        dict(
+            subject=np.asarray(subjects, dtype=object)[rows],
+            time=times[mask],
+            observable=_observable(stacked),
+            dv=observed[mask],
+            pred=pred[mask],
+            ipred=ipred[mask],
+            iwres=iwres[mask],
+            cwres=cwres[mask],
+        )
     )
+
+
+def _observable(stacked) -> str:
+    """The observable of a one-observable problem (`AbstractLogScaleProblem.observable`)."""
+    return getattr(type(stacked), "observable", "concentration")

@@ -25,12 +25,14 @@ class AbstractLogScaleProblem(AbstractFitProblem):
     observations (`mask` False) count for nothing, so the subjects of a cohort share shapes
     and stack for `jax.vmap`.
 
-    Subclasses set `quantities` (every quantity, the model parameters first and
+    Subclasses set `observable`, `quantities` (every quantity, the model parameters first and
     `ERROR_QUANTITIES` last), hold them all in `values` (fixed ones stay there) and give
     `predictions`."""
 
     #: every quantity of the model, in the order of `values`
     quantities: ClassVar[tuple[str, ...]]
+    #: what `observed` holds (the predictions table's `observable`)
+    observable: ClassVar[str]
 
     times: AbstractVar[Float[Array, " m"]]
     observed: AbstractVar[Float[Array, " m"]]

@@ -107,6 +107,7 @@ class MinimalModelIVGTT(AbstractLogScaleProblem):
     time)."""
 
     quantities: ClassVar[tuple[str, ...]] = QUANTITIES
+    observable: ClassVar[str] = "glucose"
 
     times: Float[Array, " m"]  # min
     observed: Float[Array, " m"]  # mg/dL

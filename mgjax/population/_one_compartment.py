@@ -64,6 +64,7 @@ class OneCompartmentOral(AbstractLogScaleProblem):
     observations, count for nothing."""
 
     quantities: ClassVar[tuple[str, ...]] = QUANTITIES
+    observable: ClassVar[str] = "concentration"
 
     times: Float[Array, " m"]  # h
     observed: Float[Array, " m"]  # mg/L
