@@ -258,50 +258,61 @@ def _levenberg_marquardt_outer(
             curvature = 0.5 * centred.T @ centred
         return jnp.where(ok, ofv, jnp.inf), jnp.sum(scores, 0), curvature, xi
 
+    # the loop evaluates the candidate θ it carries, so `evaluate` (every subject's solves
+    # and their derivatives: most of the program) is traced once; its first pass evaluates
+    # θ₀ against an OFV of +∞
     def cond(state):
-        *_, k, done = state
-        return (k < max_steps) & ~done
+        k, done = state[6], state[7]
+        return (k <= max_steps) & ~done
 
     def body(state):
-        theta, ofv, grad, curvature, xi, damping, k, _ = state
-        scale = jnp.diag(curvature) + 1e-12
-        step = -jnp.linalg.solve(curvature + damping * jnp.diag(scale), grad)
-        # at most half a unit per coordinate (a factor 1.65 on log scale): a long step
-        # towards a zero error term can land on the OFV's plateau there and stall
-        step = jnp.clip(step, -0.5, 0.5)
-        trial = evaluate(theta + step, xi)
+        theta, ofv, grad, curvature, xi, damping, k, _, candidate = state
+        trial = evaluate(candidate, xi)
+        first = k == 0
         better = trial[0] < ofv
         theta, ofv, grad, curvature, xi = jax.tree.map(
             lambda new, old: jnp.where(better, new, old),
-            (theta + step, *trial),
+            (candidate, *trial),
             (theta, ofv, grad, curvature, xi),
         )
+        scale = jnp.diag(curvature) + 1e-12
         # converged: the next undamped step predicts a decrease ½gᵀB⁻¹g below the threshold,
         # or a step not heavily damped just gained less (e.g. an error term drifting along
         # the OFV's plateau towards zero, where B models the OFV poorly)
         newton = jnp.linalg.solve(curvature + 1e-12 * jnp.diag(scale), grad)
         gained = state[1] - ofv
-        small = better & (
-            (0.5 * grad @ newton < threshold) | ((gained < threshold) & (damping < 10.0))
+        small = (
+            better
+            & ~first
+            & ((0.5 * grad @ newton < threshold) | ((gained < threshold) & (damping < 10.0)))
         )
-        damping = jnp.where(better, jnp.maximum(damping / 3.0, 1e-10), damping * 4.0)
-        return theta, ofv, grad, curvature, xi, damping, k + 1, small | (damping > 1e10)
+        damping = jnp.where(
+            first, damping, jnp.where(better, jnp.maximum(damping / 3.0, 1e-10), damping * 4.0)
+        )
+        step = -jnp.linalg.solve(curvature + damping * jnp.diag(scale), grad)
+        # at most half a unit per coordinate (a factor 1.65 on log scale): a long step
+        # towards a zero error term can land on the OFV's plateau there and stall
+        step = jnp.clip(step, -0.5, 0.5)
+        stop = small | (damping > 1e10) | ~jnp.isfinite(ofv)
+        return theta, ofv, grad, curvature, xi, damping, k + 1, stop, theta + step
 
-    ofv, grad, curvature, xi = evaluate(theta0, xi0)
+    q = theta0.shape[0]
     state = (
         theta0,
-        ofv,
-        grad,
-        curvature,
-        xi,
+        jnp.asarray(jnp.inf),
+        jnp.zeros(q),
+        jnp.eye(q),
+        xi0,
         jnp.asarray(1e-2),
         jnp.asarray(0),
-        ~jnp.isfinite(ofv),
+        jnp.asarray(False),
+        theta0,
     )
-    theta, ofv, grad, curvature, xi, damping, k, _ = jax.lax.while_loop(cond, body, state)
+    theta, ofv, grad, curvature, xi, damping, k, _, _ = jax.lax.while_loop(cond, body, state)
+    steps = jnp.maximum(k - 1, 0)  # the first pass evaluated θ₀
     # stopped by its criteria, not by max_steps or a damping that could not find a decrease
-    converged = jnp.isfinite(ofv) & (k < max_steps) & (damping <= 1e10)
-    return OuterFit(theta=theta, ofv=ofv, xi=xi, converged=converged, iterations=k)
+    converged = jnp.isfinite(ofv) & (steps < max_steps) & (damping <= 1e10)
+    return OuterFit(theta=theta, ofv=ofv, xi=xi, converged=converged, iterations=steps)
 
 
 @eqx.filter_jit

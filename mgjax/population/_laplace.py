@@ -102,31 +102,42 @@ def empirical_bayes(
     point whose f is not finite (a failed simulation) is rejected like an uphill one."""
     theta = jax.lax.stop_gradient(theta)
     evaluate = eqx.Partial(value_gradient_curvature, model, problem, theta, z)
-    f0, g0, h0 = evaluate(xi0)
-    eye = jnp.eye(xi0.shape[0])
+    r = xi0.shape[0]
+    eye = jnp.eye(r)
 
-    def done(g, f):
-        return (jnp.max(jnp.abs(g)) < tolerance) | ~jnp.isfinite(f)
-
+    # the loop evaluates the candidate ξ it carries, so the subject's simulation (with its r
+    # tangents) is traced once; its first pass evaluates ξ₀ against f = +∞
     def cond(state):
-        *_, k, stop = state
-        return (k < max_steps) & ~stop
+        k, stop = state[5], state[6]
+        return (k <= max_steps) & ~stop
 
     def body(state):
-        xi, f, g, h, damping, k, _ = state
-        step = -jnp.linalg.solve(h + damping * eye, g)
-        f1, g1, h1 = evaluate(xi + step)
-        better = jnp.isfinite(f1) & (f1 <= f)
+        xi, f, g, h, damping, k, _, candidate = state
+        f1, g1, h1 = evaluate(candidate)
+        first = k == 0
+        better = (jnp.isfinite(f1) & (f1 <= f)) | first
+        step = candidate - xi
         xi, f, g, h = jax.tree.map(
-            lambda new, old: jnp.where(better, new, old), (xi + step, f1, g1, h1), (xi, f, g, h)
+            lambda new, old: jnp.where(better, new, old), (candidate, f1, g1, h1), (xi, f, g, h)
         )
-        damping = jnp.where(better, damping / 3.0, damping * 4.0)
+        damping = jnp.where(first, damping, jnp.where(better, damping / 3.0, damping * 4.0))
         tiny = jnp.max(jnp.abs(step)) < 1e-12 * (1.0 + jnp.max(jnp.abs(xi)))
-        stop = done(g, f) | (damping > 1e12) | (better & tiny)
-        return xi, f, g, h, damping, k + 1, stop
+        converged = (jnp.max(jnp.abs(g)) < tolerance) | ~jnp.isfinite(f)
+        stop = converged | (damping > 1e12) | (better & tiny & ~first)
+        return xi, f, g, h, damping, k + 1, stop, xi - jnp.linalg.solve(h + damping * eye, g)
 
-    state = (xi0, f0, g0, h0, jnp.asarray(1e-3), jnp.asarray(0), done(g0, f0))
-    xi, f, g, _, _, k, _ = jax.lax.while_loop(cond, body, state)
+    state = (
+        xi0,
+        jnp.asarray(jnp.inf, xi0.dtype),
+        jnp.zeros(r),
+        eye,
+        jnp.asarray(1e-3),
+        jnp.asarray(0),
+        jnp.asarray(False),
+        xi0,
+    )
+    xi, f, g, _, _, k, _, _ = jax.lax.while_loop(cond, body, state)
+    k = jnp.maximum(k - 1, 0)  # the first pass evaluated ξ₀
     return xi, f, k, jnp.isfinite(f) & (jnp.max(jnp.abs(g)) < 1e3 * tolerance)
 
 
