@@ -11,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -39,8 +40,8 @@ from mgjax.population import (
     stack_problems,
     visual_predictive_check,
 )
-from mgjax.population._fit import _screen, _tables
-from mgjax.population._laplace import INNER_MAX_STEPS, subjects_objective
+from mgjax.population._fit import _tables
+from mgjax.population._laplace import INNER_MAX_STEPS, fit_subjects, subjects_objective
 from mgjax.population._vpc import assign_bins, bin_edges
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,7 +204,7 @@ def _result_at(theta, problems, subjects, covariates, model, units) -> Populatio
     stacked = stack_problems(problems)
     z = jnp.asarray(model.design(covariates, subjects))
     xi0 = jnp.zeros((len(subjects), model.n_random))
-    inner = _screen(model, stacked, theta, z, xi0, INNER_MAX_STEPS)
+    inner = eqx.filter_jit(fit_subjects)(model, stacked, theta, z, xi0, INNER_MAX_STEPS)
     cov = np.zeros((len(theta), len(theta)))
     tables = _tables(model, stacked, tuple(subjects), theta, inner.xi, z, cov, units)
     chol = np.asarray(model.unpack(theta)[2])

@@ -26,12 +26,10 @@ from ..fit._problem import AbstractFitProblem
 from ..runtime._programs import cpu_compiler_options
 from ._laplace import (
     INNER_MAX_STEPS,
-    InnerFit,
     expected_information,
     fit_subjects,
     population_objective,
     subject_objective,
-    subjects_objective,
     value_gradient_curvature,
 )
 from ._model import PopulationModel
@@ -180,14 +178,20 @@ def _ofv(theta, args):
 
 
 class OuterFit(eqx.Module):
-    """An outer FOCE-I fit: θ̂, the OFV there, the subjects' EBEs ξ̂ there [n, r], whether
-    it converged and the iterations it took."""
+    """What the FOCE-I program returns: θ̂ and at θ̂ the OFV, each subject's OFV_i [n] and
+    exact gradient g_i [n, q], the EBEs ξ̂ [n, r] and whether each inner fit converged;
+    whether the outer fit converged and the steps it took; and each subject's OFV_i at the
+    start (`start_values`: finite or not — the screen for subjects that cannot be fitted)."""
 
     theta: Float[Array, " q"]
     ofv: Float[Array, ""]
+    values: Float[Array, " n"]
+    scores: Float[Array, "n q"]
     xi: Float[Array, "n r"]
+    inner_converged: Bool[Array, " n"]
     converged: Bool[Array, ""]
     iterations: Int[Array, ""]
+    start_values: Float[Array, " n"]
 
 
 @eqx.filter_jit
@@ -199,14 +203,7 @@ def _outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, at
     solution = optx.minimise(
         _ofv, solver, theta0, args=args, options=options, max_steps=max_steps, throw=False
     )
-    ofv, inner = population_objective(solution.value, args)
-    return OuterFit(
-        theta=solution.value,
-        ofv=ofv,
-        xi=inner.xi,
-        converged=solution.result == optx.RESULTS.successful,
-        iterations=solution.stats["num_steps"],
-    )
+    return solution.value, solution.result == optx.RESULTS.successful, solution.stats["num_steps"]
 
 
 def _values_and_scores(model, problems, z, xi0, theta, inner_max_steps):
@@ -224,11 +221,11 @@ def _values_and_scores(model, problems, z, xi0, theta, inner_max_steps):
         return jax.value_and_grad(f)(theta)
 
     values, scores = jax.vmap(one)(problems, z, inner.xi)
-    return values, scores, inner.xi
+    return values, scores, inner.xi, inner.converged
 
 
 def _levenberg_marquardt_outer(
-    model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol, information
+    model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol, information
 ):
     """The outer fit by scoring: Levenberg–Marquardt steps on the OFV with the exact
     gradient and a Fisher-information curvature, the damping adapted (÷3 after a step that
@@ -237,44 +234,59 @@ def _levenberg_marquardt_outer(
     (`information`): `"empirical"`, the outer product of the subjects' exact gradients,
     ½Σ g_i g_iᵀ (BHHH: each subject an independent observation of θ), or `"expected"`,
     twice the subjects' expected information in the FOCE-I linearisation
-    (`expected_information`), which, unlike BHHH, does not need many subjects to be good."""
+    (`expected_information`), which, unlike BHHH, does not need many subjects to be good.
+
+    `max_steps` is an argument of the program, so one program also evaluates a point
+    (`max_steps` = 0: the screen at the start, the EBEs and OFV at an estimate, the covariance
+    step's gradients) — every FOCE-I quantity of a fit comes from this one program."""
     threshold = atol * rtol / 1e-8
+    q = theta0.shape[0]
 
     def evaluate(theta, xi):
-        values, scores, xi = _values_and_scores(model, problems, z, xi, theta, inner_max_steps)
+        values, scores, xi, inner_ok = _values_and_scores(
+            model, problems, z, xi, theta, inner_max_steps
+        )
         ofv = jnp.sum(values)
         ok = jnp.isfinite(ofv) & jnp.all(jnp.isfinite(scores))
         if information == "expected":
-            fisher = jax.vmap(lambda p, zi, x: expected_information(model, p, theta, zi, x))(
-                problems, z, xi
-            )
-            curvature = 2.0 * jnp.sum(fisher, axis=0)
+
+            def fisher():
+                each = jax.vmap(lambda p, zi, x: expected_information(model, p, theta, zi, x))(
+                    problems, z, xi
+                )
+                return 2.0 * jnp.sum(each, axis=0)
+
+            # a point evaluated alone takes no step: its curvature is not needed
+            curvature = jax.lax.cond(max_steps > 0, fisher, lambda: jnp.eye(q))
             ok = ok & jnp.all(jnp.isfinite(curvature))
-            curvature = jnp.where(ok, curvature, jnp.eye(theta.shape[0]))
+            curvature = jnp.where(ok, curvature, jnp.eye(q))
         else:
             # centred: far from the optimum the subjects' shared gradient would dominate the
             # outer product and stall the step along it
             centred = scores - jnp.mean(scores, axis=0)
             curvature = 0.5 * centred.T @ centred
-        return jnp.where(ok, ofv, jnp.inf), jnp.sum(scores, 0), curvature, xi
+        return jnp.where(ok, ofv, jnp.inf), (values, scores, curvature, xi, inner_ok)
 
     # the loop evaluates the candidate θ it carries, so `evaluate` (every subject's solves
     # and their derivatives: most of the program) is traced once; its first pass evaluates
     # θ₀ against an OFV of +∞
     def cond(state):
-        k, done = state[6], state[7]
+        k, done = state[3], state[4]
         return (k <= max_steps) & ~done
 
     def body(state):
-        theta, ofv, grad, curvature, xi, damping, k, _, candidate = state
-        trial = evaluate(candidate, xi)
+        theta, ofv, at, k, _, damping, candidate, start_values = state
+        trial_ofv, trial = evaluate(candidate, at[3])
         first = k == 0
-        better = trial[0] < ofv
-        theta, ofv, grad, curvature, xi = jax.tree.map(
+        better = trial_ofv < ofv
+        theta, ofv, at = jax.tree.map(
             lambda new, old: jnp.where(better, new, old),
-            (candidate, *trial),
-            (theta, ofv, grad, curvature, xi),
+            (candidate, trial_ofv, trial),
+            (theta, ofv, at),
         )
+        start_values = jnp.where(first, trial[0], start_values)
+        _, scores, curvature, _, _ = at
+        grad = jnp.sum(scores, axis=0)
         scale = jnp.diag(curvature) + 1e-12
         # converged: the next undamped step predicts a decrease ½gᵀB⁻¹g below the threshold,
         # or a step not heavily damped just gained less (e.g. an error term drifting along
@@ -294,40 +306,51 @@ def _levenberg_marquardt_outer(
         # towards a zero error term can land on the OFV's plateau there and stall
         step = jnp.clip(step, -0.5, 0.5)
         stop = small | (damping > 1e10) | ~jnp.isfinite(ofv)
-        return theta, ofv, grad, curvature, xi, damping, k + 1, stop, theta + step
+        return theta, ofv, at, k + 1, stop, damping, theta + step, start_values
 
-    q = theta0.shape[0]
+    n = xi0.shape[0]
+    at = (jnp.zeros(n), jnp.zeros((n, q)), jnp.eye(q), xi0, jnp.zeros(n, bool))
     state = (
         theta0,
         jnp.asarray(jnp.inf),
-        jnp.zeros(q),
-        jnp.eye(q),
-        xi0,
-        jnp.asarray(1e-2),
+        at,
         jnp.asarray(0),
         jnp.asarray(False),
+        jnp.asarray(1e-2),
         theta0,
+        jnp.zeros(n),
     )
-    theta, ofv, grad, curvature, xi, damping, k, _, _ = jax.lax.while_loop(cond, body, state)
+    theta, ofv, at, k, _, damping, _, start_values = jax.lax.while_loop(cond, body, state)
     steps = jnp.maximum(k - 1, 0)  # the first pass evaluated θ₀
     # stopped by its criteria, not by max_steps or a damping that could not find a decrease
     converged = jnp.isfinite(ofv) & (steps < max_steps) & (damping <= 1e10)
-    return OuterFit(theta=theta, ofv=ofv, xi=xi, converged=converged, iterations=steps)
-
-
-@eqx.filter_jit
-def _scoring_outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol):
-    """Levenberg–Marquardt scoring with the empirical (BHHH) information."""
-    return _levenberg_marquardt_outer(
-        model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol, "empirical"
+    values, scores, _, xi, inner_ok = at
+    return OuterFit(
+        theta=theta,
+        ofv=ofv,
+        values=values,
+        scores=scores,
+        xi=xi,
+        inner_converged=inner_ok,
+        converged=converged,
+        iterations=steps,
+        start_values=start_values,
     )
 
 
 @eqx.filter_jit
-def _fisher_outer(model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol):
+def _scoring_outer(model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol):
+    """Levenberg–Marquardt scoring with the empirical (BHHH) information."""
+    return _levenberg_marquardt_outer(
+        model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol, "empirical"
+    )
+
+
+@eqx.filter_jit
+def _fisher_outer(model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol):
     """Levenberg–Marquardt scoring with the expected (FOCE-I linearised) information."""
     return _levenberg_marquardt_outer(
-        model, problems, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol, "expected"
+        model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol, "expected"
     )
 
 
@@ -361,17 +384,43 @@ _COMPILED: dict[Any, Any] = {}
 OUTER_METHODS = {"scoring": _scoring_outer, "fisher": _fisher_outer, "bfgs": _outer}
 
 
-def _compiled_outer(outer, model, stacked, z, xi0, theta0, *settings):
-    """The outer fit compiled for these shapes (once per process: a later cohort of the same
-    structure and size, e.g. a replicate, reuses it)."""
-    leaves, treedef = jax.tree.flatten((stacked, z, xi0, theta0))
-    key = (outer, model, treedef, tuple((np.shape(x), str(x.dtype)) for x in leaves), settings)
+def _compiled_outer(outer, *args):
+    """The outer fit `OUTER_METHODS[outer]` compiled for these arguments' structure, shapes
+    and static values (once per process: a later cohort of the same structure and size, e.g.
+    a replicate, reuses it)."""
+    leaves, treedef = jax.tree.flatten(args)
+    key = (
+        outer,
+        treedef,
+        tuple((np.shape(x), str(x.dtype)) if hasattr(x, "dtype") else ("value", x) for x in leaves),
+    )
     if key not in _COMPILED:
-        program = OUTER_METHODS[outer]
-        lowered = program.lower(model, stacked, z, xi0, theta0, *settings)
+        lowered = OUTER_METHODS[outer].lower(*args)
         # mgjax's XLA options on the CPU: the ODE outer fits compile in ~60 % of the time
         _COMPILED[key] = lowered.compile(cpu_compiler_options())
     return _COMPILED[key]
+
+
+class _FoceProgram:
+    """The FOCE-I program of a cohort, compiled once: `fit(θ₀, ξ₀, max_steps)` → `OuterFit`
+    (Levenberg–Marquardt with `outer`'s curvature; `fisher`'s for `bfgs`, whose own program
+    only moves θ); `at(θ, ξ₀)`, the same evaluating θ alone."""
+
+    def __init__(self, outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol):
+        self.outer = "fisher" if outer == "bfgs" else outer
+        self.fixed = (model, stacked, z)
+        self.settings = (inner_max_steps, rtol, atol)
+        t0 = time.perf_counter()
+        self.program = _compiled_outer(
+            self.outer, model, stacked, z, xi0, theta0, jnp.asarray(0), *self.settings
+        )
+        self.seconds_compile = time.perf_counter() - t0
+
+    def fit(self, theta0, xi0, max_steps: int) -> OuterFit:
+        return self.program(*self.fixed, xi0, theta0, jnp.asarray(max_steps), *self.settings)
+
+    def at(self, theta, xi0) -> OuterFit:
+        return self.fit(theta, xi0, 0)
 
 
 #: SAEM runs in segments of this many iterations (a checkpoint after each)
@@ -470,9 +519,6 @@ def _load_checkpoint(path, template, fingerprint):
         return state, [saved["trace"]], [saved["acceptance"]], int(saved["done"])
 
 
-_subjects_objective = eqx.filter_jit(subjects_objective)
-
-
 @eqx.filter_jit
 def _curvatures(model, problems, theta, z, xi_hat):
     """Each subject's Laplace curvature H_i at its EBE."""
@@ -496,25 +542,6 @@ def _likelihoods(model, problems, theta, z, xi):
 
 @_cpu_compiled
 @eqx.filter_jit
-def _screen(model, problems, theta, z, xi0, inner_max_steps):
-    return fit_subjects(model, problems, theta, z, xi0, inner_max_steps)
-
-
-@_cpu_compiled
-@eqx.filter_jit
-def _scores_at(model, problems, thetas, z, xi0, inner_max_steps):
-    """Each subject's exact gradient of ½·(−2 log L_i) [k, n, q] at each row of `thetas`
-    [k, q] (EBEs re-fitted there, warm from ξ₀): one program, the points in sequence."""
-
-    def at(theta):
-        _, scores, _ = _values_and_scores(model, problems, z, xi0, theta, inner_max_steps)
-        return 0.5 * scores
-
-    return jax.lax.map(at, thetas)
-
-
-@_cpu_compiled
-@eqx.filter_jit
 def _expected_information(model, problems, theta, z, xi):
     """Σ_i of the subjects' expected information about θ (FOCE-I linearisation at ξ̂)."""
     fisher = jax.vmap(lambda p, zi, x: expected_information(model, p, theta, zi, x))(
@@ -523,19 +550,23 @@ def _expected_information(model, problems, theta, z, xi):
     return jnp.sum(fisher, axis=0)
 
 
-def _curvature(model, problems, theta, z, xi, inner_max_steps, step=1e-4):
+def _curvature(program: _FoceProgram, at: OuterFit, step=1e-4):
     """(R = ½∇²OFV by central differences of the exact gradient, each subject's gradient
-    of ½OFV_i [n, q]) at θ: the 2q + 1 points in one compiled program, in sequence
-    (vmapping them measured no faster and compiled longer)."""
-    theta = np.asarray(theta)
+    of ½OFV_i [n, q]) at the point `at` that `program` evaluated: 2q more points, each the
+    FOCE-I program's evaluation (EBEs re-fitted warm from `at`'s); a point whose OFV is not
+    finite leaves its column NaN."""
+    theta = np.asarray(at.theta)
     h = step * np.maximum(1.0, np.abs(theta))
-    shifts = np.diag(h)
-    points = np.concatenate([theta[None], theta + shifts, theta - shifts])
-    scores = np.asarray(_scores_at(model, problems, jnp.asarray(points), z, xi, inner_max_steps))
-    q = theta.shape[0]
-    sums = scores.sum(axis=1)
-    hessian = ((sums[1 : q + 1] - sums[q + 1 :]) / (2.0 * h[:, None])).T
-    return 0.5 * (hessian + hessian.T), scores[0]
+    columns = []
+    for k in range(theta.shape[0]):
+        sums = []
+        for sign in (1.0, -1.0):
+            point = program.at(jnp.asarray(theta).at[k].add(sign * h[k]), at.xi)
+            finite = np.isfinite(float(point.ofv))
+            sums.append(np.asarray(point.scores).sum(0) if finite else np.full(len(theta), np.nan))
+        columns.append((sums[0] - sums[1]) / (2.0 * h[k]))
+    hessian = 0.5 * np.stack(columns, axis=1)
+    return 0.5 * (hessian + hessian.T), 0.5 * np.asarray(at.scores)
 
 
 #: R's eigenvalues below this fraction of its largest count as zero (NONMEM: "R matrix
@@ -648,71 +679,78 @@ def fit_population(
     # SAEM without the FOCE-I covariance step needs simulations only (no derivative of the
     # model in the quantities with a random effect)
     simulation_only = method == "saem" and covariance in ("none", "stochastic")
+    program = None  # every FOCE-I quantity comes from one compiled program
+    seconds_compile = 0.0
     if simulation_only:
         finite = np.isfinite(np.asarray(_likelihoods(model, stacked, theta0, z, xi0)))
-        screen = InnerFit(
-            xi=xi0, value=jnp.zeros(n), steps=jnp.zeros(n, int), converged=jnp.ones(n, bool)
-        )
     else:
-        screen = _screen(model, stacked, theta0, z, xi0, inner_max_steps)
-        finite = np.isfinite(np.asarray(screen.value))
+        program = _FoceProgram(outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol)
+        seconds_compile += program.seconds_compile
+        screen = program.at(theta0, xi0)
+        finite = np.isfinite(np.asarray(screen.start_values))
+        if np.all(finite) and np.isfinite(float(screen.ofv)):
+            xi0 = screen.xi  # the EBEs at θ₀: the outer fit's warm start
     keep = np.flatnonzero(finite)
     if keep.size == 0:
         raise ValueError("no subject's objective is finite at the start; check data and start")
     excluded = tuple(s for s, ok in zip(subjects, finite) if not ok)
-    stacked, z, xi0 = _take(stacked, keep), z[keep], screen.xi[keep]
     subjects = tuple(subjects[i] for i in keep)
+    if excluded:  # the cohort without them (its own shapes: compiled again)
+        stacked, z, xi0 = _take(stacked, keep), z[keep], xi0[keep]
+        if program is not None:
+            program = _FoceProgram(
+                outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol
+            )
+            seconds_compile += program.seconds_compile
 
-    t_compile = time.perf_counter()
     trace = None
     start_ofvs: list[float] = []
     key_saem, key_sampling, key_information = jax.random.split(jax.random.PRNGKey(seed), 3)
     settings = saem_settings or SaemSettings()
     if method == "foce-i":
-        compiled = _compiled_outer(
-            outer, model, stacked, z, xi0, theta0, inner_max_steps, max_steps, rtol, atol
-        )
-        seconds_compile = time.perf_counter() - t_compile
         best = None
         for t0 in _perturbed_starts(model, first, theta0, starts, start_spread, seed):
-            run = compiled(model, stacked, z, xi0, t0, inner_max_steps, max_steps, rtol, atol)
-            start_ofvs.append(float(run.ofv))
-            if best is None or start_ofvs[-1] < float(best.ofv):
+            if outer == "bfgs":
+                t_compile = time.perf_counter()
+                args = (model, stacked, z, xi0, t0, inner_max_steps, max_steps, rtol, atol)
+                compiled = _compiled_outer("bfgs", *args)
+                seconds_compile += time.perf_counter() - t_compile if best is None else 0.0
+                theta_b, converged_b, steps_b = compiled(*args)
+                run = (program.at(theta_b, xi0), bool(converged_b), int(steps_b))
+            else:
+                fitted = program.fit(t0, xi0, max_steps)
+                run = (fitted, bool(fitted.converged), int(fitted.iterations))
+            start_ofvs.append(float(run[0].ofv))
+            if best is None or start_ofvs[-1] < float(best[0].ofv):
                 best = run
-        theta, converged, steps = best.theta, best.converged, best.iterations
+        estimate, converged, steps = best
+        theta = estimate.theta
     else:
-        output, seconds_compile = _run_saem(
+        output, seconds_compile_saem = _run_saem(
             model, stacked, z, theta0, key_saem, settings, checkpoint, progress
         )
+        seconds_compile += seconds_compile_saem
         theta, trace = output.theta, np.asarray(output.trace)
         converged, steps = bool(np.all(np.isfinite(trace[-1]))), settings.iterations
+        if not simulation_only:  # the FOCE-I linearisation at SAEM's estimate
+            estimate = program.at(theta, xi0)
     if simulation_only:
         # EBEs: the conditional means from the chains; the IS proposal their covariances
         xi_hat, conditional = output.conditional_mean, output.conditional_covariance
-        inner = InnerFit(
-            xi=xi_hat,
-            value=jnp.full(len(subjects), jnp.nan),
-            steps=jnp.zeros(len(subjects), int),
-            converged=jnp.all(jnp.isfinite(xi_hat), axis=1),
-        )
+        inner_converged = jnp.all(jnp.isfinite(xi_hat), axis=1)
         curvature = jnp.linalg.inv(conditional + 1e-12 * jnp.eye(model.n_random))
         ofv = float("nan")
-    elif method == "foce-i":
-        # the EBEs at θ̂ (the outer fit's, refined: its gradient test and flags); the OFV
-        # the outer fit's own there
-        inner = _screen(model, stacked, theta, z, best.xi, inner_max_steps)
-        ofv = float(best.ofv)
     else:
-        inner = _screen(model, stacked, theta, z, xi0, inner_max_steps)
-        ofv = float(jnp.sum(_subjects_objective(model, stacked, theta, z, inner.xi)))
+        # the EBEs, their convergence and the OFV at θ̂, as the FOCE-I program left them
+        xi_hat, inner_converged, ofv = estimate.xi, estimate.inner_converged, float(estimate.ofv)
     ofv_is = float("nan")
     if importance_samples > 0:
         if not simulation_only:
-            curvature = _curvatures(model, stacked, theta, z, inner.xi)
+            curvature = _curvatures(model, stacked, theta, z, xi_hat)
         ofv_is = float(
             jnp.sum(
                 _importance_sampling(
-                    model, stacked, theta, z, inner.xi, curvature, key_sampling, importance_samples
+                    model, stacked, theta, z, xi_hat, curvature, key_sampling, importance_samples
                 )
             )
         )
@@ -722,20 +760,20 @@ def fit_population(
         if method == "saem":
             chains, scales = output.chains, output.scales
         else:  # chains start at the EBEs
-            chains, scales = chains_at(model, theta, z, inner.xi, settings.chains)
+            chains, scales = chains_at(model, theta, z, xi_hat, settings.chains)
         information, scores = stochastic_information(
             model, stacked, z, theta, chains, scales, key_information, settings
         )
         cov = _covariance(np.asarray(information), np.asarray(scores), "hessian")
     elif covariance == "expected":
-        information = _expected_information(model, stacked, theta, z, inner.xi)
+        information = _expected_information(model, stacked, theta, z, xi_hat)
         cov = _covariance(np.asarray(information), np.zeros((1, len(theta))), "hessian")
     else:
-        hessian, scores = _curvature(model, stacked, theta, z, inner.xi, inner_max_steps)
+        hessian, scores = _curvature(program, estimate)
         cov = _covariance(np.asarray(hessian), np.asarray(scores), covariance)
 
     units = dict(units or {})
-    tables = _tables(model, stacked, subjects, theta, inner.xi, z, cov, units)
+    tables = _tables(model, stacked, subjects, theta, xi_hat, z, cov, units)
     return PopulationResult(
         model=model,
         method=method,
@@ -749,10 +787,10 @@ def fit_population(
         covariance_method=covariance,
         converged=bool(converged),
         iterations=int(steps),
-        inner_converged=np.asarray(inner.converged),
+        inner_converged=np.asarray(inner_converged),
         seconds_compile=seconds_compile,
         seconds_total=time.perf_counter() - t_start,
-        eta=np.asarray(jax.vmap(lambda x: model.unpack(theta)[2] @ x)(inner.xi)),
+        eta=np.asarray(jax.vmap(lambda x: model.unpack(theta)[2] @ x)(xi_hat)),
         trace=trace,
         start_ofvs=tuple(start_ofvs),
         **tables,
