@@ -952,12 +952,15 @@ def _prediction_columns(model, stacked, theta, z, xi):
     """pred, ipred, IWRES and CWRES of every subject (vmapped; compiled once per shapes)."""
 
     def one(problem, zi, x):
-        u_hat = model.individual(theta, zi, x)
-        u_pop = model.individual(theta, zi, jnp.zeros_like(x))
-        ipred, _ = problem.predictions(u_hat)
-        pred, _ = problem.predictions(u_pop)
-        residual = problem.residuals(u_hat)  # (y − f)/σ at η̂, σ held
-        jac = jax.jacfwd(lambda e: problem.residuals(model.individual(theta, zi, e)))(x)
+        def at(e):  # (y − f)/σ at η (σ held), and f
+            u = model.individual(theta, zi, e)
+            preds, ok = problem.predictions(u)
+            residual = problem.residuals_from(u, preds, ok)
+            return residual, (residual, preds)
+
+        # the residuals' Jacobian, with the residuals and ipred from the same solve
+        jac, (residual, ipred) = jax.jacfwd(at, has_aux=True)(x)
+        pred, _ = problem.predictions(model.individual(theta, zi, jnp.zeros_like(x)))
         # in η: J_η = J_ξ L⁻¹; Cov(r) = J_η Ω J_ηᵀ + I = J_ξ J_ξᵀ + I
         m = jac @ jac.T + jnp.eye(residual.shape[0])
         cwres = jax.scipy.linalg.solve_triangular(
