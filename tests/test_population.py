@@ -314,6 +314,11 @@ def test_population_command_fits_a_nonmem_csv_into_a_run_directory(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "foce-i" and summary["subjects"] == n and summary["converged"]
+    # progress: the OFV of every outer iteration in the log; the checkpoint gone at the end
+    log = (out / "run.log").read_text()
+    assert "FOCE-I iteration 0: OFV" in log
+    assert f"FOCE-I iteration {summary['iterations']}: OFV" in log
+    assert not (out / "foce_checkpoint.npz").exists()
     population = pd.read_csv(out / "population_parameters.csv")
     assert list(population.columns) == [
         "parameter",
@@ -424,3 +429,94 @@ def test_multistart_reports_every_start_and_keeps_the_lowest_ofv():
     assert np.all(np.abs(a[1:, :3] - a[0, :3]) > 0) and np.all(a[1:, 5] == a[0, 5])
     with pytest.raises(ValueError, match="FOCE-I only"):
         fit_population(problems, model, starts=2, method="saem", **kwargs)
+
+
+def test_an_interrupted_foce_i_fit_resumes_from_its_checkpoint(tmp_path):
+    # FOCE-I saves its state after every outer iteration: a fit of two starts stopped in the
+    # second start's third iteration and run again with the same checkpoint continues there
+    # (no iteration repeated) and ends where an uninterrupted fit does; progress reports the
+    # OFV of every iteration, decreasing
+    problems, weights, _, model = _cohort(40, seed=3)
+    subjects = [f"s{i}" for i in range(40)]
+    kwargs = dict(
+        subjects=subjects,
+        covariates=pd.DataFrame({"weight": weights}, index=subjects),
+        start=START,
+        covariance="none",
+        starts=2,
+        seed=5,
+    )
+    whole = fit_population(problems, model, **kwargs)
+    checkpoint = tmp_path / "foce.npz"
+    seen = []
+
+    def stop_in_the_second_start(iteration, iterations, theta, ofv):
+        seen.append((iteration, ofv))
+        if len(seen) > whole_first_iterations + 3:
+            raise KeyboardInterrupt
+
+    whole_first_iterations = fit_population(problems, model, **{**kwargs, "starts": 1}).iterations
+    assert whole_first_iterations >= 3 and whole.iterations >= 3
+    with pytest.raises(KeyboardInterrupt):
+        fit_population(
+            problems, model, checkpoint=checkpoint, progress=stop_in_the_second_start, **kwargs
+        )
+    first = [ofv for _, ofv in seen[: whole_first_iterations + 1]]
+    assert [k for k, _ in seen[: whole_first_iterations + 1]] == list(
+        range(whole_first_iterations + 1)
+    )
+    assert all(b <= a + 1e-9 for a, b in zip(first, first[1:]))  # the accepted OFV never rises
+    assert first[-1] == pytest.approx(whole.start_ofvs[0], abs=1e-9)
+    later = []
+    resumed = fit_population(
+        problems,
+        model,
+        checkpoint=checkpoint,
+        progress=lambda k, total, theta, ofv: later.append(k),
+        **kwargs,
+    )
+    assert later[0] == seen[-1][0] + 1  # saved before it was reported: nothing repeated
+    np.testing.assert_allclose(resumed.theta, whole.theta, rtol=1e-12, atol=1e-12)
+    assert resumed.start_ofvs == pytest.approx(whole.start_ofvs, abs=1e-10)
+    assert resumed.iterations == whole.iterations and resumed.ofv == pytest.approx(whole.ofv)
+    # a checkpoint of another fit (another seed) is refused, not silently resumed
+    with pytest.raises(ValueError, match="another FOCE-I fit"):
+        fit_population(problems, model, checkpoint=checkpoint, **{**kwargs, "seed": 6})
+
+
+def test_a_second_run_reads_the_foce_i_program_back(tmp_path):
+    # `mgjax population` stores its FOCE-I program next to JAX's compilation cache: a second
+    # process on a cohort of the same structure and size reads it back (the stored file is
+    # not written again) and reaches the same estimates
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mgjax.population import nonmem_table
+
+    n = 30
+    problems, weights, _ = simulate_one_compartment_cohort(
+        n, typical=TYPICAL, omega_sd=OMEGA, times=[0.5, 2.0, 8.0, 24.0], seed=4
+    )
+    subjects = [f"id{i}" for i in range(n)]
+    csv = tmp_path / "pk.csv"
+    nonmem_table(problems, subjects, pd.DataFrame({"wt": weights}, index=subjects)).to_csv(
+        csv, index=False
+    )
+    env = dict(os.environ, MGJAX_COMPILATION_CACHE="1", MGJAX_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "mgjax", "population", "configs/population_pk.yaml"]
+    command += ["--data", str(csv), "report.enabled=false"]
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"run{k}"
+        done = subprocess.run(
+            [*command, "--out", str(out)], capture_output=True, text=True, env=env
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        stored = sorted((tmp_path / "cache" / "mgjax" / "programs").glob("population-fisher-*"))
+        assert len(stored) == 1
+        runs.append((stored[0].stat().st_mtime_ns, json.loads((out / "summary.json").read_text())))
+    assert runs[1][0] == runs[0][0]  # read back, not traced and written again
+    assert runs[1][1]["ofv"] == pytest.approx(runs[0][1]["ofv"], abs=1e-9)
+    assert runs[1][1]["iterations"] == runs[0][1]["iterations"]

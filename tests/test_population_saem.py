@@ -259,7 +259,7 @@ def test_an_interrupted_saem_run_resumes_from_its_checkpoint(tmp_path):
     checkpoint = tmp_path / "saem.npz"
     seen = []
 
-    def stop_after_first(iteration, iterations, theta):
+    def stop_after_first(iteration, iterations, theta, ofv):
         seen.append(iteration)
         raise KeyboardInterrupt
 

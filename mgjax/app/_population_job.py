@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,9 @@ def population_model(pop: PopulationConfig, names: tuple[str, ...]) -> Populatio
     return PopulationModel(names=names, random=_random(pop), covariates=effects, omega=pop.omega)
 
 
-#: SAEM's checkpoint in a run directory (removed when the run finishes)
+#: SAEM's and FOCE-I's checkpoints in a run directory (removed when the run finishes)
 SAEM_CHECKPOINT = "saem_checkpoint.npz"
+FOCE_CHECKPOINT = "foce_checkpoint.npz"
 
 
 def population_job(
@@ -145,11 +147,15 @@ def population_job(
     except ValueError as e:
         raise JobError(f"population: {e}") from None
     out = prepare_run_dir(Path(out), force=force, resume=resume)
-    checkpoint = out / SAEM_CHECKPOINT
+    checkpoint = out / (SAEM_CHECKPOINT if pop.method == "saem" else FOCE_CHECKPOINT)
     log = log or start_log(out, "mgjax.population")
     write_run_header(out, cfg)
-    if checkpoint.exists() and pop.method == "saem":
-        log.info("resuming SAEM from %s (the iterations done are kept)", checkpoint.name)
+    if checkpoint.exists() and pop.method in ("saem", "foce-i"):
+        log.info(
+            "resuming %s from %s (the iterations done are kept)",
+            pop.method.upper(),
+            checkpoint.name,
+        )
     log.info(
         "population fit (%s): %d subjects, random effects on %s, %d covariate effect(s)",
         pop.method.upper(),
@@ -181,12 +187,14 @@ def population_job(
             information_draws=pop.saem.information_draws,
         ),
         seed=cfg.seed,
-        checkpoint=checkpoint if pop.method == "saem" else None,
-        progress=lambda k, total, theta: log.info(
-            "SAEM iteration %d/%d: %s",
-            max(k, 0),
-            total,
-            ", ".join(f"{n} {v:.4g}" for n, v in zip(model.theta_names, theta)),
+        checkpoint=checkpoint,
+        progress=lambda k, total, theta, ofv: log.info(
+            "SAEM iteration %d/%d: %s" if pop.method == "saem" else "FOCE-I iteration %d: %s",
+            *((max(k, 0), total) if pop.method == "saem" else (k,)),
+            ", ".join(
+                ([f"OFV {ofv:.4f}"] if math.isfinite(ofv) else [])
+                + [f"{n} {v:.4g}" for n, v in zip(model.theta_names, theta)]
+            ),
         ),
     )
     checkpoint.unlink(missing_ok=True)

@@ -21,9 +21,10 @@ import optimistix as optx
 import pandas as pd
 from jaxtyping import Array, Bool, Float, Int
 
+from ..batch._run import errors_as_nan
 from ..fit._laplace import Z95
 from ..fit._problem import AbstractFitProblem
-from ..runtime._programs import cpu_compiler_options
+from ..runtime._programs import compile_program, cpu_compiler_options
 from ._laplace import (
     INNER_MAX_STEPS,
     expected_information,
@@ -177,21 +178,59 @@ def _ofv(theta, args):
     return population_objective(theta, args)[0]
 
 
-class OuterFit(eqx.Module):
-    """What the FOCE-I program returns: θ̂ and at θ̂ the OFV, each subject's OFV_i [n] and
-    exact gradient g_i [n, q], the EBEs ξ̂ [n, r] and whether each inner fit converged;
-    whether the outer fit converged and the steps it took; and each subject's OFV_i at the
-    start (`start_values`: finite or not — the screen for subjects that cannot be fitted)."""
+class OuterState(eqx.Module):
+    """The FOCE-I program's state (what a checkpoint holds): the accepted θ and, there, the
+    OFV, each subject's OFV_i [n] and exact gradient g_i [n, q], the outer curvature, the EBEs
+    ξ̂ [n, r] and whether each inner fit converged; the evaluations done (the first at θ₀),
+    whether the fit stopped, the damping, the next candidate θ, and each subject's OFV_i at
+    θ₀ (`start_values`: finite or not — the screen for subjects that cannot be fitted)."""
 
     theta: Float[Array, " q"]
     ofv: Float[Array, ""]
     values: Float[Array, " n"]
     scores: Float[Array, "n q"]
+    curvature: Float[Array, "q q"]
     xi: Float[Array, "n r"]
     inner_converged: Bool[Array, " n"]
-    converged: Bool[Array, ""]
-    iterations: Int[Array, ""]
+    evaluations: Int[Array, ""]
+    stopped: Bool[Array, ""]
+    damping: Float[Array, ""]
+    candidate: Float[Array, " q"]
     start_values: Float[Array, " n"]
+
+    @property
+    def iterations(self) -> int:
+        """Outer steps tried (the first evaluation is θ₀'s)."""
+        return max(int(self.evaluations) - 1, 0)
+
+    def converged(self, max_steps: int) -> bool:
+        """Stopped by its criteria, not by `max_steps` or a damping that could not find a
+        decrease."""
+        return bool(
+            np.isfinite(float(self.ofv))
+            and self.iterations < max_steps
+            and float(self.damping) <= 1e10
+        )
+
+
+def outer_start(theta0: Any, xi0: Any) -> OuterState:
+    """The FOCE-I program's state before its first evaluation (of θ₀, EBEs warm from ξ₀)."""
+    theta0, xi0 = jnp.asarray(theta0), jnp.asarray(xi0)
+    n, q = xi0.shape[0], theta0.shape[0]
+    return OuterState(
+        theta=theta0,
+        ofv=jnp.asarray(jnp.inf),
+        values=jnp.zeros(n),
+        scores=jnp.zeros((n, q)),
+        curvature=jnp.eye(q),
+        xi=xi0,
+        inner_converged=jnp.zeros(n, bool),
+        evaluations=jnp.asarray(0, dtype=jnp.int64),
+        stopped=jnp.asarray(False, dtype=bool),
+        damping=jnp.asarray(1e-2, dtype=jnp.float64),
+        candidate=theta0,
+        start_values=jnp.zeros(n),
+    )
 
 
 @eqx.filter_jit
@@ -225,24 +264,27 @@ def _values_and_scores(model, problems, z, xi0, theta, inner_max_steps):
 
 
 def _levenberg_marquardt_outer(
-    model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol, information
+    model, problems, z, state, until, stepping, inner_max_steps, rtol, atol, information
 ):
     """The outer fit by scoring: Levenberg–Marquardt steps on the OFV with the exact
     gradient and a Fisher-information curvature, the damping adapted (÷3 after a step that
     lowers the OFV, ×4 after one that does not). Stops when the step predicts an OFV
-    decrease below `atol`·(`rtol`/1e-8) or `max_steps` are spent. The curvature
-    (`information`): `"empirical"`, the outer product of the subjects' exact gradients,
-    ½Σ g_i g_iᵀ (BHHH: each subject an independent observation of θ), or `"expected"`,
-    twice the subjects' expected information in the FOCE-I linearisation
-    (`expected_information`), which, unlike BHHH, does not need many subjects to be good.
+    decrease below `atol`·(`rtol`/1e-8). The curvature (`information`): `"empirical"`, the
+    outer product of the subjects' exact gradients, ½Σ g_i g_iᵀ (BHHH: each subject an
+    independent observation of θ), or `"expected"`, twice the subjects' expected information
+    in the FOCE-I linearisation (`expected_information`), which, unlike BHHH, does not need
+    many subjects to be good.
 
-    `max_steps` is an argument of the program, so one program also evaluates a point
-    (`max_steps` = 0: the screen at the start, the EBEs and OFV at an estimate, the covariance
-    step's gradients) — every FOCE-I quantity of a fit comes from this one program."""
+    From `state` (an `OuterState`), evaluations continue up to number `until` (θ₀'s is
+    number 0) and the new state is returned: the host runs the fit in segments (checkpoints,
+    progress), and with `until` = 0 and `stepping` False (no curvature: no step follows) the
+    same program evaluates one point (the screen at the
+    start, the EBEs, OFV and per-subject gradients at an estimate, the covariance step's
+    gradients) — every FOCE-I quantity of a fit comes from this one program."""
     threshold = atol * rtol / 1e-8
-    q = theta0.shape[0]
+    q = state.theta.shape[0]
 
-    def evaluate(theta, xi):
+    def evaluate(theta, xi, with_curvature):
         values, scores, xi, inner_ok = _values_and_scores(
             model, problems, z, xi, theta, inner_max_steps
         )
@@ -257,7 +299,7 @@ def _levenberg_marquardt_outer(
                 return 2.0 * jnp.sum(each, axis=0)
 
             # a point evaluated alone takes no step: its curvature is not needed
-            curvature = jax.lax.cond(max_steps > 0, fisher, lambda: jnp.eye(q))
+            curvature = jax.lax.cond(with_curvature, fisher, lambda: jnp.eye(q))
             ok = ok & jnp.all(jnp.isfinite(curvature))
             curvature = jnp.where(ok, curvature, jnp.eye(q))
         else:
@@ -270,87 +312,70 @@ def _levenberg_marquardt_outer(
     # the loop evaluates the candidate θ it carries, so `evaluate` (every subject's solves
     # and their derivatives: most of the program) is traced once; its first pass evaluates
     # θ₀ against an OFV of +∞
-    def cond(state):
-        k, done = state[3], state[4]
-        return (k <= max_steps) & ~done
+    def cond(s):
+        return (s.evaluations <= until) & ~s.stopped
 
-    def body(state):
-        theta, ofv, at, k, _, damping, candidate, start_values = state
-        trial_ofv, trial = evaluate(candidate, at[3])
-        first = k == 0
-        better = trial_ofv < ofv
-        theta, ofv, at = jax.tree.map(
+    def body(s):
+        trial_ofv, trial = evaluate(s.candidate, s.xi, stepping)
+        first = s.evaluations == 0
+        better = trial_ofv < s.ofv
+        theta, ofv, (values, scores, curvature, xi, inner_ok) = jax.tree.map(
             lambda new, old: jnp.where(better, new, old),
-            (candidate, trial_ofv, trial),
-            (theta, ofv, at),
+            (s.candidate, trial_ofv, trial),
+            (s.theta, s.ofv, (s.values, s.scores, s.curvature, s.xi, s.inner_converged)),
         )
-        start_values = jnp.where(first, trial[0], start_values)
-        _, scores, curvature, _, _ = at
         grad = jnp.sum(scores, axis=0)
         scale = jnp.diag(curvature) + 1e-12
         # converged: the next undamped step predicts a decrease ½gᵀB⁻¹g below the threshold,
         # or a step not heavily damped just gained less (e.g. an error term drifting along
         # the OFV's plateau towards zero, where B models the OFV poorly)
         newton = jnp.linalg.solve(curvature + 1e-12 * jnp.diag(scale), grad)
-        gained = state[1] - ofv
+        gained = s.ofv - ofv
         small = (
             better
             & ~first
-            & ((0.5 * grad @ newton < threshold) | ((gained < threshold) & (damping < 10.0)))
+            & ((0.5 * grad @ newton < threshold) | ((gained < threshold) & (s.damping < 10.0)))
         )
         damping = jnp.where(
-            first, damping, jnp.where(better, jnp.maximum(damping / 3.0, 1e-10), damping * 4.0)
+            first,
+            s.damping,
+            jnp.where(better, jnp.maximum(s.damping / 3.0, 1e-10), s.damping * 4.0),
         )
         step = -jnp.linalg.solve(curvature + damping * jnp.diag(scale), grad)
         # at most half a unit per coordinate (a factor 1.65 on log scale): a long step
         # towards a zero error term can land on the OFV's plateau there and stall
         step = jnp.clip(step, -0.5, 0.5)
-        stop = small | (damping > 1e10) | ~jnp.isfinite(ofv)
-        return theta, ofv, at, k + 1, stop, damping, theta + step, start_values
+        return OuterState(
+            theta=theta,
+            ofv=ofv,
+            values=values,
+            scores=scores,
+            curvature=curvature,
+            xi=xi,
+            inner_converged=inner_ok,
+            evaluations=s.evaluations + 1,
+            stopped=small | (damping > 1e10) | ~jnp.isfinite(ofv),
+            damping=damping,
+            candidate=theta + step,
+            start_values=jnp.where(first, trial[0], s.start_values),
+        )
 
-    n = xi0.shape[0]
-    at = (jnp.zeros(n), jnp.zeros((n, q)), jnp.eye(q), xi0, jnp.zeros(n, bool))
-    state = (
-        theta0,
-        jnp.asarray(jnp.inf),
-        at,
-        jnp.asarray(0),
-        jnp.asarray(False),
-        jnp.asarray(1e-2),
-        theta0,
-        jnp.zeros(n),
-    )
-    theta, ofv, at, k, _, damping, _, start_values = jax.lax.while_loop(cond, body, state)
-    steps = jnp.maximum(k - 1, 0)  # the first pass evaluated θ₀
-    # stopped by its criteria, not by max_steps or a damping that could not find a decrease
-    converged = jnp.isfinite(ofv) & (steps < max_steps) & (damping <= 1e10)
-    values, scores, _, xi, inner_ok = at
-    return OuterFit(
-        theta=theta,
-        ofv=ofv,
-        values=values,
-        scores=scores,
-        xi=xi,
-        inner_converged=inner_ok,
-        converged=converged,
-        iterations=steps,
-        start_values=start_values,
-    )
+    return jax.lax.while_loop(cond, body, state)
 
 
 @eqx.filter_jit
-def _scoring_outer(model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol):
+def _scoring_outer(model, problems, z, state, until, stepping, inner_max_steps, rtol, atol):
     """Levenberg–Marquardt scoring with the empirical (BHHH) information."""
     return _levenberg_marquardt_outer(
-        model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol, "empirical"
+        model, problems, z, state, until, stepping, inner_max_steps, rtol, atol, "empirical"
     )
 
 
 @eqx.filter_jit
-def _fisher_outer(model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol):
+def _fisher_outer(model, problems, z, state, until, stepping, inner_max_steps, rtol, atol):
     """Levenberg–Marquardt scoring with the expected (FOCE-I linearised) information."""
     return _levenberg_marquardt_outer(
-        model, problems, z, xi0, theta0, max_steps, inner_max_steps, rtol, atol, "expected"
+        model, problems, z, state, until, stepping, inner_max_steps, rtol, atol, "expected"
     )
 
 
@@ -384,43 +409,100 @@ _COMPILED: dict[Any, Any] = {}
 OUTER_METHODS = {"scoring": _scoring_outer, "fisher": _fisher_outer, "bfgs": _outer}
 
 
+def _count(k: int) -> Array:
+    return jnp.asarray(k, dtype=jnp.int64)
+
+
+def _flag(b: bool) -> Array:
+    return jnp.asarray(b, dtype=bool)
+
+
 def _compiled_outer(outer, *args):
     """The outer fit `OUTER_METHODS[outer]` compiled for these arguments' structure, shapes
     and static values (once per process: a later cohort of the same structure and size, e.g.
-    a replicate, reuses it)."""
+    a replicate, reuses it). The Levenberg–Marquardt programs are traced with Equinox's
+    runtime checks as NaN (a subject's failed check reaches its objective, not the fit) and,
+    when JAX's persistent compilation cache is on (the command line), stored: a later run on
+    a cohort of the same structure and size reads the program back instead of tracing it
+    (`mgjax.runtime.compile_program`)."""
     leaves, treedef = jax.tree.flatten(args)
     key = (
         outer,
         treedef,
         tuple((np.shape(x), str(x.dtype)) if hasattr(x, "dtype") else ("value", x) for x in leaves),
     )
-    if key not in _COMPILED:
-        lowered = OUTER_METHODS[outer].lower(*args)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    dynamic, static = eqx.partition(args, eqx.is_array)
+    dynamic_leaves, dynamic_tree = jax.tree.flatten(dynamic)
+    static_text = str(treedef) + repr([x for x in leaves if not hasattr(x, "dtype")])
+    if outer == "bfgs" or " at 0x" in static_text:  # not storable: compiled in this process
+        with errors_as_nan():
+            lowered = OUTER_METHODS[outer].lower(*args)
         # mgjax's XLA options on the CPU: the ODE outer fits compile in ~60 % of the time
         _COMPILED[key] = lowered.compile(cpu_compiler_options())
-    return _COMPILED[key]
+        return _COMPILED[key]
+    state_tree = jax.tree.structure(args[3])  # the program returns the state it was given
+
+    def flat(arrays):
+        full = eqx.combine(jax.tree.unflatten(dynamic_tree, arrays), static)
+        return jax.tree.leaves(OUTER_METHODS[outer](*full))
+
+    with errors_as_nan():
+        program = compile_program(
+            f"population-{outer}",
+            flat,
+            (dynamic_leaves,),
+            static=static_text,
+            compiler_options=cpu_compiler_options(),
+        )
+
+    def call(*call_args):
+        arrays = jax.tree.leaves(eqx.filter(call_args, eqx.is_array))
+        return jax.tree.unflatten(state_tree, program(arrays))
+
+    _COMPILED[key] = call
+    return call
 
 
 class _FoceProgram:
-    """The FOCE-I program of a cohort, compiled once: `fit(θ₀, ξ₀, max_steps)` → `OuterFit`
+    """The FOCE-I program of a cohort, compiled once: `run(state, max_steps, after)` fits
     (Levenberg–Marquardt with `outer`'s curvature; `fisher`'s for `bfgs`, whose own program
-    only moves θ); `at(θ, ξ₀)`, the same evaluating θ alone."""
+    only moves θ), `at(θ, ξ₀)` evaluates θ alone."""
 
     def __init__(self, outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol):
         self.outer = "fisher" if outer == "bfgs" else outer
         self.fixed = (model, stacked, z)
         self.settings = (inner_max_steps, rtol, atol)
         t0 = time.perf_counter()
+        start = outer_start(theta0, xi0)
         self.program = _compiled_outer(
-            self.outer, model, stacked, z, xi0, theta0, jnp.asarray(0), *self.settings
+            self.outer, model, stacked, z, start, _count(0), _flag(True), *self.settings
         )
         self.seconds_compile = time.perf_counter() - t0
 
-    def fit(self, theta0, xi0, max_steps: int) -> OuterFit:
-        return self.program(*self.fixed, xi0, theta0, jnp.asarray(max_steps), *self.settings)
+    def run(
+        self,
+        state: OuterState,
+        max_steps: int,
+        after: Callable[[OuterState], None] | None = None,
+    ) -> OuterState:
+        """Continue from `state` until the fit stops or `max_steps` steps are spent; with
+        `after`, one step at a time, `after(state)` after each (checkpoints, progress)."""
+        stepping = _flag(True)
+        if after is None:
+            until = _count(max_steps)
+            return self.program(*self.fixed, state, until, stepping, *self.settings)
+        while not bool(state.stopped) and int(state.evaluations) <= max_steps:
+            until = _count(int(state.evaluations))  # one evaluation
+            state = self.program(*self.fixed, state, until, stepping, *self.settings)
+            after(state)
+        return state
 
-    def at(self, theta, xi0) -> OuterFit:
-        return self.fit(theta, xi0, 0)
+    def at(self, theta, xi0) -> OuterState:
+        """θ evaluated alone (EBEs warm from ξ₀; no curvature)."""
+        start = outer_start(theta, xi0)
+        return self.program(*self.fixed, start, _count(0), _flag(False), *self.settings)
 
 
 #: SAEM runs in segments of this many iterations (a checkpoint after each)
@@ -481,11 +563,73 @@ def _run_saem(model, stacked, z, theta0, key, settings, checkpoint, progress):
         if progress is not None:
             last = min((segment + 1) * size, total)
             theta = traces[-1][last - 1 - part.start]
-            progress(last - settings.burn_in, settings.iterations, theta)
+            progress(last - settings.burn_in, settings.iterations, theta, float("nan"))
     burn = settings.burn_in
     trace = jnp.asarray(np.concatenate(traces)[burn:total])
     acceptance = jnp.asarray(np.concatenate(acceptances)[burn:total])
     return saem_output(model, z, state, trace, acceptance), seconds_compile
+
+
+@dataclasses.dataclass(frozen=True)
+class FoceCheckpoint:
+    """Where a FOCE-I fit stands: the start being fitted and its `OuterState` (None: not
+    begun), the OFVs of the starts done and the best of them (state, converged, steps)."""
+
+    start: int = 0
+    current: OuterState | None = None
+    start_ofvs: tuple[float, ...] = ()
+    best: tuple[OuterState, bool, int] | None = None
+
+    def save(self, path, fingerprint: str) -> None:
+        """Written atomically (a kill mid-write leaves the previous checkpoint)."""
+        path = Path(path)
+        arrays: dict[str, Any] = dict(
+            fingerprint=np.asarray(fingerprint),
+            start=np.asarray(self.start),
+            start_ofvs=np.asarray(self.start_ofvs, dtype=float),
+        )
+        for name, state in (("current", self.current), ("best", self.best and self.best[0])):
+            if state is not None:
+                arrays |= {
+                    f"{name}_{k}": np.asarray(x) for k, x in enumerate(jax.tree.leaves(state))
+                }
+        if self.best is not None:
+            arrays |= dict(
+                best_converged=np.asarray(self.best[1]), best_steps=np.asarray(self.best[2])
+            )
+        partial = path.with_name(path.name + ".partial.npz")
+        np.savez(partial, **arrays)
+        os.replace(partial, path)
+
+    @classmethod
+    def load(cls, path, template: OuterState, fingerprint: str) -> FoceCheckpoint:
+        """The checkpoint at `path` (none there: a fresh one) of this same fit."""
+        if path is None or not Path(path).exists():
+            return cls()
+        with np.load(path) as saved:
+            if str(saved["fingerprint"]) != fingerprint:
+                raise ValueError(
+                    f"{path} is the checkpoint of another FOCE-I fit (different data, model, "
+                    "settings or seed); remove it to start afresh"
+                )
+            leaves, treedef = jax.tree.flatten(template)
+
+            def state(name):
+                if f"{name}_0" not in saved:
+                    return None
+                return jax.tree.unflatten(
+                    treedef, [jnp.asarray(saved[f"{name}_{k}"]) for k in range(len(leaves))]
+                )
+
+            best = state("best")
+            return cls(
+                start=int(saved["start"]),
+                current=state("current"),
+                start_ofvs=tuple(float(v) for v in saved["start_ofvs"]),
+                best=None
+                if best is None
+                else (best, bool(saved["best_converged"]), int(saved["best_steps"])),
+            )
 
 
 def _save_checkpoint(path, state, traces, acceptances, done, fingerprint) -> None:
@@ -550,7 +694,7 @@ def _expected_information(model, problems, theta, z, xi):
     return jnp.sum(fisher, axis=0)
 
 
-def _curvature(program: _FoceProgram, at: OuterFit, step=1e-4):
+def _curvature(program: _FoceProgram, at: OuterState, step=1e-4):
     """(R = ½∇²OFV by central differences of the exact gradient, each subject's gradient
     of ½OFV_i [n, q]) at the point `at` that `program` evaluated: 2q more points, each the
     FOCE-I program's evaluation (EBEs re-fitted warm from `at`'s); a point whose OFV is not
@@ -648,9 +792,11 @@ def fit_population(
       log-scale typical value and log ω moved by N(0, `start_spread`²), others by that
       fraction of their size; random numbers from `seed`); the lowest OFV wins, every
       start's OFV is in `start_ofvs`;
-    - `checkpoint` (SAEM): a file the state goes to after every `SAEM_SEGMENT` iterations; a
-      rerun with the same inputs resumes from it (a killed run loses at most one segment);
-      `progress(iteration, iterations, θ)` is called after each segment;
+    - `checkpoint`: a file the state goes to after every FOCE-I outer iteration (Levenberg–
+      Marquardt outers; per start) or every `SAEM_SEGMENT` SAEM iterations; a rerun with the
+      same inputs resumes from it and ends where an uninterrupted fit does (a killed run
+      loses at most one iteration or segment); `progress(iteration, iterations, θ, OFV)` is
+      called after each (FOCE-I: `iterations` is `max_steps`; SAEM: the OFV is NaN);
     - `importance_samples`: draws per subject of the importance-sampling OFV (0: skip;
       default `IMPORTANCE_SAMPLES` for SAEM, 0 for FOCE-I, whose OFV is its own).
 
@@ -708,9 +854,17 @@ def fit_population(
     key_saem, key_sampling, key_information = jax.random.split(jax.random.PRNGKey(seed), 3)
     settings = saem_settings or SaemSettings()
     if method == "foce-i":
-        best = None
-        for t0 in _perturbed_starts(model, first, theta0, starts, start_spread, seed):
-            if outer == "bfgs":
+        template = outer_start(theta0, xi0)
+        fingerprint = _fingerprint(
+            "foce-i", outer, model.theta_names, stacked, z, theta0, max_steps, rtol, atol,
+            inner_max_steps, starts, start_spread, seed,
+        )  # fmt: skip
+        saved = FoceCheckpoint.load(checkpoint, template, fingerprint)
+        start_ofvs, best = list(saved.start_ofvs), saved.best
+        for j, t0 in enumerate(_perturbed_starts(model, first, theta0, starts, start_spread, seed)):
+            if j < saved.start:
+                continue
+            if outer == "bfgs":  # (not checkpointed within a start)
                 t_compile = time.perf_counter()
                 args = (model, stacked, z, xi0, t0, inner_max_steps, max_steps, rtol, atol)
                 compiled = _compiled_outer("bfgs", *args)
@@ -718,11 +872,25 @@ def fit_population(
                 theta_b, converged_b, steps_b = compiled(*args)
                 run = (program.at(theta_b, xi0), bool(converged_b), int(steps_b))
             else:
-                fitted = program.fit(t0, xi0, max_steps)
-                run = (fitted, bool(fitted.converged), int(fitted.iterations))
+                state = saved.current if j == saved.start and saved.current else None
+                after = None
+                if checkpoint is not None or progress is not None:
+
+                    def after(s, j=j, best=best):
+                        if checkpoint is not None:
+                            FoceCheckpoint(j, s, tuple(start_ofvs), best).save(
+                                checkpoint, fingerprint
+                            )
+                        if progress is not None:
+                            progress(s.iterations, max_steps, np.asarray(s.theta), float(s.ofv))
+
+                state = program.run(state or outer_start(t0, xi0), max_steps, after)
+                run = (state, state.converged(max_steps), state.iterations)
             start_ofvs.append(float(run[0].ofv))
             if best is None or start_ofvs[-1] < float(best[0].ofv):
                 best = run
+            if checkpoint is not None:  # this start done: a resumed run begins the next
+                FoceCheckpoint(j + 1, None, tuple(start_ofvs), best).save(checkpoint, fingerprint)
         estimate, converged, steps = best
         theta = estimate.theta
     else:
