@@ -278,9 +278,9 @@ def _levenberg_marquardt_outer(
     From `state` (an `OuterState`), evaluations continue up to number `until` (θ₀'s is
     number 0) and the new state is returned: the host runs the fit in segments (checkpoints,
     progress), and with `until` = 0 and `stepping` False (no curvature: no step follows) the
-    same program evaluates one point (the screen at the
-    start, the EBEs, OFV and per-subject gradients at an estimate, the covariance step's
-    gradients) — every FOCE-I quantity of a fit comes from this one program."""
+    same program evaluates one point (the screen at the start, the EBEs, OFV and per-subject
+    gradients at an estimate, the covariance step's gradients) — every FOCE-I quantity of a
+    fit comes from this one program."""
     threshold = atol * rtol / 1e-8
     q = state.theta.shape[0]
 
