@@ -403,9 +403,23 @@ def test_recovery_study_runs_and_summarises_every_parameter():
     assert (typical["bias_percent"].abs() < 25).all(), typical
 
 
-def test_multistart_reports_every_start_and_keeps_the_lowest_ofv():
-    from mgjax.population._fit import _perturbed_starts
+def write_pk_csv(path, n: int, seed: int):
+    """A NONMEM-style CSV of `n` simulated one-compartment subjects (samples at 0.5, 2, 8,
+    24 h; weight as covariate `wt`), for the command-line tests; returns its path."""
+    from mgjax.population import nonmem_table
 
+    problems, weights, _ = simulate_one_compartment_cohort(
+        n, typical=TYPICAL, omega_sd=OMEGA, times=[0.5, 2.0, 8.0, 24.0], seed=seed
+    )
+    subjects = [f"id{i}" for i in range(n)]
+    table = nonmem_table(problems, subjects, pd.DataFrame({"wt": weights}, index=subjects))
+    table.to_csv(path, index=False)
+    return path
+
+
+def _multistart_cohort():
+    """(problems, model, fit_population keywords) of the 40-subject cohort the multistart
+    and checkpoint tests fit (no covariance step)."""
     problems, weights, _, model = _cohort(40, seed=3)
     subjects = [f"s{i}" for i in range(40)]
     kwargs = dict(
@@ -414,6 +428,13 @@ def test_multistart_reports_every_start_and_keeps_the_lowest_ofv():
         start=START,
         covariance="none",
     )
+    return problems, model, kwargs
+
+
+def test_multistart_reports_every_start_and_keeps_the_lowest_ofv():
+    from mgjax.population._fit import _perturbed_starts
+
+    problems, model, kwargs = _multistart_cohort()
     single = fit_population(problems, model, **kwargs)
     multi = fit_population(problems, model, starts=3, seed=5, **kwargs)
     assert len(multi.start_ofvs) == 3 and multi.start_ofvs[0] == pytest.approx(single.ofv)
@@ -436,16 +457,8 @@ def test_an_interrupted_foce_i_fit_resumes_from_its_checkpoint(tmp_path):
     # second start's third iteration and run again with the same checkpoint continues there
     # (no iteration repeated) and ends where an uninterrupted fit does; progress reports the
     # OFV of every iteration, decreasing
-    problems, weights, _, model = _cohort(40, seed=3)
-    subjects = [f"s{i}" for i in range(40)]
-    kwargs = dict(
-        subjects=subjects,
-        covariates=pd.DataFrame({"weight": weights}, index=subjects),
-        start=START,
-        covariance="none",
-        starts=2,
-        seed=5,
-    )
+    problems, model, kwargs = _multistart_cohort()
+    kwargs |= dict(starts=2, seed=5)
     whole = fit_population(problems, model, **kwargs)
     checkpoint = tmp_path / "foce.npz"
     seen = []
@@ -493,17 +506,7 @@ def test_a_second_run_reads_the_foce_i_program_back(tmp_path):
     import subprocess
     import sys
 
-    from mgjax.population import nonmem_table
-
-    n = 30
-    problems, weights, _ = simulate_one_compartment_cohort(
-        n, typical=TYPICAL, omega_sd=OMEGA, times=[0.5, 2.0, 8.0, 24.0], seed=4
-    )
-    subjects = [f"id{i}" for i in range(n)]
-    csv = tmp_path / "pk.csv"
-    nonmem_table(problems, subjects, pd.DataFrame({"wt": weights}, index=subjects)).to_csv(
-        csv, index=False
-    )
+    csv = write_pk_csv(tmp_path / "pk.csv", 30, seed=4)
     env = dict(os.environ, MGJAX_COMPILATION_CACHE="1", MGJAX_CACHE_DIR=str(tmp_path / "cache"))
     command = [sys.executable, "-m", "mgjax", "population", "configs/population_pk.yaml"]
     command += ["--data", str(csv), "report.enabled=false"]

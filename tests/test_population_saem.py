@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-from test_population import OMEGA, START, TYPICAL, LinearProblem
+from test_population import OMEGA, START, TYPICAL, LinearProblem, write_pk_csv
 
 from mgjax.population import (
     CovariateEffect,
@@ -291,15 +291,7 @@ def test_a_killed_saem_run_resumes_from_the_command_line(tmp_path):
 
     from mgjax.app._population_job import SAEM_CHECKPOINT
 
-    n = 60
-    problems, weights, _ = simulate_one_compartment_cohort(
-        n, typical=TYPICAL, omega_sd=OMEGA, times=[0.5, 2.0, 8.0, 24.0], seed=8
-    )
-    subjects = [f"id{i}" for i in range(n)]
-    csv = tmp_path / "pk.csv"
-    nonmem_table(problems, subjects, pd.DataFrame({"wt": weights}, index=subjects)).to_csv(
-        csv, index=False
-    )
+    csv = write_pk_csv(tmp_path / "pk.csv", 60, seed=8)
     out = tmp_path / "run"
     overrides = ["population.method=saem", "population.saem.exploration=1500"]
     overrides += ["population.saem.smoothing=300", "population.saem.chains=2"]

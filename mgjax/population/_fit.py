@@ -570,6 +570,43 @@ def _run_saem(model, stacked, z, theta0, key, settings, checkpoint, progress):
     return saem_output(model, z, state, trace, acceptance), seconds_compile
 
 
+def _state_arrays(name: str, state: Any) -> dict[str, np.ndarray]:
+    """A state pytree's leaves as checkpoint arrays `name_0`, `name_1`, … (none for None)."""
+    if state is None:
+        return {}
+    return {f"{name}_{k}": np.asarray(x) for k, x in enumerate(jax.tree.leaves(state))}
+
+
+def _state_from(saved: Mapping[str, Any], name: str, template: Any) -> Any:
+    """The state `_state_arrays` wrote under `name`, in `template`'s structure (None if
+    absent)."""
+    if f"{name}_0" not in saved:
+        return None
+    leaves, treedef = jax.tree.flatten(template)
+    arrays = [jnp.asarray(saved[f"{name}_{k}"]) for k in range(len(leaves))]
+    return jax.tree.unflatten(treedef, arrays)
+
+
+def _write_checkpoint(path, arrays: dict[str, Any], fingerprint: str) -> None:
+    """`arrays` and the run's fingerprint to `path`, atomically (a kill mid-write leaves the
+    previous checkpoint)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez(partial, fingerprint=np.asarray(fingerprint), **arrays)
+    os.replace(partial, path)
+
+
+def _read_checkpoint(path, fingerprint: str, fit: str) -> dict[str, np.ndarray]:
+    """The arrays of the checkpoint at `path`, refused unless it is this same run's."""
+    with np.load(path) as saved:
+        if str(saved["fingerprint"]) != fingerprint:
+            raise ValueError(
+                f"{path} is the checkpoint of another {fit} (different data, model, "
+                "settings or seed); remove it to start afresh"
+            )
+        return dict(saved)
+
+
 @dataclasses.dataclass(frozen=True)
 class FoceCheckpoint:
     """Where a FOCE-I fit stands: the start being fitted and its `OuterState` (None: not
@@ -581,86 +618,48 @@ class FoceCheckpoint:
     best: tuple[OuterState, bool, int] | None = None
 
     def save(self, path, fingerprint: str) -> None:
-        """Written atomically (a kill mid-write leaves the previous checkpoint)."""
-        path = Path(path)
-        arrays: dict[str, Any] = dict(
-            fingerprint=np.asarray(fingerprint),
+        best_state, converged, steps = self.best or (None, False, 0)
+        arrays = dict(
             start=np.asarray(self.start),
             start_ofvs=np.asarray(self.start_ofvs, dtype=float),
+            best_converged=np.asarray(converged),
+            best_steps=np.asarray(steps),
         )
-        for name, state in (("current", self.current), ("best", self.best and self.best[0])):
-            if state is not None:
-                arrays |= {
-                    f"{name}_{k}": np.asarray(x) for k, x in enumerate(jax.tree.leaves(state))
-                }
-        if self.best is not None:
-            arrays |= dict(
-                best_converged=np.asarray(self.best[1]), best_steps=np.asarray(self.best[2])
-            )
-        partial = path.with_name(path.name + ".partial.npz")
-        np.savez(partial, **arrays)
-        os.replace(partial, path)
+        arrays |= _state_arrays("current", self.current) | _state_arrays("best", best_state)
+        _write_checkpoint(path, arrays, fingerprint)
 
     @classmethod
     def load(cls, path, template: OuterState, fingerprint: str) -> FoceCheckpoint:
         """The checkpoint at `path` (none there: a fresh one) of this same fit."""
         if path is None or not Path(path).exists():
             return cls()
-        with np.load(path) as saved:
-            if str(saved["fingerprint"]) != fingerprint:
-                raise ValueError(
-                    f"{path} is the checkpoint of another FOCE-I fit (different data, model, "
-                    "settings or seed); remove it to start afresh"
-                )
-            leaves, treedef = jax.tree.flatten(template)
-
-            def state(name):
-                if f"{name}_0" not in saved:
-                    return None
-                return jax.tree.unflatten(
-                    treedef, [jnp.asarray(saved[f"{name}_{k}"]) for k in range(len(leaves))]
-                )
-
-            best = state("best")
-            return cls(
-                start=int(saved["start"]),
-                current=state("current"),
-                start_ofvs=tuple(float(v) for v in saved["start_ofvs"]),
-                best=None
-                if best is None
-                else (best, bool(saved["best_converged"]), int(saved["best_steps"])),
-            )
+        saved = _read_checkpoint(path, fingerprint, "FOCE-I fit")
+        best = _state_from(saved, "best", template)
+        return cls(
+            start=int(saved["start"]),
+            current=_state_from(saved, "current", template),
+            start_ofvs=tuple(float(v) for v in saved["start_ofvs"]),
+            best=None
+            if best is None
+            else (best, bool(saved["best_converged"]), int(saved["best_steps"])),
+        )
 
 
 def _save_checkpoint(path, state, traces, acceptances, done, fingerprint) -> None:
-    """The SAEM state after `done` segments, written atomically (a kill mid-write leaves the
-    previous checkpoint)."""
-    path = Path(path)
-    arrays = {f"state_{k}": np.asarray(x) for k, x in enumerate(jax.tree.leaves(state))}
-    arrays |= {
+    """The SAEM state after `done` segments."""
+    arrays = _state_arrays("state", state) | {
         "trace": np.concatenate(traces),
         "acceptance": np.concatenate(acceptances),
         "done": np.asarray(done),
-        "fingerprint": np.asarray(fingerprint),
     }
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, **arrays)
-    os.replace(partial, path)
+    _write_checkpoint(path, arrays, fingerprint)
 
 
 def _load_checkpoint(path, template, fingerprint):
     """(state, traces, acceptances, segments done) from a checkpoint of this same run."""
-    with np.load(path) as saved:
-        if str(saved["fingerprint"]) != fingerprint:
-            raise ValueError(
-                f"{path} is the checkpoint of another SAEM run (different data, model, "
-                "settings or seed); remove it to start afresh"
-            )
-        leaves, treedef = jax.tree.flatten(template)
-        state = jax.tree.unflatten(
-            treedef, [jnp.asarray(saved[f"state_{k}"]) for k in range(len(leaves))]
-        )
-        return state, [saved["trace"]], [saved["acceptance"]], int(saved["done"])
+    saved = _read_checkpoint(path, fingerprint, "SAEM run")
+    state = _state_from(saved, "state", template)
+    return state, [saved["trace"]], [saved["acceptance"]], int(saved["done"])
 
 
 @eqx.filter_jit

@@ -111,3 +111,55 @@ class AbstractLogScaleProblem(AbstractFitProblem):
         mean_part = jnp.where(self.mask, -preds / held, 0.0)
         sigma_part = jnp.where(self.mask, jnp.sqrt(2.0) * jnp.log(sigma), 0.0)
         return jnp.concatenate([mean_part, sigma_part])
+
+
+# --- building one subject's problem ---------------------------------------------------------
+def start_values(
+    quantities: tuple[str, ...], defaults: dict[str, float], values: dict[str, float] | None
+) -> Float[Array, " q"]:
+    """Every quantity's starting (or fixed) value: `defaults` updated by `values`, in the
+    order of `quantities`; an unknown name is refused."""
+    start = {**defaults, **(values or {})}
+    unknown = set(start) - set(quantities)
+    if unknown:
+        raise ValueError(f"unknown quantities {sorted(unknown)}; use {', '.join(quantities)}")
+    return jnp.asarray([float(start[k]) for k in quantities])
+
+
+def observed_samples(times: Any, observed: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(times, values) of the samples that were taken (NaN values left out)."""
+    times, observed = np.asarray(times, dtype=float), np.asarray(observed, dtype=float)
+    keep = np.isfinite(observed)
+    return times[keep], observed[keep]
+
+
+def padded_samples(
+    times: np.ndarray, observed: np.ndarray, n: int | None, fill_time: float
+) -> dict[str, Array]:
+    """`times`, `observed` and `mask` fields padded to `n` samples (a cohort's largest; None:
+    no padding), the padding at `fill_time` with value 0 and mask False."""
+    pad = (n or len(times)) - len(times)
+    if pad < 0:
+        raise ValueError("n_observations below this subject's own count")
+    return dict(
+        times=jnp.asarray(np.concatenate([times, np.full(pad, fill_time)])),
+        observed=jnp.asarray(np.concatenate([observed, np.zeros(pad)])),
+        mask=jnp.asarray(np.concatenate([np.ones(len(times), bool), np.zeros(pad, bool)])),
+    )
+
+
+def free_quantities(
+    free: tuple[str, ...], observable: str, estimate_error: tuple[str, ...]
+) -> dict[str, Any]:
+    """The fields naming the free quantities (`free` model parameters, then the estimated
+    error terms of `observable`), unbounded above zero and without priors."""
+    error = tuple((observable, kind) for kind in estimate_error)
+    p = len(free) + len(error)
+    return dict(
+        lower=jnp.zeros(p),
+        upper=jnp.full(p, jnp.inf),
+        prior_mean=jnp.full(p, jnp.nan),
+        prior_sd=jnp.ones(p),
+        free=tuple(free),
+        error_parameters=error,
+    )

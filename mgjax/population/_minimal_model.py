@@ -29,7 +29,13 @@ import pandas as pd
 from jaxtyping import Array, Bool, Float
 
 from ..solve._solve import SolverOptions
-from ._log_problem import AbstractLogScaleProblem
+from ._log_problem import (
+    AbstractLogScaleProblem,
+    free_quantities,
+    observed_samples,
+    padded_samples,
+    start_values,
+)
 
 #: every quantity of the model, in the order of `MinimalModelIVGTT.values`
 QUANTITIES = ("sg", "si", "p2", "g0", "sigma_additive", "sigma_proportional")
@@ -163,15 +169,12 @@ def minimal_model_problem(
     glucose and insulin. `values`: starting (or fixed) values of `QUANTITIES` (defaults S_G
     0.02 1/min, S_I 5, p₂ 0.03 1/min, G₀ 250 mg/dL, a 3 mg/dL, b 0.03);
     `n_observations` pads to a cohort's largest, so problems stack."""
-    start = dict(sg=0.02, si=5.0, p2=0.03, g0=250.0, sigma_additive=3.0, sigma_proportional=0.03)
-    start.update(values or {})
-    unknown = set(start) - set(QUANTITIES)
-    if unknown:
-        raise ValueError(f"unknown quantities {sorted(unknown)}; use {', '.join(QUANTITIES)}")
-    times = np.asarray(times, dtype=float)
-    glucose = np.asarray(glucose, dtype=float)
-    keep = np.isfinite(glucose)
-    times, glucose = times[keep], glucose[keep]
+    start = start_values(
+        QUANTITIES,
+        dict(sg=0.02, si=5.0, p2=0.03, g0=250.0, sigma_additive=3.0, sigma_proportional=0.03),
+        values,
+    )
+    times, glucose = observed_samples(times, glucose)
     if len(times) == 0 or np.any(np.diff(times) < 0) or times[0] < 0:
         raise ValueError("glucose sample times must be non-negative and increasing")
     insulin_times = np.asarray(insulin_times, dtype=float)
@@ -185,28 +188,16 @@ def minimal_model_problem(
         raise ValueError(
             "insulin: two or more finite samples at strictly increasing times are needed"
         )
-    m = n_observations or len(times)
-    pad = m - len(times)
-    if pad < 0:
-        raise ValueError("n_observations below this subject's own count")
-    error = tuple(("glucose", kind) for kind in estimate_error)
-    p = len(free) + len(error)
     return MinimalModelIVGTT(
-        times=jnp.asarray(np.concatenate([times, np.full(pad, times[-1])])),
-        observed=jnp.asarray(np.concatenate([glucose, np.zeros(pad)])),
-        mask=jnp.asarray(np.concatenate([np.ones(len(times), bool), np.zeros(pad, bool)])),
+        # padded samples repeat the last time (the solve's end stays put)
+        **padded_samples(times, glucose, n_observations, fill_time=times[-1]),
         insulin_times=jnp.asarray(insulin_times),
         insulin=jnp.asarray(insulin),
         basal_glucose=jnp.asarray(float(basal_glucose)),
         basal_insulin=jnp.asarray(float(basal_insulin)),
-        values=jnp.asarray([float(start[k]) for k in QUANTITIES]),
-        lower=jnp.zeros(p),
-        upper=jnp.full(p, jnp.inf),
-        prior_mean=jnp.full(p, jnp.nan),
-        prior_sd=jnp.ones(p),
+        values=start,
         options=minimal_model_options() if options is None else options,
-        free=tuple(free),
-        error_parameters=error,
+        **free_quantities(free, MinimalModelIVGTT.observable, estimate_error),
     )
 
 

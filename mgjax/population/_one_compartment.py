@@ -23,7 +23,13 @@ from jaxtyping import Array, Bool, Float
 
 from ..data._nonmem import NonmemData
 from ..solve._solve import SolverOptions
-from ._log_problem import AbstractLogScaleProblem
+from ._log_problem import (
+    AbstractLogScaleProblem,
+    free_quantities,
+    observed_samples,
+    padded_samples,
+    start_values,
+)
 
 #: every quantity of the model, in the order of `OneCompartmentOral.values`
 QUANTITIES = ("ka", "cl", "v", "sigma_additive", "sigma_proportional")
@@ -104,38 +110,23 @@ def one_compartment_problem(
     """One subject's problem; NaN observations are left out. `values`: starting (or fixed)
     values of `QUANTITIES` (defaults ka 1/h, CL 5 L/h, V 50 L, a 0.05 mg/L, b 0.1);
     `n_observations`/`n_doses` pad to a cohort's largest, so problems stack."""
-    start = dict(ka=1.0, cl=5.0, v=50.0, sigma_additive=0.05, sigma_proportional=0.1)
-    start.update(values or {})
-    unknown = set(start) - set(QUANTITIES)
-    if unknown:
-        raise ValueError(f"unknown quantities {sorted(unknown)}; use {', '.join(QUANTITIES)}")
-    times = np.asarray(times, dtype=float)
-    observed = np.asarray(observed, dtype=float)
-    keep = np.isfinite(observed)
-    times, observed = times[keep], observed[keep]
-    m = n_observations or len(times)
-    d = n_doses or len(dose_times)
-    pad = m - len(times)
-    pad_d = d - len(dose_times)
-    if pad < 0 or pad_d < 0:
-        raise ValueError("n_observations / n_doses below this subject's own counts")
-    error = tuple(("concentration", kind) for kind in estimate_error)
-    p = len(free) + len(error)
+    start = start_values(
+        QUANTITIES,
+        dict(ka=1.0, cl=5.0, v=50.0, sigma_additive=0.05, sigma_proportional=0.1),
+        values,
+    )
+    times, observed = observed_samples(times, observed)
+    pad_d = (n_doses or len(dose_times)) - len(dose_times)
+    if pad_d < 0:
+        raise ValueError("n_doses below this subject's own count")
     return OneCompartmentOral(
-        times=jnp.asarray(np.concatenate([times, np.zeros(pad)])),
-        observed=jnp.asarray(np.concatenate([observed, np.zeros(pad)])),
-        mask=jnp.asarray(np.concatenate([np.ones(len(times), bool), np.zeros(pad, bool)])),
+        **padded_samples(times, observed, n_observations, fill_time=0.0),
         dose_times=jnp.asarray(np.concatenate([np.asarray(dose_times, float), np.zeros(pad_d)])),
         dose_amounts=jnp.asarray(
             np.concatenate([np.asarray(dose_amounts, float), np.zeros(pad_d)])
         ),
-        values=jnp.asarray([float(start[k]) for k in QUANTITIES]),
-        lower=jnp.zeros(p),
-        upper=jnp.full(p, jnp.inf),
-        prior_mean=jnp.full(p, jnp.nan),
-        prior_sd=jnp.ones(p),
-        free=tuple(free),
-        error_parameters=error,
+        values=start,
+        **free_quantities(free, OneCompartmentOral.observable, estimate_error),
     )
 
 
