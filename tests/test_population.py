@@ -3,6 +3,7 @@ gradient against finite differences, recovery of a simulated cohort, and refusal
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import equinox as eqx
@@ -523,3 +524,71 @@ def test_a_second_run_reads_the_foce_i_program_back(tmp_path):
     assert runs[1][0] == runs[0][0]  # read back, not traced and written again
     assert runs[1][1]["ofv"] == pytest.approx(runs[0][1]["ofv"], abs=1e-9)
     assert runs[1][1]["iterations"] == runs[0][1]["iterations"]
+
+
+_SHARDED_FIT = """
+import json, sys
+sys.path.insert(0, "tests")
+import jax, numpy as np, pandas as pd
+from mgjax.runtime import use_host_devices
+assert use_host_devices(2) == 2
+from test_population import _cohort, START
+from mgjax.population import fit_population
+n = 39  # odd: the two devices' shares are padded
+problems, weights, _, model = _cohort(n, seed=3)
+subjects = [f"s{i}" for i in range(n)]
+covariates = pd.DataFrame({"weight": weights}, index=subjects)
+for outer in ("fisher", "scoring"):
+    one, two = (
+        fit_population(problems, model, subjects=subjects, covariates=covariates, start=START,
+                       outer=outer, devices=jax.devices()[:d])
+        for d in (1, 2)
+    )
+    print(json.dumps(dict(
+        theta=[one.theta.tolist(), two.theta.tolist()], ofv=[one.ofv, two.ofv],
+        iterations=[one.iterations, two.iterations],
+        se=[np.sqrt(np.diag(f.covariance)).tolist() for f in (one, two)],
+        subjects=sorted(set(two.individual_parameters["subject"])) == sorted(subjects),
+        devices=len(jax.devices()),
+    )))
+"""
+
+
+@pytest.mark.slow
+def test_foce_i_split_over_two_devices_gives_the_one_device_fit():
+    # the subject axis of the FOCE-I program sharded over two host devices (each runs its own
+    # subjects' inner fits and derivatives; the cohort of 39 padded to 40 by a weightless
+    # subject): the same estimates, OFV, iterations and SEs as on one device, for both
+    # Levenberg–Marquardt curvatures, and no padded subject in the tables
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run(
+        [sys.executable, "-c", _SHARDED_FIT], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    fits = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(fits) == 2
+    for fit in fits:
+        assert fit["devices"] == 2
+        np.testing.assert_allclose(fit["theta"][1], fit["theta"][0], rtol=1e-9, atol=1e-9)
+        assert fit["ofv"][1] == pytest.approx(fit["ofv"][0], abs=1e-8)
+        assert fit["iterations"][1] == fit["iterations"][0]
+        np.testing.assert_allclose(fit["se"][1], fit["se"][0], rtol=1e-5)
+        assert fit["subjects"]  # the tables hold the 39 subjects, none of the padding
+
+
+def test_host_devices_respect_the_flags_and_a_started_backend(monkeypatch):
+    from mgjax.runtime import use_host_devices
+
+    jax.devices()  # this process's backend has started: too late to split the CPU
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+    assert use_host_devices(4) == 1
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_use_fusion_emitters=false"
+    # a count that XLA_FLAGS sets already is the one in force, never overridden
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    assert use_host_devices(4) == 3
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"

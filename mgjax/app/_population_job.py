@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import jax
+
 from ..data import load_dataset, read_nonmem
 from ..model import parameter_infos
 from ..population import (
@@ -156,12 +158,22 @@ def population_job(
             pop.method.upper(),
             checkpoint.name,
         )
+    devices = jax.local_devices()
+    if pop.devices is not None:
+        if pop.devices > len(devices):
+            raise JobError(
+                f"population.devices = {pop.devices} but only {len(devices)} local device(s)"
+            )
+        devices = devices[: pop.devices]
     log.info(
-        "population fit (%s): %d subjects, random effects on %s, %d covariate effect(s)",
+        "population fit (%s): %d subjects, random effects on %s, %d covariate effect(s)%s",
         pop.method.upper(),
         len(subjects),
         ", ".join(model.random),
         len(model.covariates),
+        f", subjects split over {len(devices)} devices"
+        if pop.method == "foce-i" and len(devices) > 1
+        else "",
     )
     if pop.method == "nuts":
         return _sample_job(cfg, out, log, problems, model, subjects, covariates, units, t0)
@@ -188,6 +200,7 @@ def population_job(
         ),
         seed=cfg.seed,
         checkpoint=checkpoint,
+        devices=devices,
         progress=lambda k, total, theta, ofv: log.info(
             "SAEM iteration %d/%d: %s" if pop.method == "saem" else "FOCE-I iteration %d: %s",
             *((max(k, 0), total) if pop.method == "saem" else (k,)),

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import pandas as pd
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Bool, Float, Int
 
 from ..batch._run import errors_as_nan
@@ -60,6 +62,8 @@ START_SPREAD = 0.5
 OUTER_RTOL = 1e-8
 OUTER_ATOL = 1e-6
 OUTER_MAX_STEPS = 500
+#: the mesh axis the subjects are split along (several devices)
+SUBJECT_AXIS = "subjects"
 
 
 def stack_problems(problems: Sequence[AbstractFitProblem]) -> AbstractFitProblem:
@@ -263,8 +267,78 @@ def _values_and_scores(model, problems, z, xi0, theta, inner_max_steps):
     return values, scores, inner.xi, inner.converged
 
 
+def _subjects_part(model, problems, z, xi, weights, theta, with_curvature, settings):
+    """The per-subject part of a FOCE-I evaluation (on one device's subjects when sharded):
+    OFV_i, g_i, ξ̂_i and their inner fits' convergence, and the subjects' summed expected
+    information (zero unless `with_curvature` and `information` is `expected`). Subjects of
+    weight 0 (padding to a multiple of the devices) count nothing."""
+    inner_max_steps, information = settings
+    values, scores, xi, inner_ok = _values_and_scores(
+        model, problems, z, xi, theta, inner_max_steps
+    )
+    real = weights > 0
+    values = jnp.where(real, values, 0.0)
+    scores = jnp.where(real[:, None], scores, 0.0)
+    q = theta.shape[0]
+    if information != "expected":
+        return values, scores, xi, inner_ok, jnp.zeros((q, q))
+
+    def fisher():
+        each = jax.vmap(lambda p, zi, x: expected_information(model, p, theta, zi, x))(
+            problems, z, xi
+        )
+        return 2.0 * jnp.sum(jnp.where(real[:, None, None], each, 0.0), axis=0)
+
+    # a point evaluated alone takes no step: its curvature is not needed
+    curvature = jax.lax.cond(with_curvature, fisher, lambda: jnp.zeros((q, q)))
+    return values, scores, xi, inner_ok, curvature
+
+
+def _on_subject_shards(part, mesh):
+    """`part` (`_subjects_part`) run by each device of `mesh` on its own subjects
+    (`jax.shard_map`: every device's vmapped while-loops run as long as its own slowest
+    subject, not the cohort's), the information summed over devices; `part` itself on one."""
+    if mesh is None:
+        return part
+
+    subject, replicated = P(SUBJECT_AXIS), P()
+
+    def local(model, problems, z, xi, weights, theta, with_curvature, settings):
+        out = part(model, problems, z, xi, weights, theta, with_curvature, settings)
+        return (*out[:4], jax.lax.psum(out[4], SUBJECT_AXIS))
+
+    def sharded(model, problems, z, xi, weights, theta, with_curvature, settings):
+        arrays, static = eqx.partition((model, problems, z, xi, weights, theta), eqx.is_array)
+        specs = (replicated, subject, subject, subject, subject, replicated)
+        specs = tuple(jax.tree.map(lambda _, s=s: s, a) for s, a in zip(specs, arrays))
+
+        def on_device(arrays, with_curvature):
+            return local(*eqx.combine(arrays, static), with_curvature, settings)
+
+        return jax.shard_map(
+            on_device,
+            mesh=mesh,
+            in_specs=(specs, replicated),
+            out_specs=(subject, subject, subject, subject, replicated),
+            check_vma=False,
+        )(arrays, with_curvature)
+
+    return sharded
+
+
 def _levenberg_marquardt_outer(
-    model, problems, z, state, until, stepping, inner_max_steps, rtol, atol, information
+    model,
+    problems,
+    z,
+    weights,
+    state,
+    until,
+    stepping,
+    inner_max_steps,
+    rtol,
+    atol,
+    information,
+    mesh=None,
 ):
     """The outer fit by scoring: Levenberg–Marquardt steps on the OFV with the exact
     gradient and a Fisher-information curvature, the damping adapted (÷3 after a step that
@@ -280,32 +354,30 @@ def _levenberg_marquardt_outer(
     progress), and with `until` = 0 and `stepping` False (no curvature: no step follows) the
     same program evaluates one point (the screen at the start, the EBEs, OFV and per-subject
     gradients at an estimate, the covariance step's gradients) — every FOCE-I quantity of a
-    fit comes from this one program."""
+    fit comes from this one program.
+
+    `weights` [n]: 1 for a subject, 0 for padding; with a `mesh`, the subject axis is split
+    over its devices (`_on_subject_shards`)."""
     threshold = atol * rtol / 1e-8
     q = state.theta.shape[0]
+    part = _on_subject_shards(_subjects_part, mesh)
 
     def evaluate(theta, xi, with_curvature):
-        values, scores, xi, inner_ok = _values_and_scores(
-            model, problems, z, xi, theta, inner_max_steps
+        values, scores, xi, inner_ok, fisher = part(
+            model, problems, z, xi, weights, theta, with_curvature, (inner_max_steps, information)
         )
         ofv = jnp.sum(values)
         ok = jnp.isfinite(ofv) & jnp.all(jnp.isfinite(scores))
         if information == "expected":
-
-            def fisher():
-                each = jax.vmap(lambda p, zi, x: expected_information(model, p, theta, zi, x))(
-                    problems, z, xi
-                )
-                return 2.0 * jnp.sum(each, axis=0)
-
-            # a point evaluated alone takes no step: its curvature is not needed
-            curvature = jax.lax.cond(with_curvature, fisher, lambda: jnp.eye(q))
+            curvature = jnp.where(with_curvature, fisher, jnp.eye(q))
             ok = ok & jnp.all(jnp.isfinite(curvature))
             curvature = jnp.where(ok, curvature, jnp.eye(q))
         else:
             # centred: far from the optimum the subjects' shared gradient would dominate the
-            # outer product and stall the step along it
-            centred = scores - jnp.mean(scores, axis=0)
+            # outer product and stall the step along it (padding's zero rows left out)
+            real = (weights > 0)[:, None]
+            mean = jnp.sum(scores, axis=0) / jnp.sum(weights)
+            centred = jnp.where(real, scores - mean, 0.0)
             curvature = 0.5 * centred.T @ centred
         return jnp.where(ok, ofv, jnp.inf), (values, scores, curvature, xi, inner_ok)
 
@@ -364,19 +436,25 @@ def _levenberg_marquardt_outer(
 
 
 @eqx.filter_jit
-def _scoring_outer(model, problems, z, state, until, stepping, inner_max_steps, rtol, atol):
+def _scoring_outer(
+    model, problems, z, weights, state, until, stepping, inner_max_steps, rtol, atol, mesh
+):
     """Levenberg–Marquardt scoring with the empirical (BHHH) information."""
     return _levenberg_marquardt_outer(
-        model, problems, z, state, until, stepping, inner_max_steps, rtol, atol, "empirical"
-    )
+        model, problems, z, weights, state, until, stepping, inner_max_steps, rtol, atol,
+        "empirical", mesh,
+    )  # fmt: skip
 
 
 @eqx.filter_jit
-def _fisher_outer(model, problems, z, state, until, stepping, inner_max_steps, rtol, atol):
+def _fisher_outer(
+    model, problems, z, weights, state, until, stepping, inner_max_steps, rtol, atol, mesh
+):
     """Levenberg–Marquardt scoring with the expected (FOCE-I linearised) information."""
     return _levenberg_marquardt_outer(
-        model, problems, z, state, until, stepping, inner_max_steps, rtol, atol, "expected"
-    )
+        model, problems, z, weights, state, until, stepping, inner_max_steps, rtol, atol,
+        "expected", mesh,
+    )  # fmt: skip
 
 
 def _cpu_compiled(jitted):
@@ -442,7 +520,16 @@ def _compiled_outer(outer, *args):
         # mgjax's XLA options on the CPU: the ODE outer fits compile in ~60 % of the time
         _COMPILED[key] = lowered.compile(cpu_compiler_options())
         return _COMPILED[key]
-    state_tree = jax.tree.structure(args[3])  # the program returns the state it was given
+    state_tree = jax.tree.structure(args[4])  # the program returns the state it was given
+    mesh = args[-1]
+    in_shardings = None
+    if mesh is not None:  # problems, z and weights split by subject, the rest on every device
+        subject, replicated = NamedSharding(mesh, P(SUBJECT_AXIS)), NamedSharding(mesh, P())
+        placed = [
+            jax.tree.map(lambda _, k=k: subject if k in (1, 2, 3) else replicated, part)
+            for k, part in enumerate(dynamic)
+        ]
+        in_shardings = (jax.tree.leaves(placed),)
 
     def flat(arrays):
         full = eqx.combine(jax.tree.unflatten(dynamic_tree, arrays), static)
@@ -454,6 +541,7 @@ def _compiled_outer(outer, *args):
             flat,
             (dynamic_leaves,),
             static=static_text,
+            in_shardings=in_shardings,
             compiler_options=cpu_compiler_options(),
         )
 
@@ -465,21 +553,73 @@ def _compiled_outer(outer, *args):
     return call
 
 
+def _padded(x: Any, n: int) -> np.ndarray:
+    """`x` with its leading axis filled up to `n` by repeating its first entry."""
+    x = np.asarray(x)
+    return np.concatenate([x, np.repeat(x[:1], n - x.shape[0], axis=0)]) if n > x.shape[0] else x
+
+
+#: the `OuterState` fields with a subject axis
+_PER_SUBJECT = ("values", "scores", "xi", "inner_converged", "start_values")
+
+
 class _FoceProgram:
     """The FOCE-I program of a cohort, compiled once: `run(state, max_steps, after)` fits
     (Levenberg–Marquardt with `outer`'s curvature; `fisher`'s for `bfgs`, whose own program
-    only moves θ), `at(θ, ξ₀)` evaluates θ alone."""
+    only moves θ), `at(θ, ξ₀)` evaluates θ alone.
 
-    def __init__(self, outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol):
+    On several `devices` the subjects are split over them (the cohort padded to a multiple of
+    their number with weightless copies of its first subject); the states it takes and gives
+    hold the cohort's own subjects only."""
+
+    def __init__(
+        self, outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol, devices=None
+    ):
         self.outer = "fisher" if outer == "bfgs" else outer
-        self.fixed = (model, stacked, z)
-        self.settings = (inner_max_steps, rtol, atol)
+        self.n = n = int(np.shape(xi0)[0])
+        devices = tuple(devices or jax.local_devices()[:1])
+        self.padded_n = -(-n // len(devices)) * len(devices)
+        weights = np.arange(self.padded_n) < n
+        stacked, z, weights = jax.tree.map(
+            lambda x: _padded(x, self.padded_n), (stacked, z, weights.astype(float))
+        )
+        self.mesh = self.replicated = None
+        if len(devices) > 1:
+            self.mesh = Mesh(np.asarray(devices), (SUBJECT_AXIS,))
+            self.replicated = NamedSharding(self.mesh, P())
+            stacked, z, weights = jax.device_put(
+                (stacked, z, weights), NamedSharding(self.mesh, P(SUBJECT_AXIS))
+            )
+        else:
+            stacked, z, weights = jax.tree.map(jnp.asarray, (stacked, z, weights))
+        self.fixed = (model, stacked, z, weights)
+        self.settings = (inner_max_steps, rtol, atol, self.mesh)
         t0 = time.perf_counter()
-        start = outer_start(theta0, xi0)
+        start = self._placed(outer_start(theta0, xi0))
         self.program = _compiled_outer(
-            self.outer, model, stacked, z, start, _count(0), _flag(True), *self.settings
+            self.outer, *self.fixed, start, _count(0), _flag(True), *self.settings
         )
         self.seconds_compile = time.perf_counter() - t0
+
+    def _placed(self, state: OuterState) -> OuterState:
+        """`state` padded to the program's subjects and placed on every device."""
+        if self.padded_n == self.n and self.mesh is None:
+            return state
+        padded = {f: _padded(getattr(state, f), self.padded_n) for f in _PER_SUBJECT}
+        state = dataclasses.replace(state, **padded)
+        if self.mesh is None:
+            return jax.tree.map(jnp.asarray, state)
+        return jax.device_put(state, self.replicated)
+
+    def _call(self, state: OuterState, until: int, stepping: bool) -> OuterState:
+        out = self.program(
+            *self.fixed, self._placed(state), _count(until), _flag(stepping), *self.settings
+        )
+        if self.mesh is None:
+            return out
+        # on the host: what follows (tables, covariance step) runs on one device
+        out = jax.tree.map(np.asarray, out)
+        return dataclasses.replace(out, **{f: getattr(out, f)[: self.n] for f in _PER_SUBJECT})
 
     def run(
         self,
@@ -489,20 +629,16 @@ class _FoceProgram:
     ) -> OuterState:
         """Continue from `state` until the fit stops or `max_steps` steps are spent; with
         `after`, one step at a time, `after(state)` after each (checkpoints, progress)."""
-        stepping = _flag(True)
         if after is None:
-            until = _count(max_steps)
-            return self.program(*self.fixed, state, until, stepping, *self.settings)
+            return self._call(state, max_steps, True)
         while not bool(state.stopped) and int(state.evaluations) <= max_steps:
-            until = _count(int(state.evaluations))  # one evaluation
-            state = self.program(*self.fixed, state, until, stepping, *self.settings)
+            state = self._call(state, int(state.evaluations), True)  # one evaluation
             after(state)
         return state
 
     def at(self, theta, xi0) -> OuterState:
         """θ evaluated alone (EBEs warm from ξ₀; no curvature)."""
-        start = outer_start(theta, xi0)
-        return self.program(*self.fixed, start, _count(0), _flag(False), *self.settings)
+        return self._call(outer_start(theta, xi0), 0, False)
 
 
 #: SAEM runs in segments of this many iterations (a checkpoint after each)
@@ -763,6 +899,7 @@ def fit_population(
     start_spread: float = START_SPREAD,
     checkpoint: str | os.PathLike | None = None,
     progress: Callable[[int, int, np.ndarray], None] | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> PopulationResult:
     """Fit `model` to the subjects' `problems` (a list, or one stacked pytree) by FOCE-I
     (`method="foce-i"`) or SAEM (`"saem"`, `saem_settings`, random numbers from `seed`).
@@ -797,7 +934,11 @@ def fit_population(
       loses at most one iteration or segment); `progress(iteration, iterations, θ, OFV)` is
       called after each (FOCE-I: `iterations` is `max_steps`; SAEM: the OFV is NaN);
     - `importance_samples`: draws per subject of the importance-sampling OFV (0: skip;
-      default `IMPORTANCE_SAMPLES` for SAEM, 0 for FOCE-I, whose OFV is its own).
+      default `IMPORTANCE_SAMPLES` for SAEM, 0 for FOCE-I, whose OFV is its own);
+    - `devices`: the devices FOCE-I's program splits the subjects over (default: all local
+      devices; each runs its own subjects' inner fits and derivatives, the outer step sums
+      them; the estimates are those of one device). SAEM and the BFGS outer's θ moves run on
+      one device.
 
     Whatever the method, the EBEs, `ofv` (FOCE-I's −2 log L), the covariance step and the
     tables are taken at the estimate, so the methods' results compare one to one.
@@ -820,6 +961,7 @@ def fit_population(
     )
     n = len(subjects)
     xi0 = jnp.zeros((n, model.n_random))
+    devices = tuple(devices or jax.local_devices())
 
     # SAEM without the FOCE-I covariance step needs simulations only (no derivative of the
     # model in the quantities with a random effect)
@@ -829,7 +971,9 @@ def fit_population(
     if simulation_only:
         finite = np.isfinite(np.asarray(_likelihoods(model, stacked, theta0, z, xi0)))
     else:
-        program = _FoceProgram(outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol)
+        program = _FoceProgram(
+            outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol, devices
+        )
         seconds_compile += program.seconds_compile
         screen = program.at(theta0, xi0)
         finite = np.isfinite(np.asarray(screen.start_values))
@@ -844,7 +988,7 @@ def fit_population(
         stacked, z, xi0 = _take(stacked, keep), z[keep], xi0[keep]
         if program is not None:
             program = _FoceProgram(
-                outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol
+                outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol, devices
             )
             seconds_compile += program.seconds_compile
 
