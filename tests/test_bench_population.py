@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 SIZE = 40
 COLUMNS = {
     "subjects",
+    "devices",
     "observations",
     "mgjax_compile_s",
     "mgjax_outer_compile_s",

@@ -128,3 +128,40 @@ def test_foce_i_recovers_the_population():
     sigma = fixed.loc["sigma_additive[glucose]"]
     assert abs(sigma["estimate"] - 4.0) < 3 * sigma["se"]
     assert isinstance(result.predictions, pd.DataFrame)
+
+
+def test_population_gradient_of_the_ode_model_matches_finite_differences(cohort):
+    # FOCE-I's per-subject OFV_i and exact gradients on the ODE model (forward mode: the one
+    # forward-over-forward pass, `subject_value_and_score`), summed, against central
+    # differences of the OFV with the EBEs re-fitted at each point (tight solver tolerances)
+    from mgjax.population._fit import _values_and_scores, prepare
+
+    table = cohort[1]
+    problems, subjects = minimal_model_problems(
+        table,
+        values={"sigma_proportional": 0.0},
+        estimate_error=("additive",),
+        options=minimal_model_options(1e-11, 1e-11),
+    )
+    model = PopulationModel(names=tuple(problems[0].names), random=("sg", "si", "g0"))
+    stacked, _, _, z, theta = prepare(
+        problems, model, subjects, None, dict(sg=0.02, si=4.0, p2=0.04, g0=240.0), 0.3
+    )
+    xi0 = jnp.zeros((len(subjects), 3))
+
+    @jax.jit
+    def evaluate(t):
+        values, scores, _, converged = _values_and_scores(model, stacked, z, xi0, t, 100)
+        return jnp.sum(values), jnp.sum(scores, axis=0), jnp.all(converged)
+
+    ofv, gradient, converged = evaluate(theta)
+    assert bool(converged)
+    step = 1e-5
+    central = np.array(
+        [
+            (evaluate(theta.at[k].add(step))[0] - evaluate(theta.at[k].add(-step))[0]) / (2 * step)
+            for k in range(theta.shape[0])
+        ]
+    )
+    np.testing.assert_allclose(np.asarray(gradient), central, rtol=1e-5, atol=1e-4)
+    assert np.min(np.abs(np.asarray(gradient))) > 0.1  # away from the optimum

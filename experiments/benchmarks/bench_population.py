@@ -379,6 +379,7 @@ def bench_size(
     result = fitted["result"]
     row = dict(
         subjects=n,
+        devices=len(jax.local_devices()),
         observations=result.n_observations,
         mgjax_compile_s=fitted["compile_s"],
         mgjax_outer_compile_s=fitted["outer_compile_s"],

@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = mg["result"]
         row = dict(
             subjects=n,
+            devices=len(jax.local_devices()),
             observations=result.n_observations,
             mgjax_compile_s=mg["compile_s"],
             mgjax_estimate_s=mg["warm_s"],

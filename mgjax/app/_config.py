@@ -529,8 +529,7 @@ class PopulationConfig(_Strict):
     vpc_bins: Whole = Field(10, ge=1, le=1000)
     vpc_stratify: str | None = None
     vpc_prediction_corrected: bool = True
-    #: FOCE-I splits the subjects over this many local devices (null: all; on a CPU the
-    #: command line makes one device per core)
+    #: FOCE-I splits the subjects over this many local devices (null: all)
     devices: Whole | None = Field(None, ge=1)
 
     @model_validator(mode="after")

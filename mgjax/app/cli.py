@@ -33,7 +33,6 @@ from ..data._dataset import DatasetError
 from ..data._units import UnitError
 from ..model._parameters import parameter_infos
 from ..runtime._compilation_cache import enable_compilation_cache
-from ..runtime._host_devices import use_host_devices
 from . import _distributed
 from ._compare_job import PRINTED_COLUMNS, compare_job
 from ._config import (
@@ -432,7 +431,6 @@ def population(
     with _errors():
         cfg = _config(config, overrides, [f"population.data={data}"] if data else [])
         _cache()
-        use_host_devices(cfg.population.devices)  # a CPU's cores as devices (before JAX starts)
         summary = population_job(cfg, out, force=force, resume=resume)
         table = Table(title=f"population → {out}")
         keys = ("ofv", "aic", "bic", "converged", "iterations", "subjects", "seconds_total")

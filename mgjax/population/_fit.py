@@ -33,6 +33,7 @@ from ._laplace import (
     fit_subjects,
     population_objective,
     subject_objective,
+    subject_value_and_score,
     value_gradient_curvature,
 )
 from ._model import PopulationModel
@@ -256,12 +257,9 @@ def _values_and_scores(model, problems, z, xi0, theta, inner_max_steps):
     forward = forward_only(problems)
 
     def one(problem, zi, x):
-        def f(t):
-            return subject_objective(model, problem, t, zi, x)
-
-        if forward:  # q directions where the simulations allow no reverse mode
-            return f(theta), jax.jacfwd(f)(theta)
-        return jax.value_and_grad(f)(theta)
+        if forward:  # where the simulations allow no reverse mode: one forward pass
+            return subject_value_and_score(model, problem, theta, zi, x)
+        return jax.value_and_grad(lambda t: subject_objective(model, problem, t, zi, x))(theta)
 
     values, scores = jax.vmap(one)(problems, z, inner.xi)
     return values, scores, inner.xi, inner.converged

@@ -54,9 +54,8 @@ def value_gradient_curvature(
     depends on the individual prediction, hence the σ term)."""
 
     def parts(x):
-        u = model.individual(theta, z, x)
-        mean, sd, mask = problem.mean_and_sd(u)
-        return problem.negative_log_likelihood(u), (mean, sd, mask)
+        nll, mean, sd, mask = _likelihood_parts(problem, model.individual(theta, z, x))
+        return nll, (mean, sd, mask)
 
     def along(direction):
         return jax.jvp(parts, (xi,), (direction,))
@@ -158,6 +157,81 @@ def subject_objective(
     xi = xi_hat - jnp.linalg.solve(hessian, gradient)
     f, _, h = value_gradient_curvature(model, problem, theta, z, xi)
     return 2.0 * f + jnp.linalg.slogdet(h)[1]
+
+
+def _likelihood_parts(problem: AbstractFitProblem, u: Float[Array, " p"]):
+    """(−log p(y | u), the means, the residual SDs, the mask) per observation, from one
+    simulation where the problem offers it (`likelihood_parts`), else from two."""
+    if hasattr(problem, "likelihood_parts"):
+        return problem.likelihood_parts(u)
+    mean, sd, mask = problem.mean_and_sd(u)
+    return problem.negative_log_likelihood(u), mean, sd, mask
+
+
+def _laplace_term(nll, xi, d_mean, d_sd, sd, mask):
+    """2 f + log det H (FOCE-I's −2 log L_i at ξ) from the likelihood, ξ and the means' and
+    SDs' derivatives in ξ [r, m] (`value_gradient_curvature`'s H)."""
+    weight = jnp.where(mask, 1.0 / sd, 0.0)
+    a, b = d_mean * weight, jnp.sqrt(2.0) * d_sd * weight
+    h = a @ a.T + b @ b.T + jnp.eye(xi.shape[0])
+    return 2.0 * (nll + 0.5 * xi @ xi) + jnp.linalg.slogdet(h)[1]
+
+
+def subject_value_and_score(
+    model: PopulationModel,
+    problem: AbstractFitProblem,
+    theta: Float[Array, " q"],
+    z: Float[Array, " c"],
+    xi_hat: Float[Array, " r"],
+) -> tuple[Array, Float[Array, " q"]]:
+    """−2 log L_i (FOCE-I) and its exact gradient in θ, given the subject's ξ̂ at θ, from
+    one forward-over-forward pass through the model (r directions in ξ inside q + r
+    directions in (θ, ξ): one simulation carrying (1 + r)(1 + q + r) tangents, where
+    `jax.jacfwd` of `subject_objective` takes three). With F(θ, ξ) = 2f + log det H,
+
+        dF/dθ = ∂_θF − ∂_ξFᵀ (∇²_ξξ f)⁻¹ ∂²_ξθ f        (the implicit function theorem),
+
+    and the value F − ∂_ξFᵀ(∇²_ξξ f)⁻¹∇_ξ f: `subject_objective`'s, which evaluates F one
+    Newton step from ξ̂ (equal to second order in ∇_ξ f, zero at the optimum)."""
+    q, r = theta.shape[0], xi_hat.shape[0]
+    eye_r = jnp.eye(r)
+
+    def outputs(t, x):
+        nll, mean, sd, mask = _likelihood_parts(problem, model.individual(t, z, x))
+        return nll, mean, sd, mask
+
+    def along_xi(t, x):  # the outputs and their r derivatives in ξ
+        def jvp(e):
+            return jax.jvp(lambda x_: outputs(t, x_)[:3], (x,), (e,))
+
+        (nll, mean, sd), tangents = jax.vmap(jvp, out_axes=(None, 0))(eye_r)
+        return (nll, mean, sd), tangents
+
+    directions = (
+        jnp.concatenate([jnp.eye(q), jnp.zeros((r, q))]),
+        jnp.concatenate([jnp.zeros((q, r)), eye_r]),
+    )
+    mask = outputs(theta, xi_hat)[3]  # data: no derivative, no second simulation after DCE
+    (primal, first), (d_primal, d_first) = jax.vmap(
+        lambda dt, dx: jax.jvp(along_xi, (theta, xi_hat), (dt, dx)), out_axes=(None, 0)
+    )(*directions)
+    nll, mean, sd = primal
+    g_nll, d_mean, d_sd = first  # ∂_ξ of nll [r], mean [r, m], sd [r, m]
+    # along each (θ, ξ) direction v: ∂_v of the value and of the curvature's ingredients
+    value, d_value = jax.vmap(
+        lambda dn, dx, dm, ds, dsd: jax.jvp(
+            lambda n, x, m_, s_, sd_: _laplace_term(n, x, m_, s_, sd_, mask),
+            (nll, xi_hat, d_mean, d_sd, sd),
+            (dn, dx, dm, ds, dsd),
+        ),
+        out_axes=(None, 0),
+    )(d_primal[0], directions[1], d_first[1], d_first[2], d_primal[2])
+    hessian = d_first[0][q:] + eye_r  # ∇²_ξξ f [r, r]
+    cross = d_first[0][:q].T  # ∂²_ξθ f [r, q]
+    gradient = g_nll + xi_hat  # ∇_ξ f
+    d_theta, d_xi = d_value[:q], d_value[q:]
+    w = jnp.linalg.solve(hessian.T, d_xi)  # (∇²f)⁻ᵀ ∂_ξF
+    return value - w @ gradient, d_theta - cross.T @ w
 
 
 def subjects_objective(

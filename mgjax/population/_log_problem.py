@@ -91,6 +91,16 @@ class AbstractLogScaleProblem(AbstractFitProblem):
         preds, _ = self.predictions(u)
         return preds, self.sigma(u, preds), self.mask
 
+    def likelihood_parts(self, u: Float[Array, " p"]) -> tuple[Any, Array, Array, Array]:
+        """(`negative_log_likelihood`, then `mean_and_sd`'s three) from one simulation."""
+        preds, ok = self.predictions(u)
+        return (
+            self.negative_log_likelihood_from(u, preds, ok),
+            preds,
+            self.sigma(u, preds),
+            self.mask,
+        )
+
     def residuals_from(self, u: Float[Array, " p"], preds: Any, ok: Any) -> Float[Array, " m"]:
         sigma = jax.lax.stop_gradient(self.sigma(u, preds))
         return jnp.where(self.mask, (self.observed - preds) / sigma, 0.0)

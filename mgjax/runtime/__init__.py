@@ -3,7 +3,6 @@ compilation cache, and compiled programs stored across processes (`jax.export`).
 
 from ._compilation_cache import default_cache_dir as default_cache_dir
 from ._compilation_cache import enable_compilation_cache as enable_compilation_cache
-from ._host_devices import use_host_devices as use_host_devices
 from ._programs import CompiledProgram as CompiledProgram
 from ._programs import compile_program as compile_program
 from ._programs import stored_json as stored_json
