@@ -577,10 +577,9 @@ class _FoceProgram:
         self.n = n = int(np.shape(xi0)[0])
         devices = tuple(devices or jax.local_devices()[:1])
         self.padded_n = -(-n // len(devices)) * len(devices)
-        weights = np.arange(self.padded_n) < n
-        stacked, z, weights = jax.tree.map(
-            lambda x: _padded(x, self.padded_n), (stacked, z, weights.astype(float))
-        )
+        if self.padded_n > n:
+            stacked, z = jax.tree.map(lambda x: _padded(x, self.padded_n), (stacked, z))
+        weights = jnp.asarray(np.arange(self.padded_n) < n, dtype=jnp.float64)
         self.mesh = self.replicated = None
         if len(devices) > 1:
             self.mesh = Mesh(np.asarray(devices), (SUBJECT_AXIS,))
@@ -588,8 +587,6 @@ class _FoceProgram:
             stacked, z, weights = jax.device_put(
                 (stacked, z, weights), NamedSharding(self.mesh, P(SUBJECT_AXIS))
             )
-        else:
-            stacked, z, weights = jax.tree.map(jnp.asarray, (stacked, z, weights))
         self.fixed = (model, stacked, z, weights)
         self.settings = (inner_max_steps, rtol, atol, self.mesh)
         t0 = time.perf_counter()
@@ -965,6 +962,7 @@ def fit_population(
     # model in the quantities with a random effect)
     simulation_only = method == "saem" and covariance in ("none", "stochastic")
     program = None  # every FOCE-I quantity comes from one compiled program
+    first_evaluation = None  # the first start's evaluation of θ₀, when the screen passed all
     seconds_compile = 0.0
     if simulation_only:
         finite = np.isfinite(np.asarray(_likelihoods(model, stacked, theta0, z, xi0)))
@@ -973,10 +971,12 @@ def fit_population(
             outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol, devices
         )
         seconds_compile += program.seconds_compile
-        screen = program.at(theta0, xi0)
+        # the screen is the outer fit's first evaluation (θ₀, its curvature and first step)
+        screen = program.run(outer_start(theta0, xi0), 0)
         finite = np.isfinite(np.asarray(screen.start_values))
         if np.all(finite) and np.isfinite(float(screen.ofv)):
             xi0 = screen.xi  # the EBEs at θ₀: the outer fit's warm start
+            first_evaluation = screen
     keep = np.flatnonzero(finite)
     if keep.size == 0:
         raise ValueError("no subject's objective is finite at the start; check data and start")
@@ -1025,6 +1025,10 @@ def fit_population(
                         if progress is not None:
                             progress(s.iterations, max_steps, np.asarray(s.theta), float(s.ofv))
 
+                if state is None and j == 0 and first_evaluation is not None:
+                    state = first_evaluation  # θ₀ evaluated by the screen: not again
+                    if after is not None:
+                        after(state)
                 state = program.run(state or outer_start(t0, xi0), max_steps, after)
                 run = (state, state.converged(max_steps), state.iterations)
             start_ofvs.append(float(run[0].ofv))

@@ -17,7 +17,9 @@ derivative is the implicit function theorem's dξ̂/dθ = −(∇²f)⁻¹ ∂²
 ξ̂ (∇f = 0 at the optimum).
 
 The structural problem provides, besides the `AbstractFitProblem` interface,
-`mean_and_sd(u)`: the model's mean, the residual error's SD and a mask, per observation.
+`mean_and_sd(u)`: the model's mean, the residual error's SD and a mask, per observation; and
+optionally `likelihood_parts(u)` — the negative log-likelihood and those three from one
+simulation.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from ._model import PopulationModel
 INNER_GRADIENT_TOLERANCE = 1e-7
 #: and at this many damped Gauss–Newton steps at the most
 INNER_MAX_STEPS = 100
+#: or after a refused step when the undamped step predicts a decrease of f below this (nats),
+INNER_DECREMENT_TOLERANCE = 1e-9
+#: or after this many refused steps in a row
+INNER_MAX_REJECTIONS = 8
 
 
 def value_gradient_curvature(
@@ -95,10 +101,15 @@ def empirical_bayes(
     xi0: Float[Array, " r"],
     max_steps: int = INNER_MAX_STEPS,
     tolerance: float = INNER_GRADIENT_TOLERANCE,
+    decrement: float = INNER_DECREMENT_TOLERANCE,
+    max_rejections: int = INNER_MAX_REJECTIONS,
 ) -> tuple[Array, Array, Array, Array]:
     """One subject's ξ̂ = argmin f by damped Gauss–Newton (Levenberg–Marquardt on H, which
     is ≥ I so every damped system is well posed): (ξ̂, f(ξ̂), steps, converged). A trial
-    point whose f is not finite (a failed simulation) is rejected like an uphill one."""
+    point whose f is not finite (a failed simulation) is rejected like an uphill one. It
+    stops when max|∇f| < `tolerance`, or at a refused step when the undamped step predicts
+    a decrease below `decrement` or after `max_rejections` refusals in a row (the
+    noise floor of an adaptive solve, where more damping only costs simulations)."""
     theta = jax.lax.stop_gradient(theta)
     evaluate = eqx.Partial(value_gradient_curvature, model, problem, theta, z)
     r = xi0.shape[0]
@@ -111,7 +122,7 @@ def empirical_bayes(
         return (k <= max_steps) & ~stop
 
     def body(state):
-        xi, f, g, h, damping, k, _, candidate = state
+        xi, f, g, h, damping, k, _, candidate, rejected = state
         f1, g1, h1 = evaluate(candidate)
         first = k == 0
         better = (jnp.isfinite(f1) & (f1 <= f)) | first
@@ -120,10 +131,17 @@ def empirical_bayes(
             lambda new, old: jnp.where(better, new, old), (candidate, f1, g1, h1), (xi, f, g, h)
         )
         damping = jnp.where(first, damping, jnp.where(better, damping / 3.0, damping * 4.0))
+        rejected = jnp.where(better, 0, rejected + 1)
         tiny = jnp.max(jnp.abs(step)) < 1e-12 * (1.0 + jnp.max(jnp.abs(xi)))
         converged = (jnp.max(jnp.abs(g)) < tolerance) | ~jnp.isfinite(f)
-        stop = converged | (damping > 1e12) | (better & tiny & ~first)
-        return xi, f, g, h, damping, k + 1, stop, xi - jnp.linalg.solve(h + damping * eye, g)
+        # a step refused where the undamped step predicts almost no decrease, or refused
+        # again and again, meets the simulation's own noise (an adaptive ODE solve's f is
+        # smooth only to its tolerance): what is left is below `decrement`
+        predicted = 0.5 * g @ jnp.linalg.solve(h, g)
+        stalled = ~better & ((predicted < decrement) | (rejected >= max_rejections))
+        stop = converged | (damping > 1e12) | (better & tiny & ~first) | stalled
+        step = jnp.linalg.solve(h + damping * eye, g)
+        return xi, f, g, h, damping, k + 1, stop, xi - step, rejected
 
     state = (
         xi0,
@@ -134,10 +152,13 @@ def empirical_bayes(
         jnp.asarray(0),
         jnp.asarray(False),
         xi0,
+        jnp.asarray(0),
     )
-    xi, f, g, _, _, k, _, _ = jax.lax.while_loop(cond, body, state)
+    xi, f, g, h, _, k, _, _, _ = jax.lax.while_loop(cond, body, state)
     k = jnp.maximum(k - 1, 0)  # the first pass evaluated ξ₀
-    return xi, f, k, jnp.isfinite(f) & (jnp.max(jnp.abs(g)) < 1e3 * tolerance)
+    # converged: ∇f small, or no step predicts a decrease that matters
+    small = (jnp.max(jnp.abs(g)) < 1e3 * tolerance) | (0.5 * g @ jnp.linalg.solve(h, g) < decrement)
+    return xi, f, k, jnp.isfinite(f) & small
 
 
 def subject_objective(
@@ -197,15 +218,13 @@ def subject_value_and_score(
     eye_r = jnp.eye(r)
 
     def outputs(t, x):
-        nll, mean, sd, mask = _likelihood_parts(problem, model.individual(t, z, x))
-        return nll, mean, sd, mask
+        return _likelihood_parts(problem, model.individual(t, z, x))
 
-    def along_xi(t, x):  # the outputs and their r derivatives in ξ
+    def along_xi(t, x):  # (nll, mean, sd) and their r derivatives in ξ
         def jvp(e):
             return jax.jvp(lambda x_: outputs(t, x_)[:3], (x,), (e,))
 
-        (nll, mean, sd), tangents = jax.vmap(jvp, out_axes=(None, 0))(eye_r)
-        return (nll, mean, sd), tangents
+        return jax.vmap(jvp, out_axes=(None, 0))(eye_r)
 
     directions = (
         jnp.concatenate([jnp.eye(q), jnp.zeros((r, q))]),
@@ -215,7 +234,7 @@ def subject_value_and_score(
     (primal, first), (d_primal, d_first) = jax.vmap(
         lambda dt, dx: jax.jvp(along_xi, (theta, xi_hat), (dt, dx)), out_axes=(None, 0)
     )(*directions)
-    nll, mean, sd = primal
+    nll, _, sd = primal
     g_nll, d_mean, d_sd = first  # ∂_ξ of nll [r], mean [r, m], sd [r, m]
     # along each (θ, ξ) direction v: ∂_v of the value and of the curvature's ingredients
     value, d_value = jax.vmap(
