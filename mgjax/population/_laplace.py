@@ -206,9 +206,10 @@ def subject_value_and_score(
     xi_hat: Float[Array, " r"],
 ) -> tuple[Array, Float[Array, " q"]]:
     """−2 log L_i (FOCE-I) and its exact gradient in θ, given the subject's ξ̂ at θ, from
-    one forward-over-forward pass through the model (r directions in ξ inside q + r
-    directions in (θ, ξ): one simulation carrying (1 + r)(1 + q + r) tangents, where
-    `jax.jacfwd` of `subject_objective` takes three). With F(θ, ξ) = 2f + log det H,
+    one forward-over-forward pass through the model (the r columns of ∂u/∂ξ inside the p
+    unit directions of the individual coordinates u: one simulation carrying (1 + r)(1 + p)
+    tangents, where `jax.jacfwd` of `subject_objective` takes three). With
+    F(θ, ξ) = 2f + log det H,
 
         dF/dθ = ∂_θF − ∂_ξFᵀ (∇²_ξξ f)⁻¹ ∂²_ξθ f        (the implicit function theorem),
 
@@ -216,24 +217,42 @@ def subject_value_and_score(
     Newton step from ξ̂ (equal to second order in ∇_ξ f, zero at the optimum)."""
     q, r = theta.shape[0], xi_hat.shape[0]
     eye_r = jnp.eye(r)
-
-    def outputs(t, x):
-        return _likelihood_parts(problem, model.individual(t, z, x))
-
-    def along_xi(t, x):  # (nll, mean, sd) and their r derivatives in ξ
-        def jvp(e):
-            return jax.jvp(lambda x_: outputs(t, x_)[:3], (x,), (e,))
-
-        return jax.vmap(jvp, out_axes=(None, 0))(eye_r)
-
     directions = (
         jnp.concatenate([jnp.eye(q), jnp.zeros((r, q))]),
         jnp.concatenate([jnp.zeros((q, r)), eye_r]),
     )
-    mask = outputs(theta, xi_hat)[3]  # data: no derivative, no second simulation after DCE
-    (primal, first), (d_primal, d_first) = jax.vmap(
-        lambda dt, dx: jax.jvp(along_xi, (theta, xi_hat), (dt, dx)), out_axes=(None, 0)
-    )(*directions)
+
+    # the model sees (θ, ξ) only through u = individual(θ, ξ) (p quantities): differentiate
+    # the simulation along p unit directions in u (outer) and the r columns of ∂u/∂ξ (inner)
+    # — (1 + r)(1 + p) tangents —, then map to the q + r directions in (θ, ξ) by the chain
+    # rule (u's own derivatives are algebra, no simulation)
+    def u_and_columns(t, x):
+        return model.individual(t, z, x), jax.jacfwd(lambda x_: model.individual(t, z, x_))(x)
+
+    (u_hat, columns), (du, d_columns) = jax.vmap(
+        lambda dt, dx: jax.jvp(u_and_columns, (theta, xi_hat), (dt, dx)), out_axes=(None, 0)
+    )(*directions)  # u [p], ∂u/∂ξ [p, r]; along each v: ∂_v u [V, p], ∂_v ∂u/∂ξ [V, p, r]
+    p = u_hat.shape[0]
+
+    def outputs(u):
+        return _likelihood_parts(problem, u)[:3]  # nll, mean, sd
+
+    def along_columns(u):  # the outputs and their derivatives along ∂u/∂ξ_j
+        return jax.vmap(lambda c: jax.jvp(outputs, (u,), (c,)), out_axes=(None, 0))(columns.T)
+
+    mask = _likelihood_parts(problem, u_hat)[3]  # data (no simulation left after DCE)
+    (primal, first), (d_unit, dd_unit) = jax.vmap(
+        lambda e: jax.jvp(along_columns, (u_hat,), (e,)), out_axes=(None, 0)
+    )(jnp.eye(p))
+    # ∂_v o = o'·∂_v u;  ∂_v ∂_ξj o = o''[∂_v u, ∂u/∂ξ_j] + o'·∂_v(∂u/∂ξ_j)
+    d_primal = jax.tree.map(lambda d: jnp.tensordot(du, d, axes=1), d_unit)
+    d_first = jax.tree.map(
+        lambda d1, d2: (
+            jnp.einsum("vk,kj...->vj...", du, d2) + jnp.einsum("vkj,k...->vj...", d_columns, d1)
+        ),
+        d_unit,
+        dd_unit,
+    )
     nll, _, sd = primal
     g_nll, d_mean, d_sd = first  # ∂_ξ of nll [r], mean [r, m], sd [r, m]
     # along each (θ, ξ) direction v: ∂_v of the value and of the curvature's ingredients
