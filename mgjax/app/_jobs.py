@@ -55,6 +55,7 @@ from ._run_dir import (
     JobError,
     check_fingerprint,
     fingerprint,
+    local_devices,
     prepare_run_dir,
     remove_unfinished,
     start_log,
@@ -211,14 +212,7 @@ def _load_fit_data(cfg: RunConfig) -> Dataset:
 
 def _devices(cfg: RunConfig) -> list:
     """The local devices the batch engine uses (`batch.devices`, null = all)."""
-    devices = jax.local_devices()
-    if cfg.batch.devices is not None:
-        if cfg.batch.devices > len(devices):
-            raise JobError(
-                f"batch.devices = {cfg.batch.devices} but only {len(devices)} local device(s)"
-            )
-        devices = devices[: cfg.batch.devices]
-    return devices
+    return local_devices(cfg.batch.devices, "batch.devices")
 
 
 def fit_progress_bar(console=None):

@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-
 from ..data import load_dataset, read_nonmem
 from ..model import parameter_infos
 from ..population import (
@@ -40,7 +38,7 @@ from ..population import (
 from ..population._one_compartment import UNITS as ONE_COMPARTMENT_UNITS
 from ._config import PopulationConfig, RunConfig, load_config
 from ._population_report import report_population, write_population_fit, write_population_report
-from ._run_dir import JobError, prepare_run_dir, start_log, write_run_header
+from ._run_dir import JobError, local_devices, prepare_run_dir, start_log, write_run_header
 
 #: the one-compartment model's default random effects
 ONE_COMPARTMENT_RANDOM = ("ka", "cl", "v")
@@ -158,13 +156,7 @@ def population_job(
             pop.method.upper(),
             checkpoint.name,
         )
-    devices = jax.local_devices()
-    if pop.devices is not None:
-        if pop.devices > len(devices):
-            raise JobError(
-                f"population.devices = {pop.devices} but only {len(devices)} local device(s)"
-            )
-        devices = devices[: pop.devices]
+    devices = local_devices(pop.devices, "population.devices")
     log.info(
         "population fit (%s): %d subjects, random effects on %s, %d covariate effect(s)%s",
         pop.method.upper(),

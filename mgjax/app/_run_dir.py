@@ -271,3 +271,13 @@ def start_log(run_dir: Path, name: str = "mgjax") -> logging.Logger:
     console.addFilter(_to_console)
     logger.addHandler(console)
     return logger
+
+
+def local_devices(count: int | None, key: str) -> list:
+    """The first `count` local devices (None: all); config key `key` names it in the error."""
+    devices = jax.local_devices()
+    if count is not None:
+        if count > len(devices):
+            raise JobError(f"{key} = {count} but only {len(devices)} local device(s)")
+        devices = devices[:count]
+    return devices

@@ -570,12 +570,9 @@ class _FoceProgram:
     their number with weightless copies of its first subject); the states it takes and gives
     hold the cohort's own subjects only."""
 
-    def __init__(
-        self, outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol, devices=None
-    ):
+    def __init__(self, outer, model, stacked, z, xi0, theta0, inner_max_steps, rtol, atol, devices):
         self.outer = "fisher" if outer == "bfgs" else outer
         self.n = n = int(np.shape(xi0)[0])
-        devices = tuple(devices or jax.local_devices()[:1])
         self.padded_n = -(-n // len(devices)) * len(devices)
         if self.padded_n > n:
             stacked, z = jax.tree.map(lambda x: _padded(x, self.padded_n), (stacked, z))
@@ -598,13 +595,10 @@ class _FoceProgram:
 
     def _placed(self, state: OuterState) -> OuterState:
         """`state` padded to the program's subjects and placed on every device."""
-        if self.padded_n == self.n and self.mesh is None:
+        if self.mesh is None:  # one device: nothing padded
             return state
         padded = {f: _padded(getattr(state, f), self.padded_n) for f in _PER_SUBJECT}
-        state = dataclasses.replace(state, **padded)
-        if self.mesh is None:
-            return jax.tree.map(jnp.asarray, state)
-        return jax.device_put(state, self.replicated)
+        return jax.device_put(dataclasses.replace(state, **padded), self.replicated)
 
     def _call(self, state: OuterState, until: int, stepping: bool) -> OuterState:
         out = self.program(

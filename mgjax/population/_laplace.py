@@ -70,10 +70,15 @@ def value_gradient_curvature(
     (nll, (_, sd, mask)), (d_nll, (d_mean, d_sd, _)) = jax.vmap(along, out_axes=(None, 0))(
         jnp.eye(r)
     )
+    return nll + 0.5 * xi @ xi, d_nll + xi, _expected_curvature(d_mean, d_sd, sd, mask)
+
+
+def _expected_curvature(d_mean, d_sd, sd, mask):
+    """H = Σ_obs (∂f ∂fᵀ + 2 ∂σ ∂σᵀ)/σ² + I from the means' and SDs' derivatives in ξ
+    [r, m] (`value_gradient_curvature`)."""
     weight = jnp.where(mask, 1.0 / sd, 0.0)
     a, b = d_mean * weight, jnp.sqrt(2.0) * d_sd * weight
-    f = nll + 0.5 * xi @ xi
-    return f, d_nll + xi, a @ a.T + b @ b.T + jnp.eye(r)
+    return a @ a.T + b @ b.T + jnp.eye(d_mean.shape[0])
 
 
 def _objective_in_xi(model, problem, theta, z):
@@ -192,9 +197,7 @@ def _likelihood_parts(problem: AbstractFitProblem, u: Float[Array, " p"]):
 def _laplace_term(nll, xi, d_mean, d_sd, sd, mask):
     """2 f + log det H (FOCE-I's −2 log L_i at ξ) from the likelihood, ξ and the means' and
     SDs' derivatives in ξ [r, m] (`value_gradient_curvature`'s H)."""
-    weight = jnp.where(mask, 1.0 / sd, 0.0)
-    a, b = d_mean * weight, jnp.sqrt(2.0) * d_sd * weight
-    h = a @ a.T + b @ b.T + jnp.eye(xi.shape[0])
+    h = _expected_curvature(d_mean, d_sd, sd, mask)
     return 2.0 * (nll + 0.5 * xi @ xi) + jnp.linalg.slogdet(h)[1]
 
 
